@@ -1,5 +1,17 @@
 //! beatd: a periodic scheduler daemon.
 //!
 //! Map of the crate:
-//! - [`schedule`]: cron and interval schedules, pure `next_after`, time-zone segment tables.
+//! - [`schedule`]: cron and interval schedules; pure `next_after`; time-zone segment tables.
+//! - [`config`]: the TOML file, validated into [`config::Config`] with every error located.
+//! - [`jobs`]: the actions a job runs, one file each.
+//! - [`fire`]: one run of one job for one slot, and its deterministic id.
+//! - [`clock`]: the one seam for wall-clock time (system timerfd, or a manual test clock).
+//! - [`timers`]: the min-heap of next fires.
+//! - [`scheduler`]: the timer loop, and the runner that executes fires.
+pub mod clock;
+pub mod config;
+pub mod fire;
+pub mod jobs;
 pub mod schedule;
+pub mod scheduler;
+pub mod timers;

@@ -1,0 +1,151 @@
+//! Diagnostics: config errors that point at the spot in the file.
+//!
+//! Every error carries a byte span and, when it belongs to a job, the job's name; it renders as
+//! `FILE:LINE:COL: job "NAME": message`, the form editors and humans both read. Errors are
+//! collected, not returned at the first one, so `beatd check` reports all of them in one run.
+
+use std::fmt;
+use std::ops::Range;
+
+/// One config error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based line and column (in characters); `None` for errors about the whole file.
+    pub position: Option<(usize, usize)>,
+    pub job: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.file)?;
+        if let Some((line, col)) = self.position {
+            write!(f, "{line}:{col}:")?;
+        }
+        if let Some(job) = &self.job {
+            write!(f, " job \"{job}\":")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+/// Every error found in a config, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    pub fn whole_file(file: &str, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![Diagnostic {
+            file: file.to_string(),
+            position: None,
+            job: None,
+            message: message.into(),
+        }])
+    }
+}
+
+/// Collects diagnostics for one source text.
+#[derive(Debug)]
+pub struct Diags<'s> {
+    file: String,
+    text: &'s str,
+    line_starts: Vec<usize>,
+    found: Vec<(usize, Diagnostic)>,
+}
+
+impl<'s> Diags<'s> {
+    pub fn new(file: &str, text: &'s str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Diags {
+            file: file.to_string(),
+            text,
+            line_starts,
+            found: Vec::new(),
+        }
+    }
+
+    pub fn text(&self) -> &'s str {
+        self.text
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.line_starts[line];
+        let col = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        (line + 1, col + 1)
+    }
+
+    pub fn error(&mut self, span: Range<usize>, job: Option<&str>, message: impl Into<String>) {
+        let d = Diagnostic {
+            file: self.file.clone(),
+            position: Some(self.position(span.start)),
+            job: job.map(str::to_string),
+            message: message.into(),
+        };
+        self.found.push((span.start, d));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    pub fn finish(mut self) -> Result<(), ConfigErrors> {
+        if self.found.is_empty() {
+            return Ok(());
+        }
+        self.found.sort_by_key(|(at, _)| *at);
+        Err(ConfigErrors(self.found.into_iter().map(|(_, d)| d).collect()))
+    }
+}
+
+/// `(did you mean "X"?)` for the closest candidate, when one is close enough to be a typo.
+pub fn hint<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let lower = word.to_lowercase();
+    let best = candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&lower, &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.chars().count() / 3).clamp(1, 3))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, c)) => format!(" (did you mean \"{c}\"?)"),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_and_count_characters() {
+        let d = Diags::new("f", "a = 1\nüb = \"x\"\n");
+        assert_eq!(d.position(0), (1, 1));
+        assert_eq!(d.position(6), (2, 1));
+        // "ü" is two bytes and one column.
+        assert_eq!(d.position(9), (2, 3));
+    }
+
+    #[test]
+    fn hints_only_for_near_misses() {
+        assert_eq!(hint("comand", ["command", "noop"]), " (did you mean \"command\"?)");
+        assert_eq!(hint("Europe/Berln", ["Europe/Berlin", "Europe/Bern"]), " (did you mean \"Europe/Berlin\"?)");
+        assert_eq!(hint("frobnicate", ["command", "noop"]), "");
+    }
+}

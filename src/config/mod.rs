@@ -1,0 +1,319 @@
+//! The config file: a TOML schedule edited by hand.
+//!
+//! Two stages, as the file is read: [`toml::de::DeTable`] keeps every key and value with its
+//! span, then [`parse_str`] builds the validated domain types ([`Config`], [`Job`]) in one
+//! place, collecting every error with its position instead of stopping at the first. File I/O
+//! is kept apart ([`load`]) so tests validate strings without touching the disk.
+
+pub mod diag;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use toml::de::{DeTable, DeValue};
+
+use self::diag::{ConfigErrors, Diags, hint};
+use self::table::{Str, Table, type_name};
+use crate::jobs::{ACTIONS, Action};
+use crate::schedule::{CronSchedule, Interval, Schedule, cron};
+
+/// Configs larger than this are refused before parsing: a schedule of 50 000 jobs fits.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file as the user named it (for messages).
+    pub path: PathBuf,
+    pub scheduler: SchedulerConfig,
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Default zone for cron jobs.
+    pub timezone: Tz,
+    /// Where the embedded state lives; relative to the config file's folder.
+    pub state_dir: PathBuf,
+    /// How long running jobs get to finish on shutdown before they are killed.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub schedule: Schedule,
+    /// The schedule as written: `cron 30 2 * * *` or `every 5m`.
+    pub schedule_text: String,
+    /// The zone the job's times are evaluated (cron) and shown in.
+    pub timezone: Tz,
+    pub enabled: bool,
+    pub action: Action,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let shown = path.display().to_string();
+    let bytes = read_limited(path).map_err(|m| ConfigErrors::whole_file(&shown, m))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            let mut d = Diags::new(&shown, &prefix);
+            d.error(valid..valid, None, "invalid UTF-8: a config must be UTF-8 text");
+            return Err(d.finish().expect_err("one error was added"));
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    parse_str(&text, path, &base)
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read config: {e}"))?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err("cannot read config: it is a directory".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read config: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "config is larger than the {} MiB limit",
+            MAX_CONFIG_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Validates config text. `path` is used in messages; `base` resolves relative paths.
+pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigErrors> {
+    let shown = path.display().to_string();
+    let mut d = Diags::new(&shown, text);
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim_end().replace('\n', " ");
+            d.error(span, None, format!("invalid TOML: {message}"));
+            return Err(d.finish().expect_err("one error was added"));
+        }
+    };
+    let root = root.get_ref();
+    let mut top = Table::new(root, 0..0, None);
+
+    let scheduler = match top.table(&mut d, "scheduler") {
+        Some((t, span)) => parse_scheduler(&mut Table::new(t, span, None).section("scheduler"), &mut d, base),
+        None => Some(SchedulerConfig {
+            timezone: system_zone(),
+            state_dir: base.join("state"),
+            shutdown_grace: Duration::from_secs(30),
+        }),
+    };
+    let default_zone = scheduler.as_ref().map_or(Tz::UTC, |s| s.timezone);
+
+    let mut jobs = Vec::new();
+    if let Some((t, _)) = top.table(&mut d, "jobs") {
+        for (key, value) in t {
+            let name = key.get_ref().as_ref();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                d.error(
+                    key.span(),
+                    Some(name),
+                    "job names may only contain letters, digits, \".\", \"_\" and \"-\"",
+                );
+                continue;
+            }
+            match value.get_ref() {
+                DeValue::Table(jt) => {
+                    let mut jt = Table::new(jt, key.span(), Some(name));
+                    if let Some(job) = parse_job(name, &mut jt, &mut d, base, default_zone) {
+                        jobs.push(job);
+                    }
+                }
+                other => d.error(
+                    value.span(),
+                    Some(name),
+                    format!("a job must be a table, not {}", type_name(other)),
+                ),
+            }
+        }
+    }
+    top.finish(&mut d, &[]);
+    d.finish()?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        scheduler: scheduler.expect("no errors means the scheduler section parsed"),
+        jobs,
+    })
+}
+
+fn parse_scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<SchedulerConfig> {
+    let timezone = match t.str(d, "timezone") {
+        Some(s) => zone(t, d, &s),
+        None => Some(system_zone()),
+    };
+    let state_dir = t.path(d, "state_dir", base).map_or_else(|| base.join("state"), |(p, _)| p);
+    let shutdown_grace = t.duration(d, "shutdown_grace").map_or(Duration::from_secs(30), |(v, _)| v);
+    t.finish(d, &[]);
+    Some(SchedulerConfig {
+        timezone: timezone?,
+        state_dir,
+        shutdown_grace,
+    })
+}
+
+fn zone(t: &Table<'_, '_>, d: &mut Diags, s: &Str<'_>) -> Option<Tz> {
+    match s.value.parse::<Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
+            t.error(d, s.span.clone(), format!("unknown time zone \"{}\"{}", s.value, hint(s.value, names)));
+            None
+        }
+    }
+}
+
+/// A fixed instant to test "does this expression ever fire", so checking is repeatable.
+fn probe_instant() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default() // 2026-01-01
+}
+
+fn parse_job(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path, default_zone: Tz) -> Option<Job> {
+    let enabled = t.bool(d, "enabled").unwrap_or(true);
+    let timezone = match t.str(d, "timezone") {
+        Some(s) => zone(t, d, &s),
+        None => Some(default_zone),
+    };
+    let cron = t.str(d, "cron");
+    let every = t.str(d, "every");
+    let offset = t.duration(d, "offset");
+
+    let schedule = match (&cron, &every) {
+        (Some(_), Some(e)) => {
+            let span = t.key_span("every").unwrap_or(e.span.clone());
+            t.error(d, span, "set either \"cron\" or \"every\", not both");
+            None
+        }
+        (None, None) => {
+            t.error(d, t.span.clone(), "missing schedule: set \"cron\" or \"every\"");
+            None
+        }
+        (Some(c), None) => {
+            if let Some((_, span)) = &offset {
+                t.error(d, span.clone(), "\"offset\" goes with \"every\", not with \"cron\"");
+            }
+            cron_schedule(t, d, c, timezone?)
+        }
+        (None, Some(e)) => interval_schedule(t, d, e, offset),
+    };
+
+    let action = match t.str(d, "action") {
+        None => {
+            if t.key_span("action").is_none() {
+                t.error(d, t.span.clone(), format!("missing key \"action\" (one of: {})", ACTIONS.join(", ")));
+            }
+            t.finish(d, &Action::all_keys());
+            return None;
+        }
+        Some(a) if !ACTIONS.contains(&a.value) => {
+            let msg = format!(
+                "unknown action \"{}\"{}",
+                a.value,
+                match hint(a.value, ACTIONS.iter().copied()) {
+                    h if h.is_empty() => format!(" (one of: {})", ACTIONS.join(", ")),
+                    h => h,
+                }
+            );
+            t.error(d, a.span.clone(), msg);
+            t.finish(d, &Action::all_keys());
+            return None;
+        }
+        Some(a) => Action::parse(a.value, t, d, base),
+    };
+    t.finish(d, &[]);
+    let (schedule, schedule_text) = schedule?;
+    Some(Job {
+        name: name.to_string(),
+        schedule,
+        schedule_text,
+        timezone: timezone?,
+        enabled,
+        action: action?,
+    })
+}
+
+fn cron_schedule(t: &Table<'_, '_>, d: &mut Diags, c: &Str<'_>, tz: Tz) -> Option<(Schedule, String)> {
+    match cron::parse(c.value) {
+        Ok(cron::Parsed::Reboot) => Some((Schedule::Reboot, "@reboot".into())),
+        Ok(cron::Parsed::Fields(expr)) => {
+            let s = CronSchedule::new(expr, tz);
+            if s.next_after(probe_instant()).is_none() {
+                t.error(d, c.span.clone(), format!("cron expression \"{}\" never fires", c.value));
+                return None;
+            }
+            Some((Schedule::Cron(s), c.value.trim().to_string()))
+        }
+        Err(e) => {
+            // Point inside the string when it is written plainly (no escapes).
+            let raw = d.text().get(c.span.clone()).unwrap_or("");
+            let plain = raw.len() == c.value.len() + 2;
+            let at = if plain { c.span.start + 1 + e.offset } else { c.span.start };
+            t.error(d, at..at, format!("invalid cron expression \"{}\": {}", c.value, e.message));
+            None
+        }
+    }
+}
+
+fn interval_schedule(
+    t: &Table<'_, '_>,
+    d: &mut Diags,
+    e: &Str<'_>,
+    offset: Option<(Duration, std::ops::Range<usize>)>,
+) -> Option<(Schedule, String)> {
+    let every = match table::parse_duration(e.value) {
+        Ok(v) => v,
+        Err(err) => {
+            t.error(d, e.span.clone(), format!("invalid duration \"{}\" for \"every\": {err}", e.value));
+            return None;
+        }
+    };
+    if every < Duration::from_secs(1) {
+        t.error(d, e.span.clone(), format!("\"every\" must be at least 1s, not \"{}\"", e.value));
+        return None;
+    }
+    let (offset, offset_span) = offset.unwrap_or((Duration::ZERO, e.span.clone()));
+    match Interval::new(every, offset) {
+        Some(i) => {
+            let mut text = format!("every {}", e.value.trim());
+            if !offset.is_zero() {
+                text.push_str(&format!(" offset {}", humantime::format_duration(offset)));
+            }
+            Some((Schedule::Every(i), text))
+        }
+        None => {
+            t.error(d, offset_span, format!("\"offset\" must be smaller than \"every\" ({})", e.value.trim()));
+            None
+        }
+    }
+}
+
+/// The system's zone, as cron finds it: `TZ`, then `/etc/localtime`; UTC if neither is known.
+pub fn system_zone() -> Tz {
+    if let Ok(tz) = std::env::var("TZ") {
+        let name = tz.trim_start_matches(':');
+        let name = name.rsplit_once("zoneinfo/").map_or(name, |(_, n)| n);
+        if let Ok(zone) = name.parse() {
+            return zone;
+        }
+    }
+    iana_time_zone::get_timezone()
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(Tz::UTC)
+}

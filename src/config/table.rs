@@ -1,0 +1,185 @@
+//! A reader over one TOML table that remembers which keys were asked for.
+//!
+//! serde's `deny_unknown_fields` stops at the first unknown key and cannot be combined with the
+//! flattened, action-specific keys that share a job's table. This reader lets each part of the
+//! config (the job's common keys, then its action) take the keys it knows, reports type errors
+//! at the value, and finally reports every key nobody asked for, with a hint.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diag::{Diags, hint};
+
+/// One table of the config, being read.
+#[derive(Debug)]
+pub struct Table<'t, 'i> {
+    table: &'t DeTable<'i>,
+    /// Where errors about the table as a whole (a missing key) point.
+    pub span: Range<usize>,
+    /// The job this table belongs to, for messages.
+    pub job: Option<String>,
+    /// A label for errors outside jobs, such as `scheduler`.
+    pub section: Option<&'static str>,
+    asked: Vec<&'static str>,
+}
+
+/// A string value with where it sits in the file.
+#[derive(Debug, Clone)]
+pub struct Str<'t> {
+    pub value: &'t str,
+    pub span: Range<usize>,
+}
+
+impl<'t, 'i> Table<'t, 'i> {
+    pub fn new(table: &'t DeTable<'i>, span: Range<usize>, job: Option<&str>) -> Self {
+        Table {
+            table,
+            span,
+            job: job.map(str::to_string),
+            section: None,
+            asked: Vec::new(),
+        }
+    }
+
+    pub fn section(mut self, name: &'static str) -> Self {
+        self.section = Some(name);
+        self
+    }
+
+    /// Reports an error in this table's context.
+    pub fn error(&self, d: &mut Diags, span: Range<usize>, message: impl Into<String>) {
+        let message = message.into();
+        match self.section {
+            Some(section) if self.job.is_none() => d.error(span, None, format!("{section}: {message}")),
+            _ => d.error(span, self.job.as_deref(), message),
+        }
+    }
+
+    /// The raw value of `key`, marking the key as known.
+    pub fn get(&mut self, key: &'static str) -> Option<&'t Spanned<DeValue<'i>>> {
+        self.asked.push(key);
+        self.table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
+    }
+
+    /// The span of the key `key` itself, if present.
+    pub fn key_span(&self, key: &str) -> Option<Range<usize>> {
+        self.table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(k, _)| k.span())
+    }
+
+    fn typed<T>(
+        &mut self,
+        d: &mut Diags,
+        key: &'static str,
+        want: &str,
+        f: impl FnOnce(&'t DeValue<'i>) -> Option<T>,
+    ) -> Option<(T, Range<usize>)> {
+        let v = self.get(key)?;
+        match f(v.get_ref()) {
+            Some(t) => Some((t, v.span())),
+            None => {
+                let msg = format!("\"{key}\" must be {want}, not {}", type_name(v.get_ref()));
+                self.error(d, v.span(), msg);
+                None
+            }
+        }
+    }
+
+    pub fn str(&mut self, d: &mut Diags, key: &'static str) -> Option<Str<'t>> {
+        self.typed(d, key, "a string", |v| match v {
+            DeValue::String(s) => Some(s.as_ref()),
+            _ => None,
+        })
+        .map(|(value, span)| Str { value, span })
+    }
+
+    /// A required string; reports it missing.
+    pub fn req_str(&mut self, d: &mut Diags, key: &'static str) -> Option<Str<'t>> {
+        let present = self.table.iter().any(|(k, _)| k.get_ref().as_ref() == key);
+        if !present {
+            self.asked.push(key);
+            self.error(d, self.span.clone(), format!("missing key \"{key}\""));
+            return None;
+        }
+        self.str(d, key)
+    }
+
+    pub fn bool(&mut self, d: &mut Diags, key: &'static str) -> Option<bool> {
+        self.typed(d, key, "true or false", DeValue::as_bool).map(|(b, _)| b)
+    }
+
+    pub fn table(&mut self, d: &mut Diags, key: &'static str) -> Option<(&'t DeTable<'i>, Range<usize>)> {
+        self.typed(d, key, "a table", |v| v.as_table())
+    }
+
+    /// A duration written like `90s`, `5m`, `1h30m` or `2d`.
+    pub fn duration(&mut self, d: &mut Diags, key: &'static str) -> Option<(Duration, Range<usize>)> {
+        let s = self.str(d, key)?;
+        match parse_duration(s.value) {
+            Ok(v) => Some((v, s.span)),
+            Err(e) => {
+                self.error(d, s.span, format!("invalid duration \"{}\" for \"{key}\": {e}", s.value));
+                None
+            }
+        }
+    }
+
+    /// A path; relative paths resolve against `base` (the config file's folder).
+    pub fn path(&mut self, d: &mut Diags, key: &'static str, base: &Path) -> Option<(PathBuf, Range<usize>)> {
+        let s = self.str(d, key)?;
+        if s.value.is_empty() {
+            self.error(d, s.span, format!("\"{key}\" must not be empty"));
+            return None;
+        }
+        Some((base.join(s.value), s.span))
+    }
+
+    /// Reports every key nobody asked for. `also_known` are keys that are valid elsewhere
+    /// (another action's keys when the action itself is wrong) and should not be reported.
+    pub fn finish(&self, d: &mut Diags, also_known: &[&str]) {
+        for (k, _) in self.table.iter() {
+            let key = k.get_ref().as_ref();
+            if self.asked.contains(&key) || also_known.contains(&key) {
+                continue;
+            }
+            let msg = format!("unknown key \"{key}\"{}", hint(key, self.asked.iter().copied()));
+            self.error(d, k.span(), msg);
+        }
+    }
+}
+
+pub fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// Parses `90s`, `5m`, `1h30m`, `2d`, `1h 30m`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn duration_forms() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

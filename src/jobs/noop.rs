@@ -1,0 +1,14 @@
+//! `noop`: does nothing. For trying a schedule, and for benchmarking the loop itself.
+
+use super::Outcome;
+
+pub const KEYS: &[&str] = &[];
+
+#[derive(Debug, Clone, Copy)]
+pub struct Noop;
+
+impl Noop {
+    pub fn run(&self) -> Outcome {
+        Outcome::Success
+    }
+}

@@ -1,0 +1,165 @@
+//! The timer loop: sleep until the earliest fire, dispatch everything due, repeat.
+//!
+//! The loop never polls. It sleeps on [`Clock::sleep_until`] for the earliest entry of the
+//! [`Timers`] heap, or until shutdown; with nothing due it does not wake at all. Dispatch hands
+//! each fire to a [`Dispatch`] and never waits for the job, so a slow job cannot delay another
+//! job's fire.
+//!
+//! Wall-clock steps: when the wall clock jumps forward past several slots of a job (an NTP
+//! correction, a resume from suspend), those slots run once, for the latest of them, and the
+//! skipped count is logged. When it jumps back, the heap keeps the slots after the ones already
+//! fired, so no slot fires twice; jobs resume when the wall clock reaches them again.
+
+pub mod runner;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Job;
+use crate::fire::Fire;
+use crate::schedule::Schedule;
+use crate::timers::Timers;
+
+/// Where fires go. The daemon's [`runner::Runner`] runs the job's action; tests record.
+pub trait Dispatch: Send + Sync {
+    /// Must not block: start the work and return.
+    fn dispatch(&self, fire: Fire);
+}
+
+/// A wall-clock discrepancy larger than this, between two loop iterations, is logged as a step.
+const STEP_TOLERANCE_MS: i64 = 1000;
+
+pub struct Scheduler<D: Dispatch> {
+    jobs: Vec<Arc<Job>>,
+    timers: Timers,
+    clock: Clock,
+    dispatch: D,
+}
+
+impl<D: Dispatch> std::fmt::Debug for Scheduler<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("jobs", &self.jobs.len())
+            .field("timers", &self.timers.len())
+            .finish()
+    }
+}
+
+impl<D: Dispatch> Scheduler<D> {
+    /// Builds the heap from the enabled jobs' next fires after the clock's now; `@reboot`
+    /// jobs are dispatched when [`Scheduler::run`] starts.
+    pub fn new(jobs: impl IntoIterator<Item = Job>, clock: Clock, dispatch: D) -> Self {
+        let jobs: Vec<Arc<Job>> = jobs.into_iter().filter(|j| j.enabled).map(Arc::new).collect();
+        let now = clock.now();
+        let mut timers = Timers::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some(at) = job.schedule.next_after(now) {
+                timers.push(at, i as u32);
+            }
+        }
+        Scheduler {
+            jobs,
+            timers,
+            clock,
+            dispatch,
+        }
+    }
+
+    pub fn dispatcher(&self) -> &D {
+        &self.dispatch
+    }
+
+    /// The next fire of every scheduled job, earliest first.
+    pub fn upcoming(&self) -> Vec<(DateTime<Utc>, &Job)> {
+        let mut v: Vec<_> = self.timers.iter().map(|e| (e.at, &*self.jobs[e.job as usize])).collect();
+        v.sort_by_key(|(at, _)| *at);
+        v
+    }
+
+    /// Runs until `shutdown` is cancelled. Returns once no new fire will be dispatched;
+    /// running jobs are the dispatcher's to finish.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Self {
+        let start = self.clock.now();
+        for job in self.jobs.iter().filter(|j| matches!(j.schedule, Schedule::Reboot)) {
+            self.dispatch.dispatch(Fire {
+                job: job.clone(),
+                scheduled_at: start,
+                fired_at: start,
+            });
+        }
+        let mut last = (start, self.clock.monotonic());
+        loop {
+            let now = self.clock.now();
+            let mono = self.clock.monotonic();
+            let expected = last.0 + chrono::Duration::from_std(mono - last.1).unwrap_or_default();
+            let drift = (now - expected).num_milliseconds();
+            if drift.abs() > STEP_TOLERANCE_MS {
+                if drift > 0 {
+                    tracing::warn!("wall clock stepped forward by {}; passed slots run once", human(drift));
+                } else {
+                    tracing::warn!(
+                        "wall clock stepped back by {}; slots already fired will not fire again",
+                        human(-drift)
+                    );
+                }
+            }
+            last = (now, mono);
+            self.tick(now);
+            let next = self.timers.next_at();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = sleep_until(&self.clock, next) => {}
+            }
+        }
+        self
+    }
+
+    /// Dispatches every entry due at `now` and reschedules its job. Returns how many fired.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> usize {
+        let mut fired = 0;
+        while let Some(entry) = self.timers.pop_due(now) {
+            let job = &self.jobs[entry.job as usize];
+            let mut slot = entry.at;
+            let mut next = job.schedule.next_after(slot);
+            if next.is_some_and(|n| n <= now)
+                && let Some((latest, passed)) = job.schedule.latest_in(slot, now)
+            {
+                tracing::warn!(
+                    job = %job.name,
+                    "{} slots passed at once (from {slot}); running the latest, {latest}, once",
+                    passed + 1
+                );
+                slot = latest;
+                next = job.schedule.next_after(latest);
+            }
+            self.dispatch.dispatch(Fire {
+                job: job.clone(),
+                scheduled_at: slot,
+                fired_at: now,
+            });
+            fired += 1;
+            if let Some(next) = next {
+                self.timers.push(next, entry.job);
+            }
+        }
+        fired
+    }
+}
+
+async fn sleep_until(clock: &Clock, next: Option<DateTime<Utc>>) {
+    match next {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn human(ms: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms.unsigned_abs())).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+//! Paused-time tests of the timer loop: simulated days run in milliseconds, and no test waits
+//! for real time to pass.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::{Dispatch, Scheduler};
+use crate::clock::Clock;
+use crate::config::{Job, parse_str};
+use crate::fire::Fire;
+
+/// A dispatcher that records each fire and, for jobs named `slow-*`, keeps a task busy for
+/// ten (simulated) seconds, as a long-running action would.
+#[derive(Clone, Default)]
+struct Recorder {
+    fires: Arc<Mutex<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>,
+    busy: Arc<Mutex<usize>>,
+    max_busy: Arc<Mutex<usize>>,
+}
+
+impl Dispatch for Recorder {
+    fn dispatch(&self, fire: Fire) {
+        self.fires
+            .lock()
+            .expect("lock")
+            .push((fire.job.name.clone(), fire.scheduled_at, fire.fired_at));
+        if fire.job.name.starts_with("slow") {
+            let (busy, max) = (self.busy.clone(), self.max_busy.clone());
+            *busy.lock().expect("lock") += 1;
+            let now_busy = *busy.lock().expect("lock");
+            let mut m = max.lock().expect("lock");
+            *m = (*m).max(now_busy);
+            tokio::spawn(async move {
+                tokio::time::sleep(StdDuration::from_secs(10)).await;
+                *busy.lock().expect("lock") -= 1;
+            });
+        }
+    }
+}
+
+impl Recorder {
+    fn of(&self, job: &str) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let fires = self.fires.lock().expect("lock");
+        fires.iter().filter(|(j, ..)| j == job).map(|(_, s, f)| (*s, *f)).collect()
+    }
+}
+
+fn jobs(toml: &str) -> Vec<Job> {
+    parse_str(toml, Path::new("test.toml"), Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .jobs
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+}
+
+/// Starts the loop on `jobs` at wall time `start`; returns the recorder, the clock and a stop.
+fn start(toml: &str, start: &str) -> (Recorder, Clock, CancellationToken, tokio::task::JoinHandle<()>) {
+    let clock = Clock::manual(at(start));
+    let recorder = Recorder::default();
+    let scheduler = Scheduler::new(jobs(toml), clock.clone(), recorder.clone());
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            scheduler.run(stop).await;
+        }
+    });
+    (recorder, clock, stop, handle)
+}
+
+/// Lets simulated time run until wall time `until` (tokio auto-advances a paused clock).
+async fn run_until(clock: &Clock, until: DateTime<Utc>) {
+    let wait = (until - clock.now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    // Let the loop finish the tick at `until`.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_simulated_week_fires_exactly_the_expected_slots() {
+    let toml = r#"
+        [scheduler]
+        timezone = "America/New_York"
+        [jobs.quarter-hourly]
+        cron = "*/15 * * * *"
+        action = "noop"
+        [jobs.nightly]
+        cron = "30 2 * * *"
+        action = "noop"
+        [jobs.weekdays-9]
+        cron = "0 9 * * 1-5"
+        timezone = "Europe/Berlin"
+        action = "noop"
+        [jobs.every-90s]
+        every = "90s"
+        action = "noop"
+        [jobs.hourly-offset]
+        every = "1h"
+        offset = "5m"
+        action = "noop"
+        [jobs.off]
+        every = "1s"
+        enabled = false
+        action = "noop"
+    "#;
+    // A week around the 2026 US spring-forward (Sunday 2026-03-08, 02:00 EST -> 03:00 EDT).
+    let (rec, clock, stop, handle) = start(toml, "2026-03-05T00:00:00Z");
+    run_until(&clock, at("2026-03-12T00:00:00Z")).await;
+    stop.cancel();
+    handle.await.expect("loop ends");
+
+    // Every fire is dispatched exactly at its slot (paused time has no lateness).
+    for (job, slot, fired) in rec.fires.lock().expect("lock").iter() {
+        assert_eq!(slot, fired, "{job}");
+    }
+    // Every 15 real minutes, straight through the skipped hour: 01:45 EST is followed by
+    // 03:00 EDT, fifteen minutes later.
+    let q = rec.of("quarter-hourly");
+    assert_eq!(q.len(), 7 * 96);
+    assert!(q.windows(2).all(|w| w[1].0 - w[0].0 == Duration::minutes(15)));
+    assert!(q.iter().any(|(s, _)| *s == at("2026-03-08T06:45:00Z")));
+    assert!(q.iter().any(|(s, _)| *s == at("2026-03-08T07:00:00Z")));
+    // The nightly 02:30 falls in the gap on the 8th and runs at 03:00 EDT instead.
+    let nightly: Vec<String> = rec.of("nightly").iter().map(|(s, _)| s.to_rfc3339()).collect();
+    assert_eq!(
+        nightly,
+        [
+            "2026-03-05T07:30:00+00:00",
+            "2026-03-06T07:30:00+00:00",
+            "2026-03-07T07:30:00+00:00",
+            "2026-03-08T07:00:00+00:00",
+            "2026-03-09T06:30:00+00:00",
+            "2026-03-10T06:30:00+00:00",
+            "2026-03-11T06:30:00+00:00",
+        ]
+    );
+    // Berlin weekdays at 09:00 CET = 08:00Z: Thu 5, Fri 6, Mon 9, Tue 10, Wed 11.
+    let berlin: Vec<String> = rec.of("weekdays-9").iter().map(|(s, _)| s.to_rfc3339()).collect();
+    assert_eq!(
+        berlin,
+        [
+            "2026-03-05T08:00:00+00:00",
+            "2026-03-06T08:00:00+00:00",
+            "2026-03-09T08:00:00+00:00",
+            "2026-03-10T08:00:00+00:00",
+            "2026-03-11T08:00:00+00:00",
+        ]
+    );
+    // Intervals are epoch-aligned elapsed time, untouched by DST. The week starts exactly on a
+    // 90 s boundary, which is not itself "after" the start, and ends on one, which is included.
+    let every = rec.of("every-90s");
+    assert_eq!(every.len(), 7 * 86_400 / 90);
+    assert!(every.windows(2).all(|w| w[1].0 - w[0].0 == Duration::seconds(90)));
+    assert_eq!(every[0].0, at("2026-03-05T00:01:30Z"));
+    let hourly = rec.of("hourly-offset");
+    assert_eq!(hourly.len(), 7 * 24);
+    assert_eq!(hourly[0].0, at("2026-03-05T00:05:00Z"));
+    assert!(rec.of("off").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_longer_than_its_period_does_not_delay_others() {
+    let toml = r#"
+        [jobs.slow-job]
+        every = "1s"
+        action = "noop"
+        [jobs.fast-job]
+        every = "1s"
+        action = "noop"
+    "#;
+    let (rec, clock, stop, handle) = start(toml, "2026-01-01T00:00:00Z");
+    run_until(&clock, at("2026-01-01T00:01:00Z")).await;
+    stop.cancel();
+    handle.await.expect("loop ends");
+
+    let slow = rec.of("slow-job");
+    let fast = rec.of("fast-job");
+    assert_eq!(slow.len(), 60);
+    assert_eq!(fast.len(), 60);
+    assert!(fast.iter().chain(&slow).all(|(slot, fired)| slot == fired));
+    // Each slow run takes 10 s, so about ten were running at once.
+    assert!(*rec.max_busy.lock().expect("lock") >= 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forward_wall_clock_step_fires_the_passed_slots_once() {
+    let toml = r#"
+        [jobs.daily-3am]
+        cron = "0 3 * * *"
+        timezone = "UTC"
+        action = "noop"
+        [jobs.minutely]
+        every = "1m"
+        action = "noop"
+    "#;
+    let (rec, clock, stop, handle) = start(toml, "2026-01-01T01:00:00Z");
+    run_until(&clock, at("2026-01-01T01:10:00Z")).await;
+    assert_eq!(rec.of("minutely").len(), 10);
+    // NTP, or a resume from suspend: three hours pass in an instant.
+    clock.step(Duration::hours(3));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let daily = rec.of("daily-3am");
+    assert_eq!(daily, [(at("2026-01-01T03:00:00Z"), at("2026-01-01T04:10:00Z"))]);
+    // The 180 passed minutes run once, for the latest, not as a burst.
+    let minutely = rec.of("minutely");
+    assert_eq!(minutely.len(), 11);
+    assert_eq!(minutely[10], (at("2026-01-01T04:10:00Z"), at("2026-01-01T04:10:00Z")));
+    // Then the schedule carries on as before.
+    run_until(&clock, at("2026-01-01T04:15:00Z")).await;
+    stop.cancel();
+    handle.await.expect("loop ends");
+    assert_eq!(rec.of("minutely").len(), 16);
+    assert_eq!(rec.of("daily-3am").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backward_wall_clock_step_never_fires_a_slot_twice() {
+    let toml = r#"
+        [jobs.minutely]
+        every = "1m"
+        action = "noop"
+        [jobs.at-0130]
+        cron = "30 1 * * *"
+        timezone = "UTC"
+        action = "noop"
+    "#;
+    let (rec, clock, stop, handle) = start(toml, "2026-01-01T01:00:00Z");
+    run_until(&clock, at("2026-01-01T01:45:00Z")).await;
+    assert_eq!(rec.of("at-0130").len(), 1);
+    clock.step(-Duration::minutes(30));
+    // Wall time is 01:15 again; run to 02:30 by the wall clock.
+    run_until(&clock, at("2026-01-01T02:30:00Z")).await;
+    stop.cancel();
+    handle.await.expect("loop ends");
+
+    let slots: Vec<_> = rec.of("minutely").iter().map(|(s, _)| *s).collect();
+    let mut seen = HashMap::new();
+    for s in &slots {
+        *seen.entry(*s).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|&n| n == 1), "a slot fired twice");
+    assert!(slots.windows(2).all(|w| w[0] < w[1]));
+    // 01:01..=01:45 before the step, then 01:46..=02:30 once the wall clock gets there again.
+    assert_eq!(slots.len(), 90);
+    assert_eq!(rec.of("at-0130").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reboot_jobs_fire_once_at_start() {
+    let toml = r#"
+        [jobs.on-start]
+        cron = "@reboot"
+        action = "noop"
+    "#;
+    let (rec, clock, stop, handle) = start(toml, "2026-01-01T00:00:00Z");
+    run_until(&clock, at("2026-01-02T00:00:00Z")).await;
+    stop.cancel();
+    handle.await.expect("loop ends");
+    assert_eq!(rec.of("on-start"), [(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_new_fires() {
+    let toml = r#"
+        [jobs.each-second]
+        every = "1s"
+        action = "noop"
+    "#;
+    let (rec, clock, stop, handle) = start(toml, "2026-01-01T00:00:00Z");
+    run_until(&clock, at("2026-01-01T00:00:05Z")).await;
+    stop.cancel();
+    handle.await.expect("loop ends");
+    let n = rec.of("each-second").len();
+    run_until(&clock, at("2026-01-01T00:01:00Z")).await;
+    assert_eq!(rec.of("each-second").len(), n);
+    assert_eq!(n, 5);
+}
