@@ -8,10 +8,13 @@
 //! - [`clock`]: the one seam for wall-clock time (system timerfd, or a manual test clock).
 //! - [`timers`]: the min-heap of next fires.
 //! - [`scheduler`]: the timer loop, and the runner that executes fires.
+//! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod fire;
 pub mod jobs;
+pub mod logging;
 pub mod schedule;
 pub mod scheduler;
 pub mod timers;

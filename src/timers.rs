@@ -22,9 +22,7 @@ pub struct Timers {
 
 impl Timers {
     pub fn with_capacity(n: usize) -> Self {
-        Timers {
-            heap: BinaryHeap::with_capacity(n),
-        }
+        Timers { heap: BinaryHeap::with_capacity(n) }
     }
 
     pub fn push(&mut self, at: DateTime<Utc>, job: u32) {

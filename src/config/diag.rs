@@ -48,12 +48,7 @@ impl fmt::Display for ConfigErrors {
 
 impl ConfigErrors {
     pub fn whole_file(file: &str, message: impl Into<String>) -> Self {
-        ConfigErrors(vec![Diagnostic {
-            file: file.to_string(),
-            position: None,
-            job: None,
-            message: message.into(),
-        }])
+        ConfigErrors(vec![Diagnostic { file: file.to_string(), position: None, job: None, message: message.into() }])
     }
 }
 
@@ -68,15 +63,8 @@ pub struct Diags<'s> {
 
 impl<'s> Diags<'s> {
     pub fn new(file: &str, text: &'s str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
-        Diags {
-            file: file.to_string(),
-            text,
-            line_starts,
-            found: Vec::new(),
-        }
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Diags { file: file.to_string(), text, line_starts, found: Vec::new() }
     }
 
     pub fn text(&self) -> &'s str {

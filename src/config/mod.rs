@@ -79,14 +79,9 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
         return Err("cannot read config: it is a directory".into());
     }
     let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read config: {e}"))?;
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read config: {e}"))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "config is larger than the {} MiB limit",
-            MAX_CONFIG_BYTES / (1024 * 1024)
-        ));
+        return Err(format!("config is larger than the {} MiB limit", MAX_CONFIG_BYTES / (1024 * 1024)));
     }
     Ok(bytes)
 }
@@ -122,11 +117,7 @@ pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigE
         for (key, value) in t {
             let name = key.get_ref().as_ref();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-                d.error(
-                    key.span(),
-                    Some(name),
-                    "job names may only contain letters, digits, \".\", \"_\" and \"-\"",
-                );
+                d.error(key.span(), Some(name), "job names may only contain letters, digits, \".\", \"_\" and \"-\"");
                 continue;
             }
             match value.get_ref() {
@@ -136,11 +127,7 @@ pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigE
                         jobs.push(job);
                     }
                 }
-                other => d.error(
-                    value.span(),
-                    Some(name),
-                    format!("a job must be a table, not {}", type_name(other)),
-                ),
+                other => d.error(value.span(), Some(name), format!("a job must be a table, not {}", type_name(other))),
             }
         }
     }
@@ -161,22 +148,19 @@ fn parse_scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<
     let state_dir = t.path(d, "state_dir", base).map_or_else(|| base.join("state"), |(p, _)| p);
     let shutdown_grace = t.duration(d, "shutdown_grace").map_or(Duration::from_secs(30), |(v, _)| v);
     t.finish(d, &[]);
-    Some(SchedulerConfig {
-        timezone: timezone?,
-        state_dir,
-        shutdown_grace,
-    })
+    Some(SchedulerConfig { timezone: timezone?, state_dir, shutdown_grace })
 }
 
 fn zone(t: &Table<'_, '_>, d: &mut Diags, s: &Str<'_>) -> Option<Tz> {
-    match s.value.parse::<Tz>() {
-        Ok(tz) => Some(tz),
-        Err(_) => {
-            let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
-            t.error(d, s.span.clone(), format!("unknown time zone \"{}\"{}", s.value, hint(s.value, names)));
-            None
-        }
-    }
+    parse_zone(s.value).map_err(|m| t.error(d, s.span.clone(), m)).ok()
+}
+
+/// A zone by its IANA name, with a hint for near misses.
+pub fn parse_zone(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>().map_err(|_| {
+        let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
+        format!("unknown time zone \"{name}\"{}", hint(name, names))
+    })
 }
 
 /// A fixed instant to test "does this expression ever fire", so checking is repeatable.
@@ -192,12 +176,17 @@ fn parse_job(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path, defa
     };
     let cron = t.str(d, "cron");
     let every = t.str(d, "every");
-    let offset = t.duration(d, "offset");
+    let offset = t.str(d, "offset");
 
     let schedule = match (&cron, &every) {
-        (Some(_), Some(e)) => {
+        (Some(c), Some(e)) => {
             let span = t.key_span("every").unwrap_or(e.span.clone());
             t.error(d, span, "set either \"cron\" or \"every\", not both");
+            // Still report what is wrong with either value, so one run shows everything.
+            if let Some(tz) = timezone {
+                cron_schedule(t, d, c, tz);
+            }
+            interval_schedule(t, d, e, offset.clone());
             None
         }
         (None, None) => {
@@ -205,12 +194,12 @@ fn parse_job(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path, defa
             None
         }
         (Some(c), None) => {
-            if let Some((_, span)) = &offset {
-                t.error(d, span.clone(), "\"offset\" goes with \"every\", not with \"cron\"");
+            if let Some(o) = &offset {
+                t.error(d, o.span.clone(), "\"offset\" goes with \"every\", not with \"cron\"");
             }
             cron_schedule(t, d, c, timezone?)
         }
-        (None, Some(e)) => interval_schedule(t, d, e, offset),
+        (None, Some(e)) => interval_schedule(t, d, e, offset.clone()),
     };
 
     let action = match t.str(d, "action") {
@@ -238,69 +227,86 @@ fn parse_job(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path, defa
     };
     t.finish(d, &[]);
     let (schedule, schedule_text) = schedule?;
-    Some(Job {
-        name: name.to_string(),
-        schedule,
-        schedule_text,
-        timezone: timezone?,
-        enabled,
-        action: action?,
-    })
+    Some(Job { name: name.to_string(), schedule, schedule_text, timezone: timezone?, enabled, action: action? })
 }
 
-fn cron_schedule(t: &Table<'_, '_>, d: &mut Diags, c: &Str<'_>, tz: Tz) -> Option<(Schedule, String)> {
-    match cron::parse(c.value) {
-        Ok(cron::Parsed::Reboot) => Some((Schedule::Reboot, "@reboot".into())),
+/// Why a schedule text was refused; `at` is the byte offset in the text, when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleError {
+    pub at: Option<usize>,
+    pub message: String,
+}
+
+/// Builds a cron schedule from its text, refusing expressions that never fire.
+pub fn cron_from_text(text: &str, tz: Tz) -> Result<(Schedule, String), ScheduleError> {
+    match cron::parse(text) {
+        Ok(cron::Parsed::Reboot) => Ok((Schedule::Reboot, "@reboot".into())),
         Ok(cron::Parsed::Fields(expr)) => {
             let s = CronSchedule::new(expr, tz);
             if s.next_after(probe_instant()).is_none() {
-                t.error(d, c.span.clone(), format!("cron expression \"{}\" never fires", c.value));
-                return None;
+                return Err(ScheduleError { at: None, message: format!("cron expression \"{text}\" never fires") });
             }
-            Some((Schedule::Cron(s), c.value.trim().to_string()))
+            Ok((Schedule::Cron(s), text.trim().to_string()))
         }
-        Err(e) => {
+        Err(e) => Err(ScheduleError {
+            at: Some(e.offset),
+            message: format!("invalid cron expression \"{text}\": {}", e.message),
+        }),
+    }
+}
+
+/// Builds an interval schedule from `every` and `offset` texts.
+pub fn every_from_text(every: &str, offset: Option<&str>) -> Result<(Schedule, String), ScheduleError> {
+    let err = |message: String| ScheduleError { at: None, message };
+    let period =
+        table::parse_duration(every).map_err(|e| err(format!("invalid duration \"{every}\" for \"every\": {e}")))?;
+    if period < Duration::from_secs(1) {
+        return Err(err(format!("\"every\" must be at least 1s, not \"{every}\"")));
+    }
+    let shift = match offset {
+        Some(o) => {
+            table::parse_duration(o).map_err(|e| err(format!("invalid duration \"{o}\" for \"offset\": {e}")))?
+        }
+        None => Duration::ZERO,
+    };
+    let interval = Interval::new(period, shift)
+        .ok_or_else(|| err(format!("\"offset\" must be smaller than \"every\" ({})", every.trim())))?;
+    let mut text = format!("every {}", every.trim());
+    if !shift.is_zero() {
+        text.push_str(&format!(" offset {}", humantime::format_duration(shift)));
+    }
+    Ok((Schedule::Every(interval), text))
+}
+
+fn cron_schedule(t: &Table<'_, '_>, d: &mut Diags, c: &Str<'_>, tz: Tz) -> Option<(Schedule, String)> {
+    cron_from_text(c.value, tz)
+        .map_err(|e| {
             // Point inside the string when it is written plainly (no escapes).
             let raw = d.text().get(c.span.clone()).unwrap_or("");
-            let plain = raw.len() == c.value.len() + 2;
-            let at = if plain { c.span.start + 1 + e.offset } else { c.span.start };
-            t.error(d, at..at, format!("invalid cron expression \"{}\": {}", c.value, e.message));
-            None
-        }
-    }
+            let at = match e.at {
+                Some(off) if raw.len() == c.value.len() + 2 => c.span.start + 1 + off,
+                _ => c.span.start,
+            };
+            t.error(d, at..at, e.message);
+        })
+        .ok()
 }
 
 fn interval_schedule(
     t: &Table<'_, '_>,
     d: &mut Diags,
     e: &Str<'_>,
-    offset: Option<(Duration, std::ops::Range<usize>)>,
+    offset: Option<Str<'_>>,
 ) -> Option<(Schedule, String)> {
-    let every = match table::parse_duration(e.value) {
-        Ok(v) => v,
-        Err(err) => {
-            t.error(d, e.span.clone(), format!("invalid duration \"{}\" for \"every\": {err}", e.value));
-            return None;
-        }
-    };
-    if every < Duration::from_secs(1) {
-        t.error(d, e.span.clone(), format!("\"every\" must be at least 1s, not \"{}\"", e.value));
-        return None;
-    }
-    let (offset, offset_span) = offset.unwrap_or((Duration::ZERO, e.span.clone()));
-    match Interval::new(every, offset) {
-        Some(i) => {
-            let mut text = format!("every {}", e.value.trim());
-            if !offset.is_zero() {
-                text.push_str(&format!(" offset {}", humantime::format_duration(offset)));
-            }
-            Some((Schedule::Every(i), text))
-        }
-        None => {
-            t.error(d, offset_span, format!("\"offset\" must be smaller than \"every\" ({})", e.value.trim()));
-            None
-        }
-    }
+    every_from_text(e.value, offset.as_ref().map(|o| o.value))
+        .map_err(|err| {
+            let span = match &offset {
+                Some(o) if err.message.contains("\"offset\"") => o.span.clone(),
+                _ => e.span.clone(),
+            };
+            t.error(d, span, err.message);
+        })
+        .ok()
 }
 
 /// The system's zone, as cron finds it: `TZ`, then `/etc/localtime`; UTC if neither is known.
@@ -312,8 +318,5 @@ pub fn system_zone() -> Tz {
             return zone;
         }
     }
-    iana_time_zone::get_timezone()
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(Tz::UTC)
+    iana_time_zone::get_timezone().ok().and_then(|n| n.parse().ok()).unwrap_or(Tz::UTC)
 }

@@ -36,13 +36,7 @@ pub struct Str<'t> {
 
 impl<'t, 'i> Table<'t, 'i> {
     pub fn new(table: &'t DeTable<'i>, span: Range<usize>, job: Option<&str>) -> Self {
-        Table {
-            table,
-            span,
-            job: job.map(str::to_string),
-            section: None,
-            asked: Vec::new(),
-        }
+        Table { table, span, job: job.map(str::to_string), section: None, asked: Vec::new() }
     }
 
     pub fn section(mut self, name: &'static str) -> Self {
@@ -137,15 +131,17 @@ impl<'t, 'i> Table<'t, 'i> {
         Some((base.join(s.value), s.span))
     }
 
-    /// Reports every key nobody asked for. `also_known` are keys that are valid elsewhere
-    /// (another action's keys when the action itself is wrong) and should not be reported.
+    /// Reports every key nobody asked for, with a hint. `also_known` are keys that are valid
+    /// elsewhere (every action's keys, when the action itself is wrong): they are not reported,
+    /// and they count as hints for keys that are.
     pub fn finish(&self, d: &mut Diags, also_known: &[&str]) {
         for (k, _) in self.table.iter() {
             let key = k.get_ref().as_ref();
             if self.asked.contains(&key) || also_known.contains(&key) {
                 continue;
             }
-            let msg = format!("unknown key \"{key}\"{}", hint(key, self.asked.iter().copied()));
+            let candidates = self.asked.iter().chain(also_known).copied();
+            let msg = format!("unknown key \"{key}\"{}", hint(key, candidates));
             self.error(d, k.span(), msg);
         }
     }

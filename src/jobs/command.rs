@@ -52,20 +52,13 @@ impl Command {
                 }
             }
         }
-        Some(Command {
-            command: command?.value.to_string(),
-            workdir,
-            env,
-        })
+        Some(Command { command: command?.value.to_string(), workdir, env })
     }
 
     pub async fn run(&self, fire: &Fire, cx: &RunContext) -> Outcome {
         let job = fire.job.name.as_str();
         let zone = fire.job.timezone;
-        let scheduled = fire
-            .scheduled_at
-            .with_timezone(&zone)
-            .to_rfc3339_opts(SecondsFormat::AutoSi, false);
+        let scheduled = fire.scheduled_at.with_timezone(&zone).to_rfc3339_opts(SecondsFormat::AutoSi, false);
         let mut cmd = Process::new("/bin/sh");
         cmd.arg("-c")
             .arg(&self.command)

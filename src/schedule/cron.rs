@@ -41,10 +41,7 @@ pub struct CronError {
 
 impl CronError {
     fn new(offset: usize, message: impl Into<String>) -> Self {
-        CronError {
-            offset,
-            message: message.into(),
-        }
+        CronError { offset, message: message.into() }
     }
 }
 
@@ -125,10 +122,7 @@ pub fn parse(text: &str) -> Result<Parsed, CronError> {
         };
         return Err(CronError::new(
             lead,
-            format!(
-                "expected 5 fields (minute hour day-of-month month day-of-week), found {}{hint}",
-                fields.len()
-            ),
+            format!("expected 5 fields (minute hour day-of-month month day-of-week), found {}{hint}", fields.len()),
         ));
     }
 
@@ -172,37 +166,15 @@ struct FieldSpec {
     dow_ext: bool,
 }
 
-const MINUTE: FieldSpec = FieldSpec {
-    name: "minute",
-    min: 0,
-    max: 59,
-    names: &[],
-    dom_ext: false,
-    dow_ext: false,
-};
-const HOUR: FieldSpec = FieldSpec {
-    name: "hour",
-    min: 0,
-    max: 23,
-    names: &[],
-    dom_ext: false,
-    dow_ext: false,
-};
-const DAY_OF_MONTH: FieldSpec = FieldSpec {
-    name: "day-of-month",
-    min: 1,
-    max: 31,
-    names: &[],
-    dom_ext: true,
-    dow_ext: false,
-};
+const MINUTE: FieldSpec = FieldSpec { name: "minute", min: 0, max: 59, names: &[], dom_ext: false, dow_ext: false };
+const HOUR: FieldSpec = FieldSpec { name: "hour", min: 0, max: 23, names: &[], dom_ext: false, dow_ext: false };
+const DAY_OF_MONTH: FieldSpec =
+    FieldSpec { name: "day-of-month", min: 1, max: 31, names: &[], dom_ext: true, dow_ext: false };
 const MONTH: FieldSpec = FieldSpec {
     name: "month",
     min: 1,
     max: 12,
-    names: &[
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ],
+    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
     dom_ext: false,
     dow_ext: false,
 };
@@ -345,11 +317,7 @@ impl CronExpr {
         let dow = self.weekdays & (1 << wd) != 0
             || (self.last_weekdays & (1 << wd) != 0 && d + 7 > dim)
             || (self.nth_weekdays[wd as usize] & (1 << ((d - 1) / 7)) != 0);
-        if self.day_star || self.weekday_star {
-            dom && dow
-        } else {
-            dom || dow
-        }
+        if self.day_star || self.weekday_star { dom && dow } else { dom || dow }
     }
 
     /// The first whole local minute `t` with `start <= t < end` that matches, in naive local
@@ -441,19 +409,13 @@ pub struct CronSchedule {
 
 impl fmt::Debug for CronSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CronSchedule")
-            .field("expr", &self.expr)
-            .field("zone", &self.zone.tz().name())
-            .finish()
+        f.debug_struct("CronSchedule").field("expr", &self.expr).field("zone", &self.zone.tz().name()).finish()
     }
 }
 
 impl CronSchedule {
     pub fn new(expr: CronExpr, tz: Tz) -> Self {
-        CronSchedule {
-            expr,
-            zone: ZoneTable::for_zone(tz),
-        }
+        CronSchedule { expr, zone: ZoneTable::for_zone(tz) }
     }
 
     pub fn tz(&self) -> Tz {
@@ -559,8 +521,14 @@ mod tests {
     #[test]
     fn every_error_points_at_its_spot() {
         assert_eq!(err(""), (0, "empty cron expression".into()));
-        assert_eq!(err("@often").1, "unknown macro \"@often\" (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @reboot)");
-        assert_eq!(err("* * * *"), (0, "expected 5 fields (minute hour day-of-month month day-of-week), found 4".into()));
+        assert_eq!(
+            err("@often").1,
+            "unknown macro \"@often\" (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @reboot)"
+        );
+        assert_eq!(
+            err("* * * *"),
+            (0, "expected 5 fields (minute hour day-of-month month day-of-week), found 4".into())
+        );
         assert_eq!(
             err("0 * * * * *").1,
             "expected 5 fields (minute hour day-of-month month day-of-week), found 6; beatd has no seconds field (use `every = \"30s\"` for sub-minute schedules)"

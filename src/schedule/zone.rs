@@ -54,9 +54,7 @@ impl ZoneTable {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
-        map.entry(tz.name())
-            .or_insert_with(|| Arc::new(ZoneTable::build(tz)))
-            .clone()
+        map.entry(tz.name()).or_insert_with(|| Arc::new(ZoneTable::build(tz))).clone()
     }
 
     fn build(tz: Tz) -> ZoneTable {
@@ -86,11 +84,7 @@ impl ZoneTable {
             }
             prev_t = t;
         }
-        ZoneTable {
-            tz,
-            starts,
-            offsets,
-        }
+        ZoneTable { tz, starts, offsets }
     }
 
     pub fn tz(&self) -> Tz {

@@ -41,10 +41,7 @@ pub struct Scheduler<D: Dispatch> {
 
 impl<D: Dispatch> std::fmt::Debug for Scheduler<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler")
-            .field("jobs", &self.jobs.len())
-            .field("timers", &self.timers.len())
-            .finish()
+        f.debug_struct("Scheduler").field("jobs", &self.jobs.len()).field("timers", &self.timers.len()).finish()
     }
 }
 
@@ -60,12 +57,7 @@ impl<D: Dispatch> Scheduler<D> {
                 timers.push(at, i as u32);
             }
         }
-        Scheduler {
-            jobs,
-            timers,
-            clock,
-            dispatch,
-        }
+        Scheduler { jobs, timers, clock, dispatch }
     }
 
     pub fn dispatcher(&self) -> &D {
@@ -84,11 +76,7 @@ impl<D: Dispatch> Scheduler<D> {
     pub async fn run(mut self, shutdown: CancellationToken) -> Self {
         let start = self.clock.now();
         for job in self.jobs.iter().filter(|j| matches!(j.schedule, Schedule::Reboot)) {
-            self.dispatch.dispatch(Fire {
-                job: job.clone(),
-                scheduled_at: start,
-                fired_at: start,
-            });
+            self.dispatch.dispatch(Fire { job: job.clone(), scheduled_at: start, fired_at: start });
         }
         let mut last = (start, self.clock.monotonic());
         loop {
@@ -136,11 +124,7 @@ impl<D: Dispatch> Scheduler<D> {
                 slot = latest;
                 next = job.schedule.next_after(latest);
             }
-            self.dispatch.dispatch(Fire {
-                job: job.clone(),
-                scheduled_at: slot,
-                fired_at: now,
-            });
+            self.dispatch.dispatch(Fire { job: job.clone(), scheduled_at: slot, fired_at: now });
             fired += 1;
             if let Some(next) = next {
                 self.timers.push(next, entry.job);

@@ -27,12 +27,7 @@ impl Default for Runner {
 
 impl Runner {
     pub fn new() -> Self {
-        Runner {
-            tracker: TaskTracker::new(),
-            cx: RunContext {
-                kill: CancellationToken::new(),
-            },
-        }
+        Runner { tracker: TaskTracker::new(), cx: RunContext { kill: CancellationToken::new() } }
     }
 
     /// Jobs still running.

@@ -14,21 +14,21 @@ use crate::clock::Clock;
 use crate::config::{Job, parse_str};
 use crate::fire::Fire;
 
+/// (job, scheduled slot, dispatch time) of each fire.
+type Fired = (String, DateTime<Utc>, DateTime<Utc>);
+
 /// A dispatcher that records each fire and, for jobs named `slow-*`, keeps a task busy for
 /// ten (simulated) seconds, as a long-running action would.
 #[derive(Clone, Default)]
 struct Recorder {
-    fires: Arc<Mutex<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>,
+    fires: Arc<Mutex<Vec<Fired>>>,
     busy: Arc<Mutex<usize>>,
     max_busy: Arc<Mutex<usize>>,
 }
 
 impl Dispatch for Recorder {
     fn dispatch(&self, fire: Fire) {
-        self.fires
-            .lock()
-            .expect("lock")
-            .push((fire.job.name.clone(), fire.scheduled_at, fire.fired_at));
+        self.fires.lock().expect("lock").push((fire.job.name.clone(), fire.scheduled_at, fire.fired_at));
         if fire.job.name.starts_with("slow") {
             let (busy, max) = (self.busy.clone(), self.max_busy.clone());
             *busy.lock().expect("lock") += 1;
@@ -51,9 +51,7 @@ impl Recorder {
 }
 
 fn jobs(toml: &str) -> Vec<Job> {
-    parse_str(toml, Path::new("test.toml"), Path::new("."))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .jobs
+    parse_str(toml, Path::new("test.toml"), Path::new(".")).unwrap_or_else(|e| panic!("{e}")).jobs
 }
 
 fn at(s: &str) -> DateTime<Utc> {

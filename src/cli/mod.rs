@@ -1,0 +1,77 @@
+//! The command line: one enum of subcommands, one file each, exit codes decided here.
+//!
+//! Exit codes: 0 when the work succeeded, 1 when it failed or the config is invalid, 2 for a
+//! usage error (clap's own).
+
+mod check;
+mod next;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "beatd", version, about = "A periodic scheduler daemon: cron and interval jobs, DST-correct and fast")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scheduler in the foreground.
+    Run(run::Args),
+    /// Validate a config and report every error.
+    Check(check::Args),
+    /// List upcoming fire times without running anything.
+    Next(next::Args),
+}
+
+/// `--config`, shared by the subcommands that read one.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(long, short = 'c', env = "BEATD_CONFIG", default_value = "/etc/beatd/beatd.toml")]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    /// Loads the config, printing every error to stderr.
+    pub fn load(&self) -> Result<Config, Failed> {
+        config::load(&self.config).map_err(|errors| {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            let n = errors.0.len();
+            eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+            Failed
+        })
+    }
+}
+
+/// The command failed and has already said why.
+#[derive(Debug)]
+pub struct Failed;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Next(args) => next::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed) => ExitCode::from(1),
+    }
+}
+
+/// Prints `error: ...` and fails; for errors outside the config.
+pub fn fail(message: impl std::fmt::Display) -> Failed {
+    eprintln!("error: {message}");
+    Failed
+}

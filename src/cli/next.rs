@@ -1,0 +1,197 @@
+//! `beatd next`: upcoming fire times, merged across jobs in time order, without running
+//! anything. It calls the same `next_after` as the daemon, so it shows what the daemon does.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{BufWriter, ErrorKind, Write};
+use std::path::PathBuf;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use chrono_tz::Tz;
+
+use super::{ConfigArg, Failed, fail};
+use crate::config::{self, Job, diag::hint};
+use crate::jobs::{Action, noop::Noop};
+use crate::schedule::Schedule;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config file.
+    #[arg(long, short = 'c', env = "BEATD_CONFIG", default_value = "/etc/beatd/beatd.toml")]
+    config: PathBuf,
+    /// Only these jobs (repeatable).
+    #[arg(long = "job", value_name = "NAME", conflicts_with_all = ["cron", "every"])]
+    jobs: Vec<String>,
+    /// Fires to list per job [default: 5, or all up to --until].
+    #[arg(long, short = 'n')]
+    count: Option<u64>,
+    /// List fires strictly after this instant (RFC 3339) [default: now].
+    #[arg(long, value_parser = parse_instant)]
+    from: Option<DateTime<FixedOffset>>,
+    /// List every fire up to and including this instant (RFC 3339).
+    #[arg(long, value_parser = parse_instant)]
+    until: Option<DateTime<FixedOffset>>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Try a cron expression instead of a config (the job is named "inline").
+    #[arg(long, value_name = "EXPR", conflicts_with = "every")]
+    cron: Option<String>,
+    /// The zone for --cron (and for showing --every) [default: the system's].
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
+    /// Try an interval instead of a config, such as 90s or 1h30m.
+    #[arg(long, value_name = "DURATION")]
+    every: Option<String>,
+    /// Shift for --every, smaller than the interval.
+    #[arg(long, value_name = "DURATION", requires = "every")]
+    offset: Option<String>,
+}
+
+fn parse_instant(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(s).map_err(|e| format!("{e} (expected RFC 3339, like 2026-03-08T02:00:00-05:00)"))
+}
+
+pub fn run(args: Args) -> Result<(), Failed> {
+    let jobs = if args.cron.is_some() || args.every.is_some() { vec![inline_job(&args)?] } else { config_jobs(&args)? };
+    let from = args.from.map_or_else(Utc::now, |f| f.with_timezone(&Utc));
+    let until = args.until.map(|u| u.with_timezone(&Utc));
+    let count = args.count.or(if until.is_some() { None } else { Some(5) });
+
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    match write_fires(&mut out, &jobs, from, until, count, args.json).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // `beatd next | head` is fine.
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(fail(format!("cannot write output: {e}"))),
+    }
+}
+
+fn inline_job(args: &Args) -> Result<Job, Failed> {
+    let tz = match &args.tz {
+        Some(name) => config::parse_zone(name).map_err(fail)?,
+        None => config::system_zone(),
+    };
+    let built = match (&args.cron, &args.every) {
+        (Some(expr), _) => config::cron_from_text(expr, tz).map_err(|e| fail(format!("--cron: {}", e.message))),
+        (None, Some(every)) => {
+            config::every_from_text(every, args.offset.as_deref()).map_err(|e| fail(format!("--every: {}", e.message)))
+        }
+        (None, None) => unreachable!("called only with --cron or --every"),
+    }?;
+    Ok(Job {
+        name: "inline".into(),
+        schedule: built.0,
+        schedule_text: built.1,
+        timezone: tz,
+        enabled: true,
+        action: Action::Noop(Noop),
+    })
+}
+
+fn config_jobs(args: &Args) -> Result<Vec<Job>, Failed> {
+    let config = ConfigArg { config: args.config.clone() }.load()?;
+    for name in &args.jobs {
+        if !config.jobs.iter().any(|j| &j.name == name) {
+            let names = config.jobs.iter().map(|j| j.name.as_str());
+            return Err(fail(format!("no job \"{name}\" in {}{}", config.path.display(), hint(name, names))));
+        }
+    }
+    let chosen: Vec<Job> =
+        config.jobs.into_iter().filter(|j| args.jobs.is_empty() || args.jobs.contains(&j.name)).collect();
+    for job in &chosen {
+        if !job.enabled {
+            eprintln!("note: job \"{}\" is disabled", job.name);
+        } else if matches!(job.schedule, Schedule::Reboot) {
+            eprintln!("note: job \"{}\" runs only when beatd starts (@reboot)", job.name);
+        }
+    }
+    Ok(chosen.into_iter().filter(|j| j.enabled).collect())
+}
+
+fn write_fires(
+    out: &mut impl Write,
+    jobs: &[Job],
+    from: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+    count: Option<u64>,
+    json: bool,
+) -> std::io::Result<()> {
+    let due = |t: DateTime<Utc>| until.is_none_or(|u| t <= u);
+    let mut heap = BinaryHeap::with_capacity(jobs.len());
+    let mut left = vec![count.unwrap_or(u64::MAX); jobs.len()];
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(t) = job.schedule.next_after(from).filter(|t| due(*t))
+            && left[i] > 0
+        {
+            heap.push(Reverse((t, i)));
+        }
+    }
+    if !json {
+        writeln!(out, "{:<34}  {:<12}  JOB", "TIME", "IN")?;
+    }
+    while let Some(Reverse((t, i))) = heap.pop() {
+        let job = &jobs[i];
+        if json {
+            write_json(out, job, t)?;
+        } else {
+            let local = t.with_timezone(&job.timezone);
+            let time = local.format("%a %Y-%m-%d %H:%M:%S %:z %Z").to_string();
+            writeln!(out, "{time:<34}  {:<12}  {}", relative(t - from), job.name)?;
+        }
+        left[i] -= 1;
+        if left[i] > 0
+            && let Some(next) = job.schedule.next_after(t).filter(|n| due(*n))
+        {
+            heap.push(Reverse((next, i)));
+        }
+    }
+    Ok(())
+}
+
+fn write_json(out: &mut impl Write, job: &Job, t: DateTime<Utc>) -> std::io::Result<()> {
+    let at = local_rfc3339(job.timezone, t);
+    // Job and zone names are [A-Za-z0-9._/+-]: nothing to escape.
+    writeln!(out, r#"{{"job":"{}","at":"{at}","zone":"{}"}}"#, job.name, job.timezone.name())
+}
+
+fn local_rfc3339(tz: Tz, t: DateTime<Utc>) -> String {
+    t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+/// `in 3h 12m`: the two largest units.
+fn relative(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let parts = if days > 0 {
+        [(days, "d"), (h, "h")]
+    } else if h > 0 {
+        [(h, "h"), (m, "m")]
+    } else if m > 0 {
+        [(m, "m"), (sec, "s")]
+    } else {
+        [(sec, "s"), (0, "")]
+    };
+    let mut text = format!("in {}{}", parts[0].0, parts[0].1);
+    if parts[1].0 > 0 {
+        text.push_str(&format!(" {}{}", parts[1].0, parts[1].1));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative;
+    use chrono::Duration;
+
+    #[test]
+    fn relative_times() {
+        assert_eq!(relative(Duration::seconds(45)), "in 45s");
+        assert_eq!(relative(Duration::seconds(0)), "in 0s");
+        assert_eq!(relative(Duration::seconds(330)), "in 5m 30s");
+        assert_eq!(relative(Duration::minutes(192)), "in 3h 12m");
+        assert_eq!(relative(Duration::hours(3)), "in 3h");
+        assert_eq!(relative(Duration::hours(51)), "in 2d 3h");
+    }
+}

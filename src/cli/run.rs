@@ -1,0 +1,91 @@
+//! `beatd run`: the daemon in the foreground.
+//!
+//! SIGINT or SIGTERM stops new fires; running jobs get `shutdown_grace` to finish and are then
+//! killed; the process exits 0. A second signal kills running jobs at once.
+
+use clap::ValueEnum;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::{ConfigArg, Failed, fail};
+use crate::clock::Clock;
+use crate::logging::{self, LogFormat};
+use crate::scheduler::Scheduler;
+use crate::scheduler::runner::Runner;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (overrides RUST_LOG), e.g. `debug` or `beatd=debug`.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl ValueEnum for LogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LogFormat::Text, LogFormat::Json]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }))
+    }
+}
+
+pub fn run(args: Args) -> Result<(), Failed> {
+    logging::init(args.log_format, args.log_level.as_deref()).map_err(fail)?;
+    let config = args.config.load()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("beatd")
+        .build()
+        .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let mut term = signal(SignalKind::terminate()).map_err(|e| fail(format!("cannot handle SIGTERM: {e}")))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(format!("cannot handle SIGINT: {e}")))?;
+        let runner = Runner::new();
+        let grace = config.scheduler.shutdown_grace;
+        let enabled = config.jobs.iter().filter(|j| j.enabled).count();
+        let scheduler = Scheduler::new(config.jobs, Clock::System, runner.clone());
+        match scheduler.upcoming().first() {
+            Some((at, job)) => tracing::info!(
+                "beatd started: {enabled} job(s) from {}, next: {} at {}",
+                config.path.display(),
+                job.name,
+                at.with_timezone(&job.timezone).format("%Y-%m-%d %H:%M:%S %Z")
+            ),
+            None => tracing::info!("beatd started: {enabled} job(s) from {}, none scheduled", config.path.display()),
+        }
+
+        let stop = CancellationToken::new();
+        let kill = runner.kill_token();
+        let signals = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                for n in 0.. {
+                    let name = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                    };
+                    if n == 0 {
+                        tracing::info!("{name}: stopping; no new fires");
+                        stop.cancel();
+                    } else {
+                        tracing::warn!("{name} again: killing running jobs now");
+                        kill.cancel();
+                    }
+                }
+            }
+        });
+        scheduler.run(stop).await;
+        runner.shutdown(grace).await;
+        signals.abort();
+        tracing::info!("beatd stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,187 @@
+//! `beatd check`: good configs, every kind of error with its exact text, and bad input.
+
+use crate::util::Beatd;
+
+#[test]
+fn a_good_config_is_ok() {
+    let b = Beatd::with_config(
+        r#"
+[scheduler]
+timezone = "Europe/Berlin"
+
+[jobs.nightly-backup]
+cron = "30 2 * * *"
+timezone = "America/New_York"
+action = "command"
+command = "echo backup"
+
+[jobs.heartbeat]
+every = "30s"
+action = "noop"
+
+[jobs.parked]
+every = "1h"
+enabled = false
+action = "noop"
+"#,
+    );
+    b.cmd(&["check", "--config", "beatd.toml"]).assert().success().stdout("ok: 3 jobs (1 disabled)\n").stderr("");
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_position() {
+    let b = Beatd::with_config(
+        r#"[scheduler]
+timezone = "Europe/Berln"
+
+[jobs.typo]
+cron = "*/5 * * * *"
+action = "comand"
+comand = "echo hi"
+
+[jobs.no-schedule]
+action = "noop"
+
+[jobs.both]
+cron = "0 * * * *"
+every = "5m"
+action = "noop"
+
+[jobs.bad-cron]
+cron = "0 25 * * *"
+action = "noop"
+
+[jobs.never]
+cron = "0 0 30 2 *"
+action = "noop"
+
+[jobs.bad-every]
+every = "5 parsecs"
+action = "noop"
+
+[jobs.short]
+every = "500ms"
+action = "noop"
+
+[jobs.wide-offset]
+every = "1m"
+offset = "2m"
+action = "noop"
+
+[jobs.zone]
+cron = "0 9 * * *"
+timezone = "America/NewYork"
+action = "noop"
+
+[jobs.no-action]
+every = "1m"
+
+[jobs.cmd]
+every = "1m"
+action = "command"
+comand = "echo"
+retries = 3
+enabled = "yes"
+"#,
+    );
+    let file = b.config().display().to_string();
+    let expected = [
+        "2:12: scheduler: unknown time zone \"Europe/Berln\" (did you mean \"Europe/Berlin\"?)",
+        "6:10: job \"typo\": unknown action \"comand\" (did you mean \"command\"?)",
+        "7:1: job \"typo\": unknown key \"comand\" (did you mean \"command\"?)",
+        "9:7: job \"no-schedule\": missing schedule: set \"cron\" or \"every\"",
+        "14:1: job \"both\": set either \"cron\" or \"every\", not both",
+        "18:11: job \"bad-cron\": invalid cron expression \"0 25 * * *\": hour field: 25 is out of range 0-23",
+        "22:8: job \"never\": cron expression \"0 0 30 2 *\" never fires",
+        "26:9: job \"bad-every\": invalid duration \"5 parsecs\" for \"every\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)",
+        "30:9: job \"short\": \"every\" must be at least 1s, not \"500ms\"",
+        "35:10: job \"wide-offset\": \"offset\" must be smaller than \"every\" (1m)",
+        "40:12: job \"zone\": unknown time zone \"America/NewYork\" (did you mean \"America/New_York\"?)",
+        "43:7: job \"no-action\": missing key \"action\" (one of: command, noop)",
+        "46:7: job \"cmd\": missing key \"command\"",
+        "49:1: job \"cmd\": unknown key \"comand\" (did you mean \"command\"?)",
+        "50:1: job \"cmd\": unknown key \"retries\"",
+        "51:11: job \"cmd\": \"enabled\" must be true or false, not a string",
+    ];
+    let mut stderr: String = expected.iter().map(|l| format!("{file}:{l}\n")).collect();
+    stderr.push_str(&format!("{} errors\n", expected.len()));
+    b.cmd(&["check", "--config", &file]).assert().code(1).stdout("").stderr(stderr);
+}
+
+#[test]
+fn a_missing_file_names_the_path_tried() {
+    let b = Beatd::with_config("");
+    b.cmd(&["check"])
+        .assert()
+        .code(1)
+        .stderr("/etc/beatd/beatd.toml: cannot read config: No such file or directory (os error 2)\n1 error\n");
+    b.cmd(&["check"])
+        .env("BEATD_CONFIG", "nowhere.toml")
+        .assert()
+        .code(1)
+        .stderr("nowhere.toml: cannot read config: No such file or directory (os error 2)\n1 error\n");
+}
+
+#[test]
+fn malformed_toml_is_located() {
+    let b = Beatd::with_config("[jobs.a]\ncron = \"* * * * *\naction = \"noop\"\n");
+    let out = b.cmd(&["check", "-c", "beatd.toml"]).assert().code(1).get_output().stderr.clone();
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.starts_with("beatd.toml:2:"), "{text}");
+    assert!(text.contains("invalid TOML:"), "{text}");
+}
+
+#[test]
+fn invalid_utf8_is_located() {
+    let b = Beatd::with_config("");
+    std::fs::write(b.config(), b"[jobs.a]\nevery = \"1m\"\naction = \"no\xffop\"\n").expect("write");
+    b.cmd(&["check", "-c", "beatd.toml"])
+        .assert()
+        .code(1)
+        .stderr("beatd.toml:3:13: invalid UTF-8: a config must be UTF-8 text\n1 error\n");
+}
+
+#[test]
+fn a_ten_megabyte_config_is_refused() {
+    let b = Beatd::with_config("");
+    let mut big = String::from("# padding\n");
+    while big.len() < 10_000_000 {
+        big.push_str("# ........................................................................\n");
+    }
+    std::fs::write(b.config(), big).expect("write");
+    b.cmd(&["check", "-c", "beatd.toml"])
+        .assert()
+        .code(1)
+        .stderr("beatd.toml: config is larger than the 4 MiB limit\n1 error\n");
+}
+
+#[test]
+fn a_job_name_with_spaces_is_refused() {
+    let b = Beatd::with_config("[jobs.\"nightly backup\"]\nevery = \"1m\"\naction = \"noop\"\n");
+    b.cmd(&["check", "-c", "beatd.toml"])
+        .assert()
+        .code(1)
+        .stderr("beatd.toml:1:7: job \"nightly backup\": job names may only contain letters, digits, \".\", \"_\" and \"-\"\n1 error\n");
+}
+
+#[test]
+fn wrong_types_and_shapes_never_panic() {
+    for text in [
+        "jobs = 3",
+        "[jobs]\na = 1",
+        "[scheduler]\ntimezone = 5",
+        "[jobs.a]\ncron = [\"* * * * *\"]\naction = \"noop\"",
+        "[jobs.a]\nevery = \"1m\"\naction = \"command\"\ncommand = \"x\"\nenv = { A = 1 }",
+        "[jobs.a]\ncron = \"\"\naction = \"noop\"",
+        "[jobs.a]\ncron = \"@every\"\naction = \"noop\"",
+        "[jobs.a]\nevery = \"99999999999999999999d\"\naction = \"noop\"",
+        "\u{feff}[jobs.a]",
+        "[[jobs]]",
+    ] {
+        let b = Beatd::with_config(text);
+        let out = b.cmd(&["check", "-c", "beatd.toml"]).assert().code(1).get_output().clone();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("beatd.toml:"), "{text:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{text:?}: {stderr}");
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real `beatd` binary, run against configs in temp dirs.
+
+mod check;
+mod next;
+mod run;
+mod util;

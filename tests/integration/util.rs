@@ -1,0 +1,93 @@
+//! The harness: a temp dir with a config, and the real `beatd` binary run against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use assert_cmd::cargo::cargo_bin;
+use tempfile::TempDir;
+
+pub struct Beatd {
+    pub dir: TempDir,
+}
+
+impl Beatd {
+    /// A temp dir holding `beatd.toml` with `config`.
+    pub fn with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("beatd.toml"), config).expect("write config");
+        Beatd { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("beatd.toml")
+    }
+
+    /// `beatd ARGS` run in the temp dir, with a fixed zone and no inherited config path.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(cargo_bin("beatd"));
+        cmd.current_dir(self.dir.path()).env("TZ", "UTC").env_remove("BEATD_CONFIG").env_remove("RUST_LOG").args(args);
+        cmd
+    }
+
+    /// `beatd run --config beatd.toml` in the background; stderr is captured to `beatd.log`.
+    pub fn spawn_run(&self, extra: &[&str]) -> Child {
+        let log = std::fs::File::create(self.path("beatd.log")).expect("log file");
+        StdCommand::new(cargo_bin("beatd"))
+            .current_dir(self.dir.path())
+            .env("TZ", "UTC")
+            .env_remove("BEATD_CONFIG")
+            .env_remove("RUST_LOG")
+            .arg("run")
+            .arg("--config")
+            .arg(self.config())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn beatd")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("beatd.log")).unwrap_or_default()
+    }
+}
+
+/// Waits, a few seconds at most, until `cond` holds; returns whether it did.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    cond()
+}
+
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    nix::sys::signal::kill(pid, sig).expect("send signal");
+}
+
+/// Waits for the child to exit, a few seconds at most.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
