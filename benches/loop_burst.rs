@@ -1,1 +1,56 @@
-fn main() {}
+//! Loop work per fire when 10 000 jobs are due at the same instant: pop from the heap,
+//! compute the next fire, dispatch (the daemon's real runner, `noop` action), push back.
+//! Target (issue 2): a few hundred nanoseconds per fire.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use beatd::clock::Clock;
+use beatd::config::parse_str;
+use beatd::scheduler::Scheduler;
+use beatd::scheduler::runner::Runner;
+use chrono::{DateTime, Utc};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const JOBS: usize = 10_000;
+
+fn config(kind: &str) -> String {
+    let mut text = String::from("[scheduler]\ntimezone = \"America/New_York\"\n");
+    for i in 0..JOBS {
+        match kind {
+            "every" => text.push_str(&format!("[jobs.j{i}]\nevery = \"1s\"\naction = \"noop\"\n")),
+            _ => text.push_str(&format!("[jobs.j{i}]\ncron = \"* * * * *\"\naction = \"noop\"\n")),
+        }
+    }
+    text
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let _guard = runtime.enter();
+    let start: DateTime<Utc> = DateTime::from_timestamp(1_767_225_600, 0).expect("2026-01-01");
+    let mut group = c.benchmark_group("loop_burst_10000");
+    group.throughput(criterion::Throughput::Elements(JOBS as u64));
+    for (kind, step) in [("every", 1), ("cron", 60)] {
+        let jobs = parse_str(&config(kind), Path::new("bench.toml"), Path::new(".")).expect("valid").jobs;
+        let mut scheduler = Scheduler::new(jobs, Clock::manual(start), Runner::new());
+        let mut now = start;
+        group.bench_function(format!("{kind} noop, per burst"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    now += chrono::Duration::seconds(step);
+                    let t = Instant::now();
+                    let fired = scheduler.tick(now);
+                    total += t.elapsed();
+                    assert_eq!(fired, JOBS);
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

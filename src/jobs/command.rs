@@ -81,7 +81,7 @@ impl Command {
                     Some(dir) => format!("cannot start command in {}: {e}", dir.display()),
                     None => format!("cannot start command: {e}"),
                 };
-                tracing::error!(job, "{msg}");
+                tracing::error!(job = %job, "{msg}");
                 return Outcome::Failure(msg);
             }
         };
@@ -95,7 +95,7 @@ impl Command {
                 if let Some(pgid) = pgid {
                     let _ = killpg(pgid, Signal::SIGKILL);
                 }
-                tracing::warn!(job, "killed: the shutdown grace period is over");
+                tracing::warn!(job = %job, "killed: the shutdown grace period is over");
                 child.wait().await
             }
         };
@@ -104,7 +104,7 @@ impl Command {
         }
         match status {
             Ok(s) if s.success() => {
-                tracing::info!(job, "command exited with status 0");
+                tracing::info!(job = %job, "command exited with status 0");
                 Outcome::Success
             }
             Ok(s) => {
@@ -113,12 +113,12 @@ impl Command {
                     (None, Some(sig)) => format!("command killed by signal {sig}"),
                     _ => format!("command ended: {s}"),
                 };
-                tracing::warn!(job, "{msg}");
+                tracing::warn!(job = %job, "{msg}");
                 Outcome::Failure(msg)
             }
             Err(e) => {
                 let msg = format!("waiting for command failed: {e}");
-                tracing::error!(job, "{msg}");
+                tracing::error!(job = %job, "{msg}");
                 Outcome::Failure(msg)
             }
         }
@@ -131,6 +131,6 @@ async fn log_lines(job: String, stream: &'static str, pipe: impl AsyncRead + Unp
     let mut lines = BufReader::new(pipe).split(b'\n');
     while let Ok(Some(line)) = lines.next_segment().await {
         let line = String::from_utf8_lossy(&line);
-        tracing::info!(job = %job, stream, "{}", line.trim_end_matches('\r'));
+        tracing::info!(job = %job, stream = %stream, "{}", line.trim_end_matches('\r'));
     }
 }

@@ -320,6 +320,42 @@ impl CronExpr {
         if self.day_star || self.weekday_star { dom && dow } else { dom || dow }
     }
 
+    /// The days of a month that match, as bits 1..=31. `weekday` is the weekday (Sunday = 0)
+    /// of day `day`, which locates the month's weekday pattern.
+    #[inline]
+    fn month_days(&self, year: i32, month: u32, weekday: u32, day: u32) -> u32 {
+        let dim = days_in_month(year, month);
+        let in_month = (u32::MAX >> (31 - dim)) & !1; // bits 1..=dim
+        // Weekday of day 1, and a 7-bit pattern: bit i set when day i+1 has a wanted weekday.
+        let first = (weekday + 35 - (day - 1) % 7) % 7;
+        let week = |wanted: u8| -> u32 {
+            let w = u32::from(wanted);
+            ((w >> first) | (w << (7 - first))) & 0x7f
+        };
+        let repeat = |p: u32| (p | p << 7 | p << 14 | p << 21 | p << 28) << 1;
+        let mut dom = self.days & in_month;
+        if self.last_day {
+            dom |= 1 << dim;
+        }
+        let mut dow = repeat(week(self.weekdays)) & in_month;
+        if self.last_weekdays != 0 {
+            // The last seven days hold exactly one of each weekday.
+            dow |= repeat(week(self.last_weekdays)) & in_month & !(u32::MAX >> (32 - (dim - 6)));
+        }
+        for (wd, &nth) in self.nth_weekdays.iter().enumerate() {
+            let mut k = nth;
+            while k != 0 {
+                let occurrence = k.trailing_zeros();
+                k &= k - 1;
+                let d = 1 + (wd as u32 + 7 - first) % 7 + 7 * occurrence;
+                if d <= dim {
+                    dow |= 1 << d;
+                }
+            }
+        }
+        if self.day_star || self.weekday_star { dom & dow } else { dom | dow }
+    }
+
     /// The first whole local minute `t` with `start <= t < end` that matches, in naive local
     /// seconds (local wall time read as if it were UTC).
     fn next_local(&self, start: i64, end: i64) -> Option<i64> {
@@ -352,27 +388,42 @@ impl CronExpr {
                 minute = 0;
                 continue;
             }
-            if self.day_matches(date) {
-                loop {
-                    let hours = self.hours >> hour;
-                    if hours == 0 {
-                        break;
-                    }
-                    let h = hour + hours.trailing_zeros();
-                    if h != hour {
-                        minute = 0;
-                    }
-                    let minutes = self.minutes >> minute;
-                    if minutes != 0 {
-                        let m = minute + minutes.trailing_zeros();
-                        let found = days * DAY + i64::from(h) * 3600 + i64::from(m) * 60;
-                        return (found < end).then_some(found);
-                    }
-                    hour = h + 1;
+            // The month's matching days as a bitmask: jump straight to the next one.
+            let day = date.day();
+            let ahead = self.month_days(date.year(), month, date.weekday().num_days_from_sunday(), day) >> day;
+            if ahead == 0 {
+                date = first_of_next_month(date)?;
+                days = days_from_date(date);
+                hour = 0;
+                minute = 0;
+                continue;
+            }
+            let skip = ahead.trailing_zeros();
+            if skip > 0 {
+                date = date.checked_add_days(chrono::Days::new(u64::from(skip)))?;
+                days += i64::from(skip);
+                hour = 0;
+                minute = 0;
+            }
+            loop {
+                let hours = self.hours >> hour;
+                if hours == 0 {
+                    break;
+                }
+                let h = hour + hours.trailing_zeros();
+                if h != hour {
                     minute = 0;
-                    if hour >= 24 {
-                        break;
-                    }
+                }
+                let minutes = self.minutes >> minute;
+                if minutes != 0 {
+                    let m = minute + minutes.trailing_zeros();
+                    let found = days * DAY + i64::from(h) * 3600 + i64::from(m) * 60;
+                    return (found < end).then_some(found);
+                }
+                hour = h + 1;
+                minute = 0;
+                if hour >= 24 {
+                    break;
                 }
             }
             date = date.succ_opt()?;
@@ -381,6 +432,11 @@ impl CronExpr {
             minute = 0;
         }
     }
+}
+
+fn first_of_next_month(date: NaiveDate) -> Option<NaiveDate> {
+    let (y, m) = if date.month() == 12 { (date.year() + 1, 1) } else { (date.year(), date.month() + 1) };
+    NaiveDate::from_ymd_opt(y, m, 1)
 }
 
 fn date_from_days(days: i64) -> Option<NaiveDate> {

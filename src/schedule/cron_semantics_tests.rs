@@ -295,3 +295,21 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The per-month bitmask the iterator jumps with is the plain day rule, day by day.
+    #[test]
+    fn month_bitmask_is_the_day_rule(expr in expression(), year in 1990i32..2110, month in 1u32..=12) {
+        let Ok(Parsed::Fields(e)) = parse(&expr) else { panic!("{expr}") };
+        let mut date = chrono::NaiveDate::from_ymd_opt(year, month, 1).expect("valid");
+        use chrono::Datelike;
+        let mask = e.month_days(year, month, date.weekday().num_days_from_sunday(), 1);
+        while date.month() == month {
+            prop_assert_eq!(mask & (1 << date.day()) != 0, e.day_matches(date), "{} on {}", expr, date);
+            date = date.succ_opt().expect("valid");
+        }
+        // Any day of the month locates the same pattern.
+        let mid = chrono::NaiveDate::from_ymd_opt(year, month, 17).expect("valid");
+        prop_assert_eq!(e.month_days(year, month, mid.weekday().num_days_from_sunday(), 17), mask);
+    }
+}
