@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use beatd::clock::Clock;
 use beatd::config::parse_str;
 use beatd::scheduler::Scheduler;
+use beatd::jobs::{Actions, Services, http_client};
+use beatd::notify::Notifications;
 use beatd::scheduler::runner::Runner;
+use beatd::state::history::{History, Writer};
 use chrono::{DateTime, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -31,11 +34,24 @@ fn bench(c: &mut Criterion) {
     let start: DateTime<Utc> = DateTime::from_timestamp(1_767_225_600, 0).expect("2026-01-01");
     let mut group = c.benchmark_group("loop_burst_10000");
     group.throughput(criterion::Throughput::Elements(JOBS as u64));
-    for (kind, step) in [("every", 1), ("cron", 60)] {
+    let state = tempfile::tempdir().expect("temp dir");
+    let (history, writer) = Writer::start(state.path(), Duration::from_secs(86_400)).expect("history");
+    for (kind, step, recorded) in [("every", 1, false), ("cron", 60, false), ("every", 1, true)] {
         let jobs = parse_str(&config(kind), Path::new("bench.toml"), Path::new(".")).expect("valid").jobs;
-        let mut scheduler = Scheduler::new(jobs, Clock::manual(start), Runner::new());
+        let clock = Clock::manual(start);
+        let notifications = Notifications::new(Default::default(), http_client());
+        let services = std::sync::Arc::new(Services {
+            clock: clock.clone(),
+            http: http_client(),
+            notifications,
+            state_dir: state.path().to_path_buf(),
+        });
+        let runs = if recorded { history.clone() } else { History::disabled() };
+        let runner = Runner::new(Actions, services, runs, None);
+        let mut scheduler = Scheduler::new(jobs, clock, runner);
         let mut now = start;
-        group.bench_function(format!("{kind} noop, per burst"), |b| {
+        let name = if recorded { format!("{kind} noop + history, per burst") } else { format!("{kind} noop, per burst") };
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -50,6 +66,8 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+    drop(history);
+    writer.finish();
 }
 
 criterion_group!(benches, bench);

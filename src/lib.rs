@@ -8,6 +8,8 @@
 //! - [`clock`]: the one seam for wall-clock time (system timerfd, or a manual test clock).
 //! - [`timers`]: the min-heap of next fires.
 //! - [`scheduler`]: the timer loop, and the runner that executes fires.
+//! - [`state`]: the embedded SQLite state: run history.
+//! - [`policy`]: timeouts, overlap, retries and jitter; [`notify`]: webhooks.
 //! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.
 pub mod cli;
 pub mod clock;
@@ -15,6 +17,9 @@ pub mod config;
 pub mod fire;
 pub mod jobs;
 pub mod logging;
+pub mod notify;
+pub mod policy;
 pub mod schedule;
 pub mod scheduler;
+pub mod state;
 pub mod timers;

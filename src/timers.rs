@@ -11,8 +11,11 @@ use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
+    /// When the fire runs: its slot, plus the job's jitter.
     pub at: DateTime<Utc>,
     pub job: u32,
+    /// The slot the schedule asked for.
+    pub slot: DateTime<Utc>,
 }
 
 #[derive(Debug, Default)]
@@ -26,7 +29,12 @@ impl Timers {
     }
 
     pub fn push(&mut self, at: DateTime<Utc>, job: u32) {
-        self.heap.push(Reverse(Entry { at, job }));
+        self.push_slot(at, at, job);
+    }
+
+    /// Queues `slot` of `job` to run at `at` (later than the slot when the job has jitter).
+    pub fn push_slot(&mut self, slot: DateTime<Utc>, at: DateTime<Utc>, job: u32) {
+        self.heap.push(Reverse(Entry { at, job, slot }));
     }
 
     /// The earliest entry's instant.

@@ -4,6 +4,7 @@
 //! usage error (clap's own).
 
 mod check;
+mod history;
 mod next;
 mod run;
 
@@ -29,6 +30,8 @@ enum Command {
     Check(check::Args),
     /// List upcoming fire times without running anything.
     Next(next::Args),
+    /// Show the run history.
+    History(history::Args),
 }
 
 /// `--config`, shared by the subcommands that read one.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Next(args) => next::run(args),
+        Command::History(args) => history::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,6 +87,9 @@ fn inline_job(args: &Args) -> Result<Job, Failed> {
         timezone: tz,
         enabled: true,
         action: Action::Noop(Noop),
+        policy: Default::default(),
+        notify: None,
+        notify_on: Default::default(),
     })
 }
 
@@ -121,20 +124,21 @@ fn write_fires(
     let due = |t: DateTime<Utc>| until.is_none_or(|u| t <= u);
     let mut heap = BinaryHeap::with_capacity(jobs.len());
     let mut left = vec![count.unwrap_or(u64::MAX); jobs.len()];
+    // Ordered by when each fire runs: its slot plus the job's jitter.
     for (i, job) in jobs.iter().enumerate() {
-        if let Some(t) = job.schedule.next_after(from).filter(|t| due(*t))
+        if let Some((slot, at)) = job.next_fire(from).filter(|(_, at)| due(*at))
             && left[i] > 0
         {
-            heap.push(Reverse((t, i)));
+            heap.push(Reverse((at, i, slot)));
         }
     }
     if !json {
         writeln!(out, "{:<34}  {:<12}  JOB", "TIME", "IN")?;
     }
-    while let Some(Reverse((t, i))) = heap.pop() {
+    while let Some(Reverse((t, i, slot))) = heap.pop() {
         let job = &jobs[i];
         if json {
-            write_json(out, job, t)?;
+            write_json(out, job, t, slot)?;
         } else {
             let local = t.with_timezone(&job.timezone);
             let time = local.format("%a %Y-%m-%d %H:%M:%S %:z %Z").to_string();
@@ -142,18 +146,23 @@ fn write_fires(
         }
         left[i] -= 1;
         if left[i] > 0
-            && let Some(next) = job.schedule.next_after(t).filter(|n| due(*n))
+            && let Some((slot, at)) = job.next_fire(slot).filter(|(_, at)| due(*at))
         {
-            heap.push(Reverse((next, i)));
+            heap.push(Reverse((at, i, slot)));
         }
     }
     Ok(())
 }
 
-fn write_json(out: &mut impl Write, job: &Job, t: DateTime<Utc>) -> std::io::Result<()> {
+fn write_json(out: &mut impl Write, job: &Job, t: DateTime<Utc>, slot: DateTime<Utc>) -> std::io::Result<()> {
     let at = local_rfc3339(job.timezone, t);
     // Job and zone names are [A-Za-z0-9._/+-]: nothing to escape.
-    writeln!(out, r#"{{"job":"{}","at":"{at}","zone":"{}"}}"#, job.name, job.timezone.name())
+    if t == slot {
+        writeln!(out, r#"{{"job":"{}","at":"{at}","zone":"{}"}}"#, job.name, job.timezone.name())
+    } else {
+        let slot = local_rfc3339(job.timezone, slot);
+        writeln!(out, r#"{{"job":"{}","at":"{at}","zone":"{}","slot":"{slot}"}}"#, job.name, job.timezone.name())
+    }
 }
 
 fn local_rfc3339(tz: Tz, t: DateTime<Utc>) -> String {

@@ -7,11 +7,17 @@ use clap::ValueEnum;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use super::{ConfigArg, Failed, fail};
 use crate::clock::Clock;
+use crate::config::Config;
+use crate::jobs::{Actions, Services};
 use crate::logging::{self, LogFormat};
+use crate::notify::Notifications;
 use crate::scheduler::Scheduler;
 use crate::scheduler::runner::Runner;
+use crate::state::history::{History, Writer};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,47 +51,60 @@ pub fn run(args: Args) -> Result<(), Failed> {
         .thread_name("beatd")
         .build()
         .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async move {
-        let mut term = signal(SignalKind::terminate()).map_err(|e| fail(format!("cannot handle SIGTERM: {e}")))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(format!("cannot handle SIGINT: {e}")))?;
-        let runner = Runner::new();
-        let grace = config.scheduler.shutdown_grace;
-        let enabled = config.jobs.iter().filter(|j| j.enabled).count();
-        let scheduler = Scheduler::new(config.jobs, Clock::System, runner.clone());
-        match scheduler.upcoming().first() {
-            Some((at, job)) => tracing::info!(
-                "beatd started: {enabled} job(s) from {}, next: {} at {}",
-                config.path.display(),
-                job.name,
-                at.with_timezone(&job.timezone).format("%Y-%m-%d %H:%M:%S %Z")
-            ),
-            None => tracing::info!("beatd started: {enabled} job(s) from {}, none scheduled", config.path.display()),
-        }
+    let sched = &config.scheduler;
+    let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep).map_err(fail)?;
+    let result = runtime.block_on(serve(config, history));
+    // Every sender is gone once `serve` returns: the writer flushes and stops.
+    writer.finish();
+    result
+}
 
-        let stop = CancellationToken::new();
-        let kill = runner.kill_token();
-        let signals = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                for n in 0.. {
-                    let name = tokio::select! {
-                        _ = term.recv() => "SIGTERM",
-                        _ = int.recv() => "SIGINT",
-                    };
-                    if n == 0 {
-                        tracing::info!("{name}: stopping; no new fires");
-                        stop.cancel();
-                    } else {
-                        tracing::warn!("{name} again: killing running jobs now");
-                        kill.cancel();
-                    }
+async fn serve(config: Config, history: History) -> Result<(), Failed> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| fail(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(format!("cannot handle SIGINT: {e}")))?;
+    let sched = &config.scheduler;
+    let http = crate::jobs::http_client();
+    let notifications = Notifications::new(config.notifiers.clone(), http.clone());
+    let services = Arc::new(Services { clock: Clock::System, http, notifications, state_dir: sched.state_dir.clone() });
+    let runner = Runner::new(Actions, services, history, sched.max_running);
+    let grace = sched.shutdown_grace;
+    let enabled = config.jobs.iter().filter(|j| j.enabled).count();
+    let scheduler = Scheduler::new(config.jobs, Clock::System, runner.clone());
+    match scheduler.upcoming().first() {
+        Some((at, job)) => tracing::info!(
+            "beatd started: {enabled} job(s) from {}, next: {} at {}",
+            config.path.display(),
+            job.name,
+            at.with_timezone(&job.timezone).format("%Y-%m-%d %H:%M:%S %Z")
+        ),
+        None => tracing::info!("beatd started: {enabled} job(s) from {}, none scheduled", config.path.display()),
+    }
+
+    let stop = CancellationToken::new();
+    let kill = runner.kill_token();
+    let signals = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            for n in 0.. {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                if n == 0 {
+                    tracing::info!("{name}: stopping; no new fires");
+                    stop.cancel();
+                } else {
+                    tracing::warn!("{name} again: killing running jobs now");
+                    kill.cancel();
                 }
             }
-        });
-        scheduler.run(stop).await;
-        runner.shutdown(grace).await;
-        signals.abort();
-        tracing::info!("beatd stopped");
-        Ok(())
-    })
+        }
+    });
+    let scheduler = scheduler.run(stop).await;
+    drop(scheduler);
+    runner.shutdown(grace).await;
+    signals.abort();
+    drop(runner);
+    tracing::info!("beatd stopped");
+    Ok(())
 }

@@ -15,9 +15,13 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use toml::de::{DeTable, DeValue};
 
+use std::collections::HashMap;
+
 use self::diag::{ConfigErrors, Diags, hint};
 use self::table::{Str, Table, type_name};
-use crate::jobs::{ACTIONS, Action};
+use crate::jobs::{ACTIONS, Action, ParseContext};
+use crate::notify::{self, Notifier};
+use crate::policy::Policy;
 use crate::schedule::{CronSchedule, Interval, Schedule, cron};
 
 /// Configs larger than this are refused before parsing: a schedule of 50 000 jobs fits.
@@ -29,6 +33,7 @@ pub struct Config {
     pub path: PathBuf,
     pub scheduler: SchedulerConfig,
     pub jobs: Vec<Job>,
+    pub notifiers: HashMap<String, Notifier>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +44,22 @@ pub struct SchedulerConfig {
     pub state_dir: PathBuf,
     /// How long running jobs get to finish on shutdown before they are killed.
     pub shutdown_grace: Duration,
+    /// At most this many runs at once, across all jobs; fires over the cap wait.
+    pub max_running: Option<usize>,
+    /// Run history older than this is deleted.
+    pub history_keep: Duration,
+}
+
+impl SchedulerConfig {
+    fn defaults(base: &Path) -> Self {
+        SchedulerConfig {
+            timezone: system_zone(),
+            state_dir: base.join("state"),
+            shutdown_grace: Duration::from_secs(30),
+            max_running: None,
+            history_keep: Duration::from_secs(30 * 86_400),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +72,41 @@ pub struct Job {
     pub timezone: Tz,
     pub enabled: bool,
     pub action: Action,
+    pub policy: Policy,
+    /// The notifier told about failures and recoveries (and, for reports, the summary).
+    pub notify: Option<String>,
+    pub notify_on: NotifyOn,
+}
+
+/// Which changes of a job's state are notified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotifyOn {
+    pub failure: bool,
+    pub recovery: bool,
+}
+
+impl Default for NotifyOn {
+    fn default() -> Self {
+        NotifyOn { failure: true, recovery: true }
+    }
+}
+
+impl Job {
+    /// The first slot after `after`, and when it runs: the slot plus the job's jitter.
+    #[inline]
+    pub fn next_fire(&self, after: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let slot = self.schedule.next_after(after)?;
+        Some((slot, self.run_at(slot)))
+    }
+
+    /// When `slot` runs: the slot itself, or later by the job's jitter.
+    #[inline]
+    pub fn run_at(&self, slot: DateTime<Utc>) -> DateTime<Utc> {
+        if self.policy.jitter.is_none() {
+            return slot;
+        }
+        slot + chrono::Duration::from_std(self.policy.jitter_for(&self.name, slot)).unwrap_or_default()
+    }
 }
 
 /// Reads and validates a config file.
@@ -104,16 +160,38 @@ pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigE
 
     let scheduler = match top.table(&mut d, "scheduler") {
         Some((t, span)) => parse_scheduler(&mut Table::new(t, span, None).section("scheduler"), &mut d, base),
-        None => Some(SchedulerConfig {
-            timezone: system_zone(),
-            state_dir: base.join("state"),
-            shutdown_grace: Duration::from_secs(30),
-        }),
+        None => Some(SchedulerConfig::defaults(base)),
     };
     let default_zone = scheduler.as_ref().map_or(Tz::UTC, |s| s.timezone);
 
+    let mut notifiers = HashMap::new();
+    // Every notifier named in the file, valid or not: a job naming a broken one gets no error
+    // of its own, since the notifier already has one.
+    let mut notifier_names: Vec<String> = Vec::new();
+    if let Some((t, _)) = top.table(&mut d, "notifiers") {
+        for (key, value) in t {
+            let name = key.get_ref().as_ref();
+            notifier_names.push(name.to_string());
+            match value.get_ref() {
+                DeValue::Table(nt) => {
+                    let mut nt = Table::new(nt, key.span(), None).section("notifier");
+                    if let Some(n) = Notifier::parse(name, &mut nt, &mut d) {
+                        notifiers.insert(name.to_string(), n);
+                    }
+                }
+                other => d.error(
+                    value.span(),
+                    None,
+                    format!("notifier \"{name}\" must be a table, not {}", type_name(other)),
+                ),
+            }
+        }
+    }
+
     let mut jobs = Vec::new();
     if let Some((t, _)) = top.table(&mut d, "jobs") {
+        let job_names: Vec<String> = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
+        let cx = ParseContext { base, job_names: &job_names, notifiers: &notifiers };
         for (key, value) in t {
             let name = key.get_ref().as_ref();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
@@ -123,7 +201,7 @@ pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigE
             match value.get_ref() {
                 DeValue::Table(jt) => {
                     let mut jt = Table::new(jt, key.span(), Some(name));
-                    if let Some(job) = parse_job(name, &mut jt, &mut d, base, default_zone) {
+                    if let Some(job) = parse_job(name, &mut jt, &mut d, &cx, &notifier_names, default_zone) {
                         jobs.push(job);
                     }
                 }
@@ -137,6 +215,7 @@ pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigE
         path: path.to_path_buf(),
         scheduler: scheduler.expect("no errors means the scheduler section parsed"),
         jobs,
+        notifiers,
     })
 }
 
@@ -146,9 +225,18 @@ fn parse_scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<
         None => Some(system_zone()),
     };
     let state_dir = t.path(d, "state_dir", base).map_or_else(|| base.join("state"), |(p, _)| p);
-    let shutdown_grace = t.duration(d, "shutdown_grace").map_or(Duration::from_secs(30), |(v, _)| v);
+    let defaults = SchedulerConfig::defaults(base);
+    let shutdown_grace = t.duration(d, "shutdown_grace").map_or(defaults.shutdown_grace, |(v, _)| v);
+    let max_running = t.integer(d, "max_running").and_then(|(n, span)| match usize::try_from(n) {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            t.error(d, span, "\"max_running\" must be 1 or more");
+            None
+        }
+    });
+    let history_keep = t.duration(d, "history_keep").map_or(defaults.history_keep, |(v, _)| v);
     t.finish(d, &[]);
-    Some(SchedulerConfig { timezone: timezone?, state_dir, shutdown_grace })
+    Some(SchedulerConfig { timezone: timezone?, state_dir, shutdown_grace, max_running, history_keep })
 }
 
 fn zone(t: &Table<'_, '_>, d: &mut Diags, s: &Str<'_>) -> Option<Tz> {
@@ -168,8 +256,46 @@ fn probe_instant() -> DateTime<Utc> {
     DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default() // 2026-01-01
 }
 
-fn parse_job(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path, default_zone: Tz) -> Option<Job> {
+fn parse_job(
+    name: &str,
+    t: &mut Table<'_, '_>,
+    d: &mut Diags,
+    cx: &ParseContext<'_>,
+    notifier_names: &[String],
+    default_zone: Tz,
+) -> Option<Job> {
     let enabled = t.bool(d, "enabled").unwrap_or(true);
+    let policy = Policy::parse(t, d);
+    let notify = t.str(d, "notify").and_then(|n| {
+        if notifier_names.iter().any(|x| x == n.value) {
+            Some(n.value.to_string())
+        } else {
+            let h = hint(n.value, notifier_names.iter().map(String::as_str));
+            t.error(
+                d,
+                n.span.clone(),
+                format!("no notifier \"{}\" (define it as [notifiers.{}]){h}", n.value, n.value),
+            );
+            None
+        }
+    });
+    let notify_on = match t.str_list(d, "notify_on") {
+        None => NotifyOn::default(),
+        Some((events, _)) => {
+            let mut on = NotifyOn { failure: false, recovery: false };
+            for e in events {
+                match e.value {
+                    "failure" => on.failure = true,
+                    "recovery" => on.recovery = true,
+                    other => {
+                        let msg = format!("unknown event \"{other}\" (one of: {})", notify::EVENTS.join(", "));
+                        t.error(d, e.span, msg);
+                    }
+                }
+            }
+            on
+        }
+    };
     let timezone = match t.str(d, "timezone") {
         Some(s) => zone(t, d, &s),
         None => Some(default_zone),
@@ -223,11 +349,30 @@ fn parse_job(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path, defa
             t.finish(d, &Action::all_keys());
             return None;
         }
-        Some(a) => Action::parse(a.value, t, d, base),
+        Some(a) => Action::parse(a.value, t, d, cx),
     };
     t.finish(d, &[]);
     let (schedule, schedule_text) = schedule?;
-    Some(Job { name: name.to_string(), schedule, schedule_text, timezone: timezone?, enabled, action: action? })
+    let mut action = action?;
+    // A check's own request timeout is the job's timeout.
+    if let Some(timeout) = policy.timeout {
+        match &mut action {
+            Action::HttpCheck(h) => h.timeout = timeout,
+            Action::TcpCheck(c) => c.timeout = timeout,
+            _ => {}
+        }
+    }
+    Some(Job {
+        name: name.to_string(),
+        schedule,
+        schedule_text,
+        timezone: timezone?,
+        enabled,
+        action,
+        policy,
+        notify,
+        notify_on,
+    })
 }
 
 /// Why a schedule text was refused; `at` is the byte offset in the text, when known.

@@ -105,6 +105,44 @@ impl<'t, 'i> Table<'t, 'i> {
         self.typed(d, key, "true or false", DeValue::as_bool).map(|(b, _)| b)
     }
 
+    pub fn integer(&mut self, d: &mut Diags, key: &'static str) -> Option<(i64, Range<usize>)> {
+        self.typed(d, key, "an integer", |v| match v {
+            DeValue::Integer(i) => i64::from_str_radix(
+                i.as_str().replace('_', "").trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b"),
+                i.radix(),
+            )
+            .ok(),
+            _ => None,
+        })
+    }
+
+    /// A list of strings, or one string standing for a list of one.
+    pub fn str_list(&mut self, d: &mut Diags, key: &'static str) -> Option<(Vec<Str<'t>>, Range<usize>)> {
+        let v = self.get(key)?;
+        let span = v.span();
+        match v.get_ref() {
+            DeValue::String(s) => Some((vec![Str { value: s.as_ref(), span: span.clone() }], span)),
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push(Str { value: s.as_ref(), span: item.span() }),
+                        other => {
+                            let msg = format!("\"{key}\" must list strings, not {}", type_name(other));
+                            self.error(d, item.span(), msg);
+                        }
+                    }
+                }
+                Some((out, span))
+            }
+            other => {
+                let msg = format!("\"{key}\" must be a string or a list of strings, not {}", type_name(other));
+                self.error(d, span, msg);
+                None
+            }
+        }
+    }
+
     pub fn table(&mut self, d: &mut Diags, key: &'static str) -> Option<(&'t DeTable<'i>, Range<usize>)> {
         self.typed(d, key, "a table", |v| v.as_table())
     }

@@ -2,32 +2,44 @@
 //!
 //! The command runs under `/bin/sh -c` in its own process group, so a terminal's Ctrl-C reaches
 //! beatd (which then grants running commands the shutdown grace period) rather than every
-//! child, and so the whole group can be killed at once when the grace period ends. The child
-//! learns which fire it is from `BEATD_JOB`, `BEATD_SCHEDULED_AT` and `BEATD_FIRE_ID`; its
-//! output is logged line by line under the job's name.
+//! child, and so the whole group, children included, can be stopped at once: SIGTERM, then
+//! SIGKILL after `kill_grace`. The child learns which fire it is from `BEATD_JOB`,
+//! `BEATD_SCHEDULED_AT` and `BEATD_FIRE_ID`; its output is logged line by line under the job's
+//! name, up to `output_limit` bytes per run.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use chrono::SecondsFormat;
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Group, Pid, Uid, User};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command as Process;
 use toml::de::DeValue;
 
-use super::{Outcome, RunContext};
+use super::{RunContext, RunResult};
 use crate::config::diag::Diags;
 use crate::config::table::{Table, type_name};
 use crate::fire::Fire;
 
-pub const KEYS: &[&str] = &["command", "workdir", "env"];
+pub const KEYS: &[&str] = &["command", "workdir", "env", "kill_grace", "output_limit", "user", "group"];
+
+const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Command {
     pub command: String,
     pub workdir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// Between SIGTERM and SIGKILL when a run is stopped.
+    pub kill_grace: Duration,
+    /// Bytes of output logged per run; the rest is read and counted, not logged.
+    pub output_limit: usize,
+    pub user: Option<(String, Uid)>,
+    pub group: Option<(String, Gid)>,
 }
 
 impl Command {
@@ -52,13 +64,38 @@ impl Command {
                 }
             }
         }
-        Some(Command { command: command?.value.to_string(), workdir, env })
+        let kill_grace = t.duration(d, "kill_grace").map_or(Duration::from_secs(10), |(v, _)| v);
+        let output_limit = match t.integer(d, "output_limit") {
+            Some((n, span)) => usize::try_from(n).unwrap_or_else(|_| {
+                t.error(d, span, "\"output_limit\" must be 0 or more (bytes)");
+                0
+            }),
+            None => DEFAULT_OUTPUT_LIMIT,
+        };
+        let user = t.str(d, "user").and_then(|u| match User::from_name(u.value) {
+            Ok(Some(user)) => Some((u.value.to_string(), user.uid)),
+            _ => {
+                t.error(d, u.span.clone(), format!("no user \"{}\" on this system", u.value));
+                None
+            }
+        });
+        let group = t.str(d, "group").and_then(|g| match Group::from_name(g.value) {
+            Ok(Some(group)) => Some((g.value.to_string(), group.gid)),
+            _ => {
+                t.error(d, g.span.clone(), format!("no group \"{}\" on this system", g.value));
+                None
+            }
+        });
+        Some(Command { command: command?.value.to_string(), workdir, env, kill_grace, output_limit, user, group })
     }
 
-    pub async fn run(&self, fire: &Fire, cx: &RunContext) -> Outcome {
+    pub async fn run(&self, fire: &Fire, cx: &RunContext) -> RunResult {
         let job = fire.job.name.as_str();
-        let zone = fire.job.timezone;
-        let scheduled = fire.scheduled_at.with_timezone(&zone).to_rfc3339_opts(SecondsFormat::AutoSi, false);
+        if (self.user.is_some() || self.group.is_some()) && !Uid::effective().is_root() {
+            return RunResult::failed("\"user\" and \"group\" need beatd to run as root");
+        }
+        let scheduled =
+            fire.scheduled_at.with_timezone(&fire.job.timezone).to_rfc3339_opts(SecondsFormat::AutoSi, false);
         let mut cmd = Process::new("/bin/sh");
         cmd.arg("-c")
             .arg(&self.command)
@@ -74,6 +111,12 @@ impl Command {
         if let Some(dir) = &self.workdir {
             cmd.current_dir(dir);
         }
+        if let Some((_, gid)) = self.group {
+            cmd.gid(gid.as_raw());
+        }
+        if let Some((_, uid)) = self.user {
+            cmd.uid(uid.as_raw());
+        }
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -82,54 +125,104 @@ impl Command {
                     None => format!("cannot start command: {e}"),
                 };
                 tracing::error!(job = %job, "{msg}");
-                return Outcome::Failure(msg);
+                return RunResult::failed(msg);
             }
         };
         let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
-        let out = child.stdout.take().map(|s| tokio::spawn(log_lines(job.to_string(), "stdout", s)));
-        let err = child.stderr.take().map(|s| tokio::spawn(log_lines(job.to_string(), "stderr", s)));
+        let budget = Arc::new(AtomicUsize::new(self.output_limit));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .zip(["stdout", "stderr"])
+        .filter_map(|(pipe, stream)| {
+            let pipe = pipe?;
+            Some(tokio::spawn(log_lines(job.to_string(), stream, pipe, budget.clone(), dropped.clone())))
+        })
+        .collect();
 
+        let mut stopped = None;
         let status = tokio::select! {
             status = child.wait() => status,
-            () = cx.kill.cancelled() => {
-                if let Some(pgid) = pgid {
-                    let _ = killpg(pgid, Signal::SIGKILL);
+            () = cx.stop.cancelled() => {
+                if cx.kill.is_cancelled() {
+                    signal_group(pgid, Signal::SIGKILL);
+                    stopped = Some("killed at shutdown");
+                    child.wait().await
+                } else {
+                    signal_group(pgid, Signal::SIGTERM);
+                    match tokio::time::timeout(self.kill_grace, child.wait()).await {
+                        Ok(status) => {
+                            stopped = Some("stopped with SIGTERM");
+                            status
+                        }
+                        Err(_) => {
+                            signal_group(pgid, Signal::SIGKILL);
+                            stopped = Some("killed with SIGKILL after kill_grace");
+                            child.wait().await
+                        }
+                    }
                 }
-                tracing::warn!(job = %job, "killed: the shutdown grace period is over");
-                child.wait().await
             }
         };
-        for task in [out, err].into_iter().flatten() {
-            let _ = task.await;
+        // The group may have stragglers that inherited the pipes; they must not outlive the run.
+        if stopped.is_some() {
+            signal_group(pgid, Signal::SIGKILL);
         }
-        match status {
-            Ok(s) if s.success() => {
-                tracing::info!(job = %job, "command exited with status 0");
-                Outcome::Success
-            }
-            Ok(s) => {
-                let msg = match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
-                    (Some(code), _) => format!("command exited with status {code}"),
-                    (None, Some(sig)) => format!("command killed by signal {sig}"),
-                    _ => format!("command ended: {s}"),
-                };
-                tracing::warn!(job = %job, "{msg}");
-                Outcome::Failure(msg)
-            }
-            Err(e) => {
-                let msg = format!("waiting for command failed: {e}");
-                tracing::error!(job = %job, "{msg}");
-                Outcome::Failure(msg)
-            }
+        for reader in readers {
+            let _ = reader.await;
         }
+        let lost = dropped.load(Ordering::Relaxed);
+        if lost > 0 {
+            tracing::warn!(job = %job, "output truncated: {lost} more bytes were not logged (output_limit)");
+        }
+        let mut result = match &status {
+            Ok(s) if s.success() => RunResult::ok(),
+            Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
+                (Some(code), _) => RunResult::failed(format!("exited with status {code}")),
+                (None, Some(sig)) => RunResult::failed(format!("killed by signal {sig}")),
+                _ => RunResult::failed(format!("ended: {s}")),
+            },
+            Err(e) => RunResult::failed(format!("waiting for the command failed: {e}")),
+        };
+        result.exit_code = status.as_ref().ok().and_then(|s| s.code());
+        if let (Some(how), Err(e)) = (stopped, &mut result.result) {
+            *e = format!("{how} ({e})");
+        }
+        match &result.result {
+            Ok(()) => tracing::info!(job = %job, "command exited with status 0"),
+            Err(e) => tracing::warn!(job = %job, "command {e}"),
+        }
+        result
     }
 }
 
-async fn log_lines(job: String, stream: &'static str, pipe: impl AsyncRead + Unpin) {
+fn signal_group(pgid: Option<Pid>, signal: Signal) {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, signal);
+    }
+}
+
+async fn log_lines(
+    job: String,
+    stream: &'static str,
+    pipe: impl AsyncRead + Unpin,
+    budget: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+) {
     // Split on bytes, not lines of UTF-8: output that is not UTF-8 is still logged (lossily)
     // and, above all, still read, so the child never blocks on a full pipe.
     let mut lines = BufReader::new(pipe).split(b'\n');
     while let Ok(Some(line)) = lines.next_segment().await {
+        let len = line.len() + 1;
+        let allowed = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(len)).is_ok();
+        if !allowed {
+            budget.store(0, Ordering::Relaxed);
+            dropped.fetch_add(len, Ordering::Relaxed);
+            continue;
+        }
         let line = String::from_utf8_lossy(&line);
         tracing::info!(job = %job, stream = %stream, "{}", line.trim_end_matches('\r'));
     }

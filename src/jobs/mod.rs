@@ -1,40 +1,140 @@
 //! Actions: what a job does when it fires. One file per action, one enum to dispatch.
 //!
 //! Each action parses its own keys from the job's table (so `beatd check` knows every key) and
-//! runs a fire to an [`Outcome`]. Adding an action means a new file and one arm per match here.
+//! runs one attempt of a fire to a [`RunResult`]. Everything around an attempt (timeouts,
+//! retries, overlap, history, notifications) is the runner's, the same for every action.
 
+pub mod cleanup;
 pub mod command;
+pub mod http_check;
 pub mod noop;
+pub mod report;
+pub mod tcp_check;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::diag::Diags;
 use crate::config::table::Table;
 use crate::fire::Fire;
+use crate::notify::Notifications;
+use crate::state::history::Details;
 
 /// The names `action = "..."` accepts.
-pub const ACTIONS: &[&str] = &["command", "noop"];
+pub const ACTIONS: &[&str] = &["command", "noop", "cleanup", "http_check", "tcp_check", "report"];
 
 #[derive(Debug, Clone)]
 pub enum Action {
     Command(command::Command),
     Noop(noop::Noop),
+    Cleanup(cleanup::Cleanup),
+    HttpCheck(http_check::HttpCheck),
+    TcpCheck(tcp_check::TcpCheck),
+    Report(report::Report),
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Failure(String),
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    /// `Err` carries the reason the attempt failed.
+    pub result: Result<(), String>,
+    pub exit_code: Option<i32>,
+    pub details: Details,
 }
 
-/// What a running action may need from the daemon.
+impl RunResult {
+    pub fn ok() -> Self {
+        RunResult { result: Ok(()), exit_code: None, details: Details::default() }
+    }
+
+    pub fn failed(reason: impl Into<String>) -> Self {
+        RunResult { result: Err(reason.into()), exit_code: None, details: Details::default() }
+    }
+
+    pub fn with_details(mut self, details: Details) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// What the daemon shares with every run.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub clock: Clock,
+    pub http: reqwest::Client,
+    pub notifications: Notifications,
+    /// The state folder, for reports that read the history.
+    pub state_dir: PathBuf,
+}
+
+impl Services {
+    pub fn new(clock: Clock, state_dir: PathBuf, notifications: Notifications) -> Self {
+        Services { clock, http: http_client(), notifications, state_dir }
+    }
+}
+
+/// One HTTP client for the whole daemon: connection pools are shared, TLS is verified with the
+/// platform's roots (rustls; there is no switch to turn verification off).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("beatd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// What one attempt may need from the daemon.
 #[derive(Debug, Clone)]
 pub struct RunContext {
-    /// Cancelled when the shutdown grace period is over: running work must stop now.
+    /// Cancelled when this attempt must stop: its timeout passed, a newer run replaces it, or
+    /// the shutdown grace period is over. Actions stop promptly and return.
+    pub stop: CancellationToken,
+    /// Cancelled when the daemon kills everything at shutdown: stop hard, at once.
     pub kill: CancellationToken,
+    pub services: std::sync::Arc<Services>,
+}
+
+/// Runs attempts. The daemon's [`Actions`] runs the job's action; paused-time tests supply
+/// an executor whose work follows tokio's clock.
+pub trait Execute: Send + Sync + 'static {
+    /// True when the fire completes at once and needs no task of its own.
+    fn is_instant(&self, fire: &Fire) -> bool;
+    /// True when the action applies the job's timeout itself (checks: a timed-out check is a
+    /// "down" result, not a timeout of the run).
+    fn handles_timeout(&self, _fire: &Fire) -> bool {
+        false
+    }
+    fn execute<'a>(
+        &'a self,
+        fire: &'a Fire,
+        cx: &'a RunContext,
+    ) -> Pin<Box<dyn Future<Output = RunResult> + Send + 'a>>;
+}
+
+/// The production executor: the job's configured action.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Actions;
+
+impl Execute for Actions {
+    fn is_instant(&self, fire: &Fire) -> bool {
+        matches!(fire.job.action, Action::Noop(_))
+    }
+
+    fn handles_timeout(&self, fire: &Fire) -> bool {
+        fire.job.action.is_check()
+    }
+
+    fn execute<'a>(
+        &'a self,
+        fire: &'a Fire,
+        cx: &'a RunContext,
+    ) -> Pin<Box<dyn Future<Output = RunResult> + Send + 'a>> {
+        Box::pin(fire.job.action.run(fire, cx))
+    }
 }
 
 impl Action {
@@ -42,33 +142,56 @@ impl Action {
         match self {
             Action::Command(_) => "command",
             Action::Noop(_) => "noop",
+            Action::Cleanup(_) => "cleanup",
+            Action::HttpCheck(_) => "http_check",
+            Action::TcpCheck(_) => "tcp_check",
+            Action::Report(_) => "report",
         }
+    }
+
+    /// Whether the action is a status check (it records up/down and notifies on transitions).
+    pub fn is_check(&self) -> bool {
+        matches!(self, Action::HttpCheck(_) | Action::TcpCheck(_))
     }
 
     /// Every key any action takes, so a job with a mistyped action is not also buried in
     /// "unknown key" errors for keys that are fine once the action is fixed.
     pub fn all_keys() -> Vec<&'static str> {
-        [command::KEYS, noop::KEYS].concat()
+        [command::KEYS, noop::KEYS, cleanup::KEYS, http_check::KEYS, tcp_check::KEYS, report::KEYS].concat()
     }
 
     /// Parses the action `kind` from the job's table; errors go to `d`.
-    pub fn parse(kind: &str, table: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Action> {
+    pub fn parse(kind: &str, t: &mut Table<'_, '_>, d: &mut Diags, cx: &ParseContext<'_>) -> Option<Action> {
         match kind {
-            "command" => command::Command::parse(table, d, base).map(Action::Command),
+            "command" => command::Command::parse(t, d, cx.base).map(Action::Command),
             "noop" => Some(Action::Noop(noop::Noop)),
+            "cleanup" => cleanup::Cleanup::parse(t, d, cx.base).map(Action::Cleanup),
+            "http_check" => http_check::HttpCheck::parse(t, d).map(Action::HttpCheck),
+            "tcp_check" => tcp_check::TcpCheck::parse(t, d).map(Action::TcpCheck),
+            "report" => report::Report::parse(t, d, cx).map(Action::Report),
             _ => None,
         }
     }
 
-    /// True when the action finishes at once and needs no task of its own.
-    pub fn is_instant(&self) -> bool {
-        matches!(self, Action::Noop(_))
-    }
-
-    pub async fn run(&self, fire: &Fire, cx: &RunContext) -> Outcome {
+    pub async fn run(&self, fire: &Fire, cx: &RunContext) -> RunResult {
         match self {
             Action::Command(c) => c.run(fire, cx).await,
             Action::Noop(n) => n.run(),
+            Action::Cleanup(c) => c.run(fire, cx).await,
+            Action::HttpCheck(h) => h.run(cx).await,
+            Action::TcpCheck(t) => t.run(cx).await,
+            Action::Report(r) => r.run(fire, cx).await,
         }
     }
+}
+
+/// What an action's parser may need besides its own keys.
+#[derive(Debug)]
+pub struct ParseContext<'a> {
+    /// The config file's folder; relative paths resolve against it.
+    pub base: &'a Path,
+    /// Every job name in the file (for reports that name jobs).
+    pub job_names: &'a [String],
+    /// Every notifier name in the file.
+    pub notifiers: &'a HashMap<String, crate::notify::Notifier>,
 }

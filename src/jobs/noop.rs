@@ -1,6 +1,6 @@
 //! `noop`: does nothing. For trying a schedule, and for benchmarking the loop itself.
 
-use super::Outcome;
+use super::RunResult;
 
 pub const KEYS: &[&str] = &[];
 
@@ -8,7 +8,7 @@ pub const KEYS: &[&str] = &[];
 pub struct Noop;
 
 impl Noop {
-    pub fn run(&self) -> Outcome {
-        Outcome::Success
+    pub fn run(&self) -> RunResult {
+        RunResult::ok()
     }
 }

@@ -53,8 +53,8 @@ impl<D: Dispatch> Scheduler<D> {
         let now = clock.now();
         let mut timers = Timers::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
-            if let Some(at) = job.schedule.next_after(now) {
-                timers.push(at, i as u32);
+            if let Some((slot, at)) = job.next_fire(now) {
+                timers.push_slot(slot, at, i as u32);
             }
         }
         Scheduler { jobs, timers, clock, dispatch }
@@ -111,9 +111,9 @@ impl<D: Dispatch> Scheduler<D> {
         let mut fired = 0;
         while let Some(entry) = self.timers.pop_due(now) {
             let job = &self.jobs[entry.job as usize];
-            let mut slot = entry.at;
-            let mut next = job.schedule.next_after(slot);
-            if next.is_some_and(|n| n <= now)
+            let mut slot = entry.slot;
+            let mut next = job.next_fire(slot);
+            if next.is_some_and(|(_, at)| at <= now)
                 && let Some((latest, passed)) = job.schedule.latest_in(slot, now)
             {
                 tracing::warn!(
@@ -122,12 +122,12 @@ impl<D: Dispatch> Scheduler<D> {
                     passed + 1
                 );
                 slot = latest;
-                next = job.schedule.next_after(latest);
+                next = job.next_fire(latest);
             }
             self.dispatch.dispatch(Fire { job: job.clone(), scheduled_at: slot, fired_at: now });
             fired += 1;
-            if let Some(next) = next {
-                self.timers.push(next, entry.job);
+            if let Some((slot, at)) = next {
+                self.timers.push_slot(slot, at, entry.job);
             }
         }
         fired

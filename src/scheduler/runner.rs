@@ -1,81 +1,357 @@
-//! The daemon's dispatcher: runs each fire's action as its own task.
+//! The daemon's dispatcher: runs each fire under its job's execution policy.
 //!
-//! Instant actions (`noop`) complete inline: spawning a task for them would cost more than the
-//! work. Everything else is spawned on a [`TaskTracker`], so shutdown can wait for running jobs
-//! for the grace period and then kill what is left.
+//! Per fire, in order:
+//! - **overlap**: if the job is still running, the new fire is skipped, queued (at most one
+//!   waits), run alongside, or replaces the running one;
+//! - **max_running**: a global cap; a fire over it waits for a slot (and is counted);
+//! - **attempts**: each attempt runs under the job's `timeout`; a failed one is retried after
+//!   an exponential backoff, `retries` times at most;
+//! - **history**: every attempt and every skip is recorded;
+//! - **transitions**: a check that goes down or comes back is logged once, and the job's
+//!   notifier hears about failures and recoveries.
+//!
+//! Instant actions (`noop`) skip all of that: they are recorded inline, because a task per
+//! fire would cost more than the work. Everything else runs on a [`TaskTracker`], so shutdown
+//! can wait for running jobs for the grace period and then stop what is left.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Dispatch;
 use crate::fire::Fire;
-use crate::jobs::{Outcome, RunContext};
+use crate::jobs::{Execute, RunContext, RunResult, Services};
+use crate::notify::Message;
+use crate::policy::Overlap;
+use crate::state::history::{History, RunOutcome, RunRecord};
 
 #[derive(Debug, Clone)]
 pub struct Runner {
-    tracker: TaskTracker,
-    cx: RunContext,
+    inner: Arc<Inner>,
 }
 
-impl Default for Runner {
-    fn default() -> Self {
-        Self::new()
+struct Inner {
+    exec: Box<dyn Execute>,
+    services: Arc<Services>,
+    history: History,
+    tracker: TaskTracker,
+    /// Cancelled when the shutdown grace period is over: every run stops at once.
+    kill: CancellationToken,
+    limit: Option<Arc<Semaphore>>,
+    /// Fires that had to wait for `max_running`.
+    waited: AtomicU64,
+    jobs: Mutex<HashMap<String, JobState>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("running", &self.tracker.len()).finish()
     }
+}
+
+/// What the runner knows of one job between fires.
+#[derive(Debug, Default)]
+struct JobState {
+    /// Runs in progress: an id, and the token that stops it.
+    running: Vec<(u64, CancellationToken)>,
+    /// `overlap = "queue"`: the fire that runs when the current run ends.
+    pending: Option<Fire>,
+    next_run: u64,
+    /// How the last finished run went; `None` before the first.
+    healthy: Option<bool>,
 }
 
 impl Runner {
-    pub fn new() -> Self {
-        Runner { tracker: TaskTracker::new(), cx: RunContext { kill: CancellationToken::new() } }
+    pub fn new(exec: impl Execute, services: Arc<Services>, history: History, max_running: Option<usize>) -> Self {
+        Runner {
+            inner: Arc::new(Inner {
+                exec: Box::new(exec),
+                services,
+                history,
+                tracker: TaskTracker::new(),
+                kill: CancellationToken::new(),
+                limit: max_running.map(|n| Arc::new(Semaphore::new(n))),
+                waited: AtomicU64::new(0),
+                jobs: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
-    /// Jobs still running.
+    /// Runs in progress, across jobs.
     pub fn running(&self) -> usize {
-        self.tracker.len()
+        self.inner.tracker.len()
     }
 
-    /// Kills running jobs now (a second Ctrl-C).
+    /// Runs of `job` in progress.
+    pub fn running_of(&self, job: &str) -> usize {
+        self.inner.jobs().get(job).map_or(0, |s| s.running.len())
+    }
+
+    /// Fires that waited for a `max_running` slot so far.
+    pub fn waited(&self) -> u64 {
+        self.inner.waited.load(Ordering::Relaxed)
+    }
+
+    /// Cancelling it stops every run at once (a second Ctrl-C).
     pub fn kill_token(&self) -> CancellationToken {
-        self.cx.kill.clone()
+        self.inner.kill.clone()
     }
 
-    /// Waits up to `grace` for running jobs, then kills them.
+    /// Waits up to `grace` for running jobs, then stops them and waits for them to end.
     pub async fn shutdown(&self, grace: Duration) {
-        self.tracker.close();
-        if self.tracker.is_empty() {
-            return;
-        }
-        tracing::info!("waiting up to {} for {} running job(s)", humantime::format_duration(grace), self.tracker.len());
-        tokio::select! {
-            () = self.tracker.wait() => return,
-            () = tokio::time::sleep(grace) => {
-                tracing::warn!("{} job(s) still running after the grace period; killing them", self.tracker.len());
+        let tracker = &self.inner.tracker;
+        tracker.close();
+        if !tracker.is_empty() {
+            tracing::info!("waiting up to {} for {} running job(s)", humantime::format_duration(grace), tracker.len());
+            tokio::select! {
+                () = tracker.wait() => {}
+                () = tokio::time::sleep(grace) => {
+                    tracing::warn!("{} job(s) still running after the grace period; killing them", tracker.len());
+                    self.inner.kill.cancel();
+                }
+                () = self.inner.kill.cancelled() => {}
             }
-            () = self.cx.kill.cancelled() => {}
+            tracker.wait().await;
         }
-        self.cx.kill.cancel();
-        self.tracker.wait().await;
+        self.inner.services.notifications.shutdown(Duration::from_secs(5)).await;
     }
+}
+
+impl Inner {
+    fn jobs(&self) -> MutexGuard<'_, HashMap<String, JobState>> {
+        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record(
+        &self,
+        fire: &Fire,
+        started: Option<DateTime<Utc>>,
+        outcome: RunOutcome,
+        attempt: u32,
+        result: RunResult,
+    ) {
+        let (exit_code, details) = (result.exit_code, result.details);
+        self.history.record(RunRecord {
+            job: fire.job.name.clone(),
+            fire_id: String::new(), // derived from job and slot by the writer, off the loop
+            scheduled_at: fire.scheduled_at,
+            started_at: started,
+            finished_at: self.services.clock.now(),
+            outcome,
+            attempt,
+            exit_code,
+            error: result.result.err(),
+            details,
+        });
+    }
+
+    fn skip(&self, fire: &Fire, why: &str) {
+        tracing::warn!(job = %fire.job.name, slot = %fire.scheduled_at, "skipped: {why}");
+        self.record(fire, None, RunOutcome::Skipped, 0, RunResult::failed(why));
+    }
+
+    /// Starts `fire` as a new run of its job; the caller holds the job's state.
+    fn start(self: &Arc<Self>, state: &mut JobState, fire: Fire) {
+        let id = state.next_run;
+        state.next_run += 1;
+        let stop = self.kill.child_token();
+        state.running.push((id, stop.clone()));
+        let inner = self.clone();
+        self.tracker.spawn(async move { inner.execute(fire, stop, id).await });
+    }
+
+    async fn execute(self: Arc<Self>, fire: Fire, stop: CancellationToken, id: u64) {
+        let _permit = match &self.limit {
+            Some(limit) => {
+                if limit.available_permits() == 0 {
+                    self.waited.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(job = %fire.job.name, "waiting: max_running jobs are already running");
+                }
+                tokio::select! {
+                    permit = limit.clone().acquire_owned() => permit.ok(),
+                    () = stop.cancelled() => None,
+                }
+            }
+            None => None,
+        };
+        if stop.is_cancelled() {
+            self.skip(&fire, "stopped before it could start");
+        } else {
+            let (outcome, result) = self.attempts(&fire, &stop).await;
+            self.after_run(&fire, outcome, &result);
+        }
+        let mut jobs = self.jobs();
+        let state = jobs.entry(fire.job.name.clone()).or_default();
+        state.running.retain(|(run, _)| *run != id);
+        if state.running.is_empty()
+            && let Some(next) = state.pending.take()
+        {
+            if self.tracker.is_closed() {
+                drop(jobs);
+                self.skip(&next, "beatd is shutting down");
+            } else {
+                self.start(state, next);
+            }
+        }
+    }
+
+    /// Runs attempts until one succeeds, the retries are used up or the run is stopped.
+    async fn attempts(&self, fire: &Fire, stop: &CancellationToken) -> (RunOutcome, RunResult) {
+        let policy = &fire.job.policy;
+        let mut attempt = 1;
+        loop {
+            let started = self.services.clock.now();
+            let cx = RunContext { stop: stop.child_token(), kill: self.kill.clone(), services: self.services.clone() };
+            let timeout = if self.exec.handles_timeout(fire) { None } else { policy.timeout };
+            let (outcome, mut result) = run_attempt(&*self.exec, fire, &cx, timeout).await;
+            if stop.is_cancelled()
+                && let Err(e) = &mut result.result
+            {
+                let why = if self.kill.is_cancelled() { "killed at shutdown" } else { "replaced by a newer run" };
+                *e = format!("{why}: {e}");
+            }
+            self.record(fire, Some(started), outcome, attempt, result.clone());
+            if outcome == RunOutcome::Success || attempt > policy.retries || stop.is_cancelled() {
+                return (outcome, result);
+            }
+            let wait = policy.backoff(attempt);
+            tracing::info!(
+                job = %fire.job.name,
+                "attempt {attempt} failed ({}); retry {attempt}/{} in {}",
+                result.result.as_ref().err().map_or("", String::as_str),
+                policy.retries,
+                humantime::format_duration(wait)
+            );
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => return (outcome, result),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Logs check transitions and sends failure and recovery notifications.
+    fn after_run(&self, fire: &Fire, outcome: RunOutcome, result: &RunResult) {
+        let job = &fire.job;
+        let ok = outcome == RunOutcome::Success;
+        let previous = self.jobs().entry(job.name.clone()).or_default().healthy.replace(ok);
+        let error = result.result.as_ref().err().cloned();
+        if job.action.is_check() && previous != Some(ok) {
+            match (ok, previous) {
+                (true, Some(false)) => tracing::info!(job = %job.name, "is up again"),
+                (true, _) => tracing::info!(job = %job.name, "is up"),
+                (false, _) => tracing::warn!(job = %job.name, "is down: {}", error.as_deref().unwrap_or("")),
+            }
+        }
+        let Some(notifier) = &job.notify else { return };
+        let event = match (ok, previous) {
+            (false, Some(false)) | (true, None | Some(true)) => return,
+            (false, _) if job.notify_on.failure => "failure",
+            (true, Some(false)) if job.notify_on.recovery => "recovery",
+            _ => return,
+        };
+        let text = match event {
+            "failure" if job.action.is_check() => format!("{} is down: {}", job.name, error.as_deref().unwrap_or("")),
+            "failure" => format!("{} failed: {}", job.name, error.as_deref().unwrap_or("")),
+            _ if job.action.is_check() => format!("{} is up again", job.name),
+            _ => format!("{} succeeded again", job.name),
+        };
+        self.services.notifications.send(
+            notifier,
+            Message {
+                event,
+                job: job.name.clone(),
+                fire_id: fire.id().to_string(),
+                scheduled_at: fire.scheduled_at,
+                text,
+                error,
+                report: None,
+            },
+        );
+    }
+}
+
+/// One attempt under `timeout`: on expiry the attempt is told to stop, and awaited.
+async fn run_attempt(
+    exec: &dyn Execute,
+    fire: &Fire,
+    cx: &RunContext,
+    timeout: Option<Duration>,
+) -> (RunOutcome, RunResult) {
+    let run = exec.execute(fire, cx);
+    tokio::pin!(run);
+    let result = match timeout {
+        None => run.await,
+        Some(limit) => tokio::select! {
+            r = &mut run => r,
+            () = tokio::time::sleep(limit) => {
+                cx.stop.cancel();
+                let r = run.await;
+                let why = format!("timed out after {}", humantime::format_duration(limit));
+                tracing::warn!(job = %fire.job.name, "{why}");
+                return (RunOutcome::Timeout, RunResult { result: Err(why), ..r });
+            }
+        },
+    };
+    let outcome = if result.result.is_ok() { RunOutcome::Success } else { RunOutcome::Failure };
+    (outcome, result)
 }
 
 impl Dispatch for Runner {
     fn dispatch(&self, fire: Fire) {
-        let job = &fire.job;
-        if job.action.is_instant() {
-            tracing::debug!(job = %job.name, slot = %fire.scheduled_at, "fired");
+        let inner = &self.inner;
+        if inner.exec.is_instant(&fire) {
+            tracing::debug!(job = %fire.job.name, slot = %fire.scheduled_at, "fired");
+            inner.history.record(RunRecord {
+                job: fire.job.name.clone(),
+                fire_id: String::new(),
+                scheduled_at: fire.scheduled_at,
+                started_at: Some(fire.fired_at),
+                finished_at: fire.fired_at,
+                outcome: RunOutcome::Success,
+                attempt: 1,
+                exit_code: None,
+                error: None,
+                details: Default::default(),
+            });
             return;
         }
-        tracing::info!(job = %job.name, slot = %fire.scheduled_at.with_timezone(&job.timezone), fire_id = %fire.id(), "fired");
-        let cx = self.cx.clone();
-        self.tracker.spawn(async move {
-            let started = std::time::Instant::now();
-            let outcome = fire.job.action.run(&fire, &cx).await;
-            let took = started.elapsed();
-            match outcome {
-                Outcome::Success => tracing::debug!(job = %fire.job.name, ?took, "succeeded"),
-                Outcome::Failure(e) => tracing::debug!(job = %fire.job.name, ?took, "failed: {e}"),
+        let job = &fire.job;
+        let mut jobs = inner.jobs();
+        let state = jobs.entry(job.name.clone()).or_default();
+        if !state.running.is_empty() {
+            match job.policy.overlap {
+                Overlap::Skip => {
+                    drop(jobs);
+                    inner.skip(&fire, "the previous run is still going (overlap = \"skip\")");
+                    return;
+                }
+                Overlap::Queue => {
+                    if state.pending.is_some() {
+                        drop(jobs);
+                        inner.skip(&fire, "a run is already queued (overlap = \"queue\")");
+                    } else {
+                        tracing::info!(job = %job.name, slot = %fire.scheduled_at, "queued behind the running one");
+                        state.pending = Some(fire);
+                    }
+                    return;
+                }
+                Overlap::Replace => {
+                    tracing::info!(job = %job.name, "stopping the running one for the new slot (overlap = \"replace\")");
+                    for (_, stop) in &state.running {
+                        stop.cancel();
+                    }
+                }
+                Overlap::Allow => {}
             }
-        });
+        }
+        tracing::info!(job = %job.name, slot = %fire.scheduled_at.with_timezone(&job.timezone), fire_id = %fire.id(), "fired");
+        inner.start(state, fire);
     }
 }

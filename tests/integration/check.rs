@@ -80,7 +80,7 @@ every = "1m"
 every = "1m"
 action = "command"
 comand = "echo"
-retries = 3
+retires = 3
 enabled = "yes"
 "#,
     );
@@ -97,10 +97,10 @@ enabled = "yes"
         "30:9: job \"short\": \"every\" must be at least 1s, not \"500ms\"",
         "35:10: job \"wide-offset\": \"offset\" must be smaller than \"every\" (1m)",
         "40:12: job \"zone\": unknown time zone \"America/NewYork\" (did you mean \"America/New_York\"?)",
-        "43:7: job \"no-action\": missing key \"action\" (one of: command, noop)",
+        "43:7: job \"no-action\": missing key \"action\" (one of: command, noop, cleanup, http_check, tcp_check, report)",
         "46:7: job \"cmd\": missing key \"command\"",
         "49:1: job \"cmd\": unknown key \"comand\" (did you mean \"command\"?)",
-        "50:1: job \"cmd\": unknown key \"retries\"",
+        "50:1: job \"cmd\": unknown key \"retires\" (did you mean \"retries\"?)",
         "51:11: job \"cmd\": \"enabled\" must be true or false, not a string",
     ];
     let mut stderr: String = expected.iter().map(|l| format!("{file}:{l}\n")).collect();

@@ -1,0 +1,343 @@
+//! `cleanup`: deletes files older than `older_than` under a folder.
+//!
+//! Deleting files is where a scheduler can do the most harm, so the walk is built to be safe
+//! against everything a hostile or merely busy folder can do:
+//! - Every step is relative to an open directory descriptor (`openat`, `fstatat`,
+//!   `unlinkat`): a path is never resolved twice, so a component swapped for a symbolic link
+//!   between check and use is never followed.
+//! - Directories are opened with `O_NOFOLLOW | O_DIRECTORY` and must be the same inode that
+//!   was examined; a symlink swapped in mid-walk fails to open and counts as an error.
+//! - Symbolic links are never followed and never deleted; they are counted as left alone.
+//!   Deleting a name that was swapped for a symlink after it was examined removes the link,
+//!   never its target.
+//! - The walk stays on the file system of `path` and never goes above it.
+//! - A file that cannot be deleted is counted as an error and the walk goes on.
+//!
+//! A file's age is its modification time, compared with the fire's own time.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::{RunContext, RunResult};
+use crate::config::diag::Diags;
+use crate::config::table::Table;
+use crate::fire::Fire;
+use crate::state::history::Details;
+
+pub const KEYS: &[&str] = &["path", "older_than", "pattern", "recursive", "remove_empty_dirs", "dry_run"];
+
+#[derive(Debug, Clone)]
+pub struct Cleanup {
+    pub path: PathBuf,
+    pub older_than: Duration,
+    /// Globs on the file name; `None` matches every file.
+    pub pattern: Option<GlobSet>,
+    pub recursive: bool,
+    pub remove_empty_dirs: bool,
+    pub dry_run: bool,
+}
+
+/// What one walk did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub files_deleted: u64,
+    pub bytes_freed: u64,
+    pub errors: u64,
+    pub dirs_removed: u64,
+    pub links_left: u64,
+}
+
+/// Test hooks, called at the two moments a swap can hurt. The daemon passes none.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    pub before_descend: Option<&'a mut dyn FnMut(&Path)>,
+    pub before_unlink: Option<&'a mut dyn FnMut(&Path)>,
+}
+
+impl std::fmt::Debug for Hooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("before_descend", &self.before_descend.is_some())
+            .field("before_unlink", &self.before_unlink.is_some())
+            .finish()
+    }
+}
+
+impl Cleanup {
+    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Self> {
+        let path = t.req_str(d, "path").and_then(|p| {
+            let path = base.join(p.value);
+            if is_root(&path) {
+                t.error(d, p.span.clone(), "refusing to clean up \"/\"");
+                return None;
+            }
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    t.error(
+                        d,
+                        p.span.clone(),
+                        format!("{} is a symbolic link; name the folder itself", path.display()),
+                    );
+                    None
+                }
+                Ok(m) if !m.is_dir() => {
+                    t.error(d, p.span.clone(), format!("{} is not a folder", path.display()));
+                    None
+                }
+                // Missing is fine here: it may be created later, and a run reports it.
+                _ => Some(path),
+            }
+        });
+        let older_than = match t.duration(d, "older_than") {
+            Some((v, _)) => Some(v),
+            None => {
+                if t.key_span("older_than").is_none() {
+                    t.error(d, t.span.clone(), "missing key \"older_than\"");
+                }
+                None
+            }
+        };
+        let pattern = t.str_list(d, "pattern").and_then(|(globs, _)| {
+            let mut set = GlobSetBuilder::new();
+            let mut ok = true;
+            for g in globs {
+                match Glob::new(g.value) {
+                    Ok(glob) => {
+                        set.add(glob);
+                    }
+                    Err(e) => {
+                        t.error(d, g.span, format!("invalid pattern \"{}\": {}", g.value, e.kind()));
+                        ok = false;
+                    }
+                }
+            }
+            ok.then(|| set.build().ok()).flatten()
+        });
+        let recursive = t.bool(d, "recursive").unwrap_or(false);
+        let remove_empty_dirs = t.bool(d, "remove_empty_dirs").unwrap_or(false);
+        let dry_run = t.bool(d, "dry_run").unwrap_or(false);
+        Some(Cleanup { path: path?, older_than: older_than?, pattern, recursive, remove_empty_dirs, dry_run })
+    }
+
+    pub async fn run(&self, fire: &Fire, _cx: &RunContext) -> RunResult {
+        let me = self.clone();
+        let job = fire.job.name.clone();
+        let cutoff = fire.fired_at - chrono::Duration::from_std(self.older_than).unwrap_or(chrono::Duration::MAX);
+        let walked = tokio::task::spawn_blocking(move || me.walk(&job, cutoff.timestamp(), Hooks::default())).await;
+        let stats = match walked {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(e)) => return RunResult::failed(e),
+            Err(e) => return RunResult::failed(format!("cleanup task failed: {e}")),
+        };
+        let details = Details {
+            files_deleted: Some(stats.files_deleted),
+            bytes_freed: Some(stats.bytes_freed),
+            errors: Some(stats.errors),
+            ..Details::default()
+        };
+        tracing::info!(
+            job = %fire.job.name,
+            "{} {} file(s), {} byte(s); {} error(s), {} empty folder(s) removed, {} symbolic link(s) left alone",
+            if self.dry_run { "would delete" } else { "deleted" },
+            stats.files_deleted, stats.bytes_freed, stats.errors, stats.dirs_removed, stats.links_left
+        );
+        let result = if stats.errors == 0 {
+            RunResult::ok()
+        } else {
+            RunResult::failed(format!("{} file(s) or folder(s) could not be cleaned up", stats.errors))
+        };
+        result.with_details(details)
+    }
+
+    /// Walks the tree and deletes what is due. `cutoff` is in Unix seconds: files modified
+    /// before it go. An error about `path` itself fails the run; errors below it are counted.
+    pub fn walk(&self, job: &str, cutoff: i64, mut hooks: Hooks<'_>) -> Result<Stats, String> {
+        let root = rustix::fs::openat(CWD, &self.path, dir_flags(), Mode::empty()).map_err(|e| match e {
+            Errno::NOENT => format!("{} does not exist", self.path.display()),
+            Errno::LOOP => format!("{} is a symbolic link; refusing to follow it", self.path.display()),
+            Errno::NOTDIR => format!("{} is not a folder", self.path.display()),
+            e => format!("cannot open {}: {e}", self.path.display()),
+        })?;
+        let dev = rustix::fs::fstat(&root).map_err(|e| format!("cannot stat {}: {e}", self.path.display()))?.st_dev;
+        let mut walk = Walk { cleanup: self, job, cutoff, dev, stats: Stats::default(), hooks: &mut hooks };
+        walk.dir(&root, &self.path);
+        Ok(walk.stats)
+    }
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// `/`, however it is spelled (`/.`, `//`, `/tmp/..`).
+fn is_root(path: &Path) -> bool {
+    let mut depth = 0i32;
+    let mut absolute = false;
+    for c in path.components() {
+        match c {
+            Component::RootDir => absolute = true,
+            Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => depth = (depth - 1).max(0),
+            Component::Normal(_) => depth += 1,
+        }
+    }
+    absolute && depth == 0
+}
+
+struct Walk<'a, 'h> {
+    cleanup: &'a Cleanup,
+    job: &'a str,
+    cutoff: i64,
+    dev: u64,
+    stats: Stats,
+    hooks: &'a mut Hooks<'h>,
+}
+
+impl Walk<'_, '_> {
+    /// Cleans the open directory `dir` (shown as `shown`); returns whether it is now empty.
+    fn dir(&mut self, dir: &OwnedFd, shown: &Path) -> bool {
+        let names = match read_names(dir) {
+            Ok(names) => names,
+            Err(e) => {
+                self.error(shown, "cannot list", e);
+                return false;
+            }
+        };
+        let mut left = names.len();
+        for name in names {
+            let path = shown.join(OsStr::from_bytes(name.as_bytes()));
+            let st = match rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => {
+                    left -= 1; // gone meanwhile
+                    continue;
+                }
+                Err(e) => {
+                    self.error(&path, "cannot stat", e);
+                    continue;
+                }
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Symlink => self.stats.links_left += 1,
+                FileType::Directory => {
+                    if !self.cleanup.recursive || st.st_dev != self.dev {
+                        continue;
+                    }
+                    if let Some(hook) = self.hooks.before_descend.as_mut() {
+                        hook(&path);
+                    }
+                    let sub = match rustix::fs::openat(dir, name.as_c_str(), dir_flags(), Mode::empty()) {
+                        Ok(sub) => sub,
+                        Err(e) => {
+                            self.error(&path, "cannot open folder (not following it)", e);
+                            continue;
+                        }
+                    };
+                    // Still the directory we examined, and still on our file system?
+                    match rustix::fs::fstat(&sub) {
+                        Ok(now) if now.st_ino == st.st_ino && now.st_dev == st.st_dev => {}
+                        _ => {
+                            self.error(&path, "changed while being cleaned up; skipped", Errno::AGAIN);
+                            continue;
+                        }
+                    }
+                    let empty = self.dir(&sub, &path);
+                    drop(sub);
+                    if empty && self.cleanup.remove_empty_dirs {
+                        if self.cleanup.dry_run {
+                            tracing::info!(job = %self.job, "would remove empty folder {}", path.display());
+                            self.stats.dirs_removed += 1;
+                            left -= 1;
+                        } else {
+                            match rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::REMOVEDIR) {
+                                Ok(()) => {
+                                    self.stats.dirs_removed += 1;
+                                    left -= 1;
+                                }
+                                Err(Errno::NOTEMPTY) => {}
+                                Err(e) => self.error(&path, "cannot remove empty folder", e),
+                            }
+                        }
+                    }
+                }
+                FileType::RegularFile => {
+                    if st.st_mtime >= self.cutoff || !self.matches(&name) {
+                        continue;
+                    }
+                    let size = u64::try_from(st.st_size).unwrap_or(0);
+                    if self.cleanup.dry_run {
+                        tracing::info!(job = %self.job, "would delete {} ({size} bytes)", path.display());
+                        self.stats.files_deleted += 1;
+                        self.stats.bytes_freed += size;
+                        left -= 1;
+                        continue;
+                    }
+                    if let Some(hook) = self.hooks.before_unlink.as_mut() {
+                        hook(&path);
+                    }
+                    // Removes the name only: were it swapped for a symlink, the link goes, not its target.
+                    match rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()) {
+                        Ok(()) => {
+                            tracing::debug!(job = %self.job, "deleted {}", path.display());
+                            self.stats.files_deleted += 1;
+                            self.stats.bytes_freed += size;
+                            left -= 1;
+                        }
+                        Err(Errno::NOENT) => left -= 1,
+                        Err(e) => self.error(&path, "cannot delete", e),
+                    }
+                }
+                _ => {} // sockets, fifos, devices: not ours to delete
+            }
+        }
+        left == 0
+    }
+
+    fn matches(&self, name: &CStr) -> bool {
+        match &self.cleanup.pattern {
+            None => true,
+            Some(set) => set.is_match(OsStr::from_bytes(name.to_bytes())),
+        }
+    }
+
+    fn error(&mut self, path: &Path, what: &str, e: Errno) {
+        self.stats.errors += 1;
+        tracing::warn!(job = %self.job, "{what} {}: {e}", path.display());
+    }
+}
+
+fn read_names(dir: &OwnedFd) -> Result<Vec<CString>, Errno> {
+    let mut names = Vec::new();
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        names.push(name.to_owned());
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_root;
+    use std::path::Path;
+
+    #[test]
+    fn root_in_any_spelling() {
+        for p in ["/", "//", "/.", "/tmp/..", "/./tmp/../"] {
+            assert!(is_root(Path::new(p)), "{p}");
+        }
+        for p in ["/tmp", "tmp", ".", "/tmp/x/.."] {
+            assert!(!is_root(Path::new(p)), "{p}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Notifications: webhooks told about failures, recoveries and reports.
+//!
+//! `[notifiers.NAME]` names a webhook; a job points at it with `notify = "NAME"`. Delivery runs
+//! in its own task with retries and backoff, so a slow or failing receiver never holds up the
+//! loop or the job; a message that still cannot be delivered is logged as an error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::task::TaskTracker;
+
+use crate::config::diag::{Diags, hint};
+use crate::config::table::Table;
+
+pub const KEYS: &[&str] = &["kind", "url", "format"];
+pub const EVENTS: &[&str] = &["failure", "recovery"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The [`Message`] as JSON.
+    Json,
+    /// `{"text": "..."}`, what Slack incoming webhooks (and many chat tools) accept.
+    Slack,
+}
+
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    pub name: String,
+    pub url: reqwest::Url,
+    pub format: Format,
+}
+
+impl Notifier {
+    pub fn parse(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Notifier> {
+        let kind = t.req_str(d, "kind");
+        if let Some(k) = &kind
+            && k.value != "webhook"
+        {
+            t.error(d, k.span.clone(), format!("unknown notifier kind \"{}\" (the one kind is \"webhook\")", k.value));
+        }
+        let url = t.req_str(d, "url").and_then(|u| match reqwest::Url::parse(u.value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            Ok(_) => {
+                t.error(d, u.span.clone(), format!("\"url\" must be http:// or https://, not \"{}\"", u.value));
+                None
+            }
+            Err(e) => {
+                t.error(d, u.span.clone(), format!("invalid url \"{}\": {e}", u.value));
+                None
+            }
+        });
+        let format = match t.str(d, "format") {
+            None => Format::Json,
+            Some(f) if f.value == "json" => Format::Json,
+            Some(f) if f.value == "slack" => Format::Slack,
+            Some(f) => {
+                let msg = format!("unknown format \"{}\"{}", f.value, hint(f.value, ["json", "slack"]));
+                t.error(d, f.span, if msg.ends_with(')') { msg } else { format!("{msg} (one of: json, slack)") });
+                Format::Json
+            }
+        };
+        t.finish(d, &[]);
+        kind?;
+        Some(Notifier { name: name.to_string(), url: url?, format })
+    }
+}
+
+/// What a webhook receives (as JSON; Slack gets `text` alone).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    /// `failure`, `recovery` or `report`.
+    pub event: &'static str,
+    pub job: String,
+    pub fire_id: String,
+    pub scheduled_at: DateTime<Utc>,
+    /// One line for people.
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A report's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+}
+
+/// Sends messages to notifiers, in the background.
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    notifiers: HashMap<String, Notifier>,
+    http: reqwest::Client,
+    tracker: TaskTracker,
+    /// Waits between attempts; one attempt more than there are waits.
+    backoff: Vec<Duration>,
+}
+
+impl Notifications {
+    pub fn new(notifiers: HashMap<String, Notifier>, http: reqwest::Client) -> Self {
+        let backoff = (0..5).map(|i| Duration::from_secs(1 << i)).collect();
+        Notifications { inner: Arc::new(Inner { notifiers, http, tracker: TaskTracker::new(), backoff }) }
+    }
+
+    /// Waits up to `limit` for deliveries in progress; what is left is logged as lost.
+    pub async fn shutdown(&self, limit: Duration) {
+        let tracker = &self.inner.tracker;
+        tracker.close();
+        if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
+            tracing::error!("{} notification(s) not delivered before shutdown", tracker.len());
+        }
+    }
+
+    /// Delivery waits `delays` between attempts instead of the default 1, 2, 4, 8, 16 s.
+    pub fn with_backoff(self, delays: Vec<Duration>) -> Self {
+        let inner = &self.inner;
+        Notifications {
+            inner: Arc::new(Inner {
+                notifiers: inner.notifiers.clone(),
+                http: inner.http.clone(),
+                tracker: inner.tracker.clone(),
+                backoff: delays,
+            }),
+        }
+    }
+
+    /// Queues `message` for the notifier `name`.
+    pub fn send(&self, name: &str, message: Message) {
+        let Some(notifier) = self.inner.notifiers.get(name).cloned() else {
+            tracing::error!(job = %message.job, "no notifier \"{name}\"; message dropped: {}", message.text);
+            return;
+        };
+        let inner = self.inner.clone();
+        self.inner.tracker.spawn(async move { deliver(&inner, &notifier, &message).await });
+    }
+}
+
+async fn deliver(inner: &Inner, notifier: &Notifier, message: &Message) {
+    let body = match notifier.format {
+        Format::Json => serde_json::to_value(message).unwrap_or_default(),
+        Format::Slack => serde_json::json!({ "text": message.text }),
+    };
+    let attempts = inner.backoff.len() + 1;
+    for attempt in 1..=attempts {
+        let sent = inner.http.post(notifier.url.clone()).timeout(Duration::from_secs(10)).json(&body).send().await;
+        let problem = match sent {
+            Ok(resp) if resp.status().is_success() => {
+                tracing::debug!(job = %message.job, notifier = %notifier.name, "notified ({})", message.event);
+                return;
+            }
+            Ok(resp) => format!("answered {}", resp.status()),
+            Err(e) => crate::jobs::http_check::error_chain(&e),
+        };
+        match inner.backoff.get(attempt - 1) {
+            Some(wait) => {
+                tracing::warn!(
+                    job = %message.job, notifier = %notifier.name,
+                    "notification attempt {attempt}/{attempts} failed ({problem}); retrying in {}",
+                    humantime::format_duration(*wait)
+                );
+                tokio::time::sleep(*wait).await;
+            }
+            None => tracing::error!(
+                job = %message.job, notifier = %notifier.name,
+                "notification not delivered after {attempts} attempts ({problem}): {}", message.text
+            ),
+        }
+    }
+}

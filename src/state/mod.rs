@@ -1,0 +1,98 @@
+//! The embedded state: one SQLite database under `[scheduler] state_dir`.
+//!
+//! SQLite (bundled, so no system library is needed) in WAL mode: the daemon writes while
+//! `beatd history` and reports read, without blocking each other. The schema is versioned with
+//! `PRAGMA user_version` and migrated forward on open.
+
+pub mod history;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub const DB_FILE: &str = "beatd.sqlite3";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state folder {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("state database {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("no state database at {0} (has beatd run with this config?)")]
+    Missing(PathBuf),
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: run history.
+    "CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        fire_id TEXT NOT NULL,
+        scheduled_at INTEGER NOT NULL,   -- unix milliseconds
+        started_at INTEGER,              -- unix milliseconds; NULL when skipped
+        finished_at INTEGER NOT NULL,    -- unix milliseconds
+        outcome TEXT NOT NULL,           -- success | failure | timeout | skipped
+        attempt INTEGER NOT NULL,
+        exit_code INTEGER,
+        error TEXT,
+        details TEXT                     -- JSON: figures specific to the action
+    );
+    CREATE INDEX runs_by_job ON runs (job, scheduled_at);
+    CREATE INDEX runs_by_time ON runs (finished_at);",
+];
+
+/// Opens (creating if needed) the state database for writing, migrated to the latest schema.
+pub fn open(state_dir: &Path) -> Result<Connection, StateError> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|source| StateError::CreateDir { path: state_dir.to_path_buf(), source })?;
+    let path = state_dir.join(DB_FILE);
+    let err = |source| StateError::Sqlite { path: path.clone(), source };
+    let mut conn = Connection::open(&path).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    migrate(&mut conn).map_err(err)?;
+    Ok(conn)
+}
+
+/// Opens an existing state database for reading.
+pub fn open_read_only(state_dir: &Path) -> Result<Connection, StateError> {
+    let path = state_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StateError::Missing(path));
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|source| StateError::Sqlite { path: path.clone(), source })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|source| StateError::Sqlite { path, source })?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_migrates_and_reopens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("nested/state");
+        drop(open(&state).expect("open"));
+        let conn = open(&state).expect("reopen");
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
+        assert_eq!(version as usize, MIGRATIONS.len());
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).expect("mode");
+        assert_eq!(mode, "wal");
+        assert!(open_read_only(&state).is_ok());
+        assert!(matches!(open_read_only(dir.path()), Err(StateError::Missing(_))));
+    }
+}
