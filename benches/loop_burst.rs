@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use beatd::clock::Clock;
 use beatd::config::parse_str;
-use beatd::scheduler::Scheduler;
 use beatd::jobs::{Actions, Services, http_client};
 use beatd::notify::Notifications;
+use beatd::scheduler::Scheduler;
 use beatd::scheduler::runner::Runner;
 use beatd::state::history::{History, Writer};
 use chrono::{DateTime, Utc};
@@ -50,7 +50,8 @@ fn bench(c: &mut Criterion) {
         let runner = Runner::new(Actions, services, runs, None);
         let mut scheduler = Scheduler::new(jobs, clock, runner);
         let mut now = start;
-        let name = if recorded { format!("{kind} noop + history, per burst") } else { format!("{kind} noop, per burst") };
+        let name =
+            if recorded { format!("{kind} noop + history, per burst") } else { format!("{kind} noop, per burst") };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

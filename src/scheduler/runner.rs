@@ -355,3 +355,6 @@ impl Dispatch for Runner {
         inner.start(state, fire);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -101,6 +101,12 @@ impl History {
         History { tx: None }
     }
 
+    /// A history whose records arrive on a channel, for tests that watch runs as they end.
+    pub fn collect() -> (Self, mpsc::UnboundedReceiver<RunRecord>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (History { tx: Some(tx) }, rx)
+    }
+
     pub fn record(&self, record: RunRecord) {
         if let Some(tx) = &self.tx
             && tx.send(record).is_err()
