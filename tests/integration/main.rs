@@ -1,6 +1,7 @@
 //! Integration tests: the real `beatd` binary, run against configs in temp dirs.
 
 mod check;
+mod checks;
 mod next;
 mod run;
 mod util;
