@@ -1,1 +1,164 @@
+//! A report from a seeded history, against numbers worked out by hand.
 
+use chrono::{DateTime, Duration, Utc};
+
+use super::{JobSummary, summarize};
+use crate::state::history::{Details, RunOutcome, RunRecord};
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+}
+
+fn run(job: &str, at: &str, ms: i64, outcome: RunOutcome, error: Option<&str>, details: Details) -> RunRecord {
+    let start = t(at);
+    RunRecord {
+        job: job.into(),
+        fire_id: String::new(),
+        scheduled_at: start,
+        started_at: (outcome != RunOutcome::Skipped).then_some(start),
+        finished_at: start + Duration::milliseconds(ms),
+        outcome,
+        attempt: 1,
+        exit_code: None,
+        error: error.map(str::to_string),
+        details,
+    }
+}
+
+fn seeded() -> Vec<RunRecord> {
+    use RunOutcome::*;
+    let check = |up: bool, ms: f64| Details { up: Some(up), latency_ms: Some(ms), ..Details::default() };
+    let clean = |files: u64, bytes: u64| Details {
+        files_deleted: Some(files),
+        bytes_freed: Some(bytes),
+        errors: Some(0),
+        ..Details::default()
+    };
+    vec![
+        // backup: 3 successes, 1 failure, 1 timeout, 1 skipped. Durations 100, 200, 300, 400, 1000 ms.
+        run("backup", "2026-11-16T02:00:00Z", 100, Success, None, Details::default()),
+        run("backup", "2026-11-17T02:00:00Z", 300, Success, None, Details::default()),
+        run("backup", "2026-11-18T02:00:00Z", 400, Failure, Some("exited with status 2"), Details::default()),
+        run("backup", "2026-11-19T02:00:00Z", 200, Success, None, Details::default()),
+        run("backup", "2026-11-20T02:00:00Z", 1000, Timeout, Some("timed out after 1s"), Details::default()),
+        run("backup", "2026-11-21T02:00:00Z", 0, Skipped, Some("the previous run is still going"), Details::default()),
+        // web: 4 checks, 3 up; latencies 10, 20, 30 (up) and 5000 (down).
+        run("web", "2026-11-16T00:05:00Z", 10, Success, None, check(true, 10.0)),
+        run("web", "2026-11-16T00:10:00Z", 5000, Failure, Some("GET http://x/: timed out"), check(false, 5000.0)),
+        run("web", "2026-11-16T00:15:00Z", 30, Success, None, check(true, 30.0)),
+        run("web", "2026-11-16T00:20:00Z", 20, Success, None, check(true, 20.0)),
+        // uploads: two cleanups.
+        run("uploads", "2026-11-16T02:00:00Z", 50, Success, None, clean(10, 1000)),
+        run("uploads", "2026-11-17T02:00:00Z", 70, Success, None, clean(5, 24)),
+    ]
+}
+
+#[test]
+fn a_report_from_a_seeded_history_has_the_expected_numbers() {
+    let mut records = seeded();
+    records.reverse(); // the history answers newest first; order must not matter
+    let s = summarize(&records, t("2026-11-16T00:00:00Z"), t("2026-11-23T00:00:00Z"));
+    assert_eq!(
+        s.jobs,
+        [
+            JobSummary {
+                job: "backup".into(),
+                runs: 5,
+                successes: 3,
+                failures: 2,
+                skipped: 1,
+                success_rate: Some(60.0),
+                median_duration_ms: Some(300.0),
+                max_duration_ms: Some(1000.0),
+                // The newest error, even from a skip.
+                last_error: Some("the previous run is still going".into()),
+                availability: None,
+                median_latency_ms: None,
+                files_deleted: None,
+                bytes_freed: None,
+            },
+            JobSummary {
+                job: "uploads".into(),
+                runs: 2,
+                successes: 2,
+                failures: 0,
+                skipped: 0,
+                success_rate: Some(100.0),
+                median_duration_ms: Some(60.0),
+                max_duration_ms: Some(70.0),
+                last_error: None,
+                availability: None,
+                median_latency_ms: None,
+                files_deleted: Some(15),
+                bytes_freed: Some(1024),
+            },
+            JobSummary {
+                job: "web".into(),
+                runs: 4,
+                successes: 3,
+                failures: 1,
+                skipped: 0,
+                success_rate: Some(75.0),
+                median_duration_ms: Some(25.0),
+                max_duration_ms: Some(5000.0),
+                last_error: Some("GET http://x/: timed out".into()),
+                availability: Some(75.0),
+                median_latency_ms: Some(25.0),
+                files_deleted: None,
+                bytes_freed: None,
+            },
+        ]
+    );
+}
+
+#[test]
+fn report_files_and_headline_from_the_state_database() {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let mut conn = crate::state::open(&state).expect("open");
+    crate::state::history::insert(&mut conn, &seeded()).expect("seed");
+    drop(conn);
+    let toml = format!(
+        "[scheduler]\ntimezone = \"UTC\"\n[jobs.weekly]\ncron = \"0 9 * * 1\"\naction = \"report\"\noutput_dir = \"{}\"\nperiod = \"7d\"\njobs = [\"weekly\"]\n",
+        dir.path().join("reports").display()
+    );
+    let config = crate::config::parse_str(&toml, Path::new("t.toml"), Path::new(".")).expect("valid");
+    let crate::jobs::Action::Report(report) = &config.jobs[0].action else { panic!("a report") };
+    // Report on the seeded jobs rather than on itself.
+    let report = super::Report { jobs: Some(vec!["backup".into(), "web".into()]), ..report.clone() };
+    let fire = crate::fire::Fire {
+        job: Arc::new(config.jobs[0].clone()),
+        scheduled_at: t("2026-11-23T00:00:00Z"),
+        fired_at: t("2026-11-23T00:00:00Z"),
+    };
+    let (summary, files) = report.make(&fire, &state).expect("report");
+    assert_eq!(summary.jobs.iter().map(|j| j.job.as_str()).collect::<Vec<_>>(), ["backup", "web"]);
+    let names: Vec<String> = files.iter().map(|f| f.file_name().expect("name").to_string_lossy().into()).collect();
+    assert_eq!(names, ["report-2026-11-23.md", "report-2026-11-23.json"]);
+    let md = std::fs::read_to_string(&files[0]).expect("markdown");
+    assert!(
+        md.contains(
+            "| backup | 5 | 3 | 2 | 1 | 60 % | 300 ms | 1000 ms | - | - | - | - | the previous run is still going |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| web | 4 | 3 | 1 | 0 | 75 % | 25 ms | 5000 ms | 75 % | 25 ms | - | - | GET http://x/: timed out |"
+        ),
+        "{md}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[1]).expect("json")).expect("valid");
+    assert_eq!(json["jobs"][1]["availability"], 75.0);
+    assert_eq!(
+        super::headline(&summary),
+        "beatd report 2026-11-16 00:00 to 2026-11-23 00:00 UTC: 2 job(s), 9 run(s), failures in: backup, web"
+    );
+    // A second report the same day does not overwrite the first.
+    let (_, again) = report.make(&fire, &state).expect("report");
+    assert_eq!(again[0].file_name().expect("name"), "report-2026-11-23T000000.md");
+}

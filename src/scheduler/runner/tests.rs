@@ -27,12 +27,15 @@ struct Script {
     fail_first: u32,
 }
 
+/// (job, when the attempt started, how it ended).
+type Attempt = (String, DateTime<Utc>, &'static str);
+
 /// An executor that plays scripts and notes when each attempt started and how it ended.
 #[derive(Clone)]
 struct Scripted {
     scripts: HashMap<String, Script>,
     clock: Clock,
-    log: Arc<Mutex<Vec<(String, DateTime<Utc>, &'static str)>>>,
+    log: Arc<Mutex<Vec<Attempt>>>,
     busy: Arc<Mutex<HashMap<String, (usize, usize)>>>,
 }
 

@@ -1,0 +1,202 @@
+//! Built-in jobs and the execution policy through the real daemon, read back with
+//! `beatd history`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::util::{Beatd, lines, signal, wait_exit, wait_for};
+
+/// `beatd history --json` as values, newest first.
+fn history(b: &Beatd, job: &str) -> Vec<Value> {
+    let out = b.cmd(&["history", "-c", "beatd.toml", "--job", job, "--json", "-n", "100"]).assert().success();
+    String::from_utf8_lossy(&out.get_output().stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// A webhook receiver that always answers 500, counting the attempts.
+fn failing_webhook() -> (String, Arc<Mutex<u32>>) {
+    let hits = Arc::new(Mutex::new(0));
+    let counter = hits.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let app = Router::new().route(
+                "/",
+                post(move || {
+                    let counter = counter.clone();
+                    async move {
+                        *counter.lock().expect("lock") += 1;
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    (format!("http://{addr}/"), hits)
+}
+
+#[test]
+fn bad_input_at_run_time_is_a_recorded_failure_and_the_daemon_keeps_running() {
+    let (hook, hits) = failing_webhook();
+    let b = Beatd::with_config(&format!(
+        r#"
+[notifiers.pager]
+kind = "webhook"
+url = "{hook}"
+
+[jobs.clean-missing]
+every = "1s"
+action = "cleanup"
+path = "var/not-there"
+older_than = "1d"
+
+[jobs.web-nowhere]
+every = "1s"
+action = "http_check"
+url = "http://no-such-host.invalid/health"
+timeout = "2s"
+
+[jobs.alerting]
+every = "1s"
+action = "command"
+command = "exit 4"
+notify = "pager"
+
+[jobs.heartbeat]
+every = "1s"
+action = "noop"
+"#
+    ));
+    let mut child = b.spawn_run(&[]);
+    let runs = |job: &str| {
+        let out = b.cmd(&["history", "-c", "beatd.toml", "--job", job, "--json"]).output().expect("history");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(8), || ["clean-missing", "web-nowhere", "alerting"].iter().all(|j| runs(j) >= 2)),
+        "{}",
+        b.log()
+    );
+    assert!(wait_for(Duration::from_secs(5), || *hits.lock().expect("lock") >= 1), "the webhook was tried");
+    signal(&child, Signal::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(15)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", b.log());
+
+    let clean = history(&b, "clean-missing");
+    assert!(clean.iter().all(|r| r["outcome"] == "failure"));
+    let missing = b.path("var/not-there").display().to_string();
+    assert_eq!(clean[0]["error"], format!("{missing} does not exist"));
+
+    let web = history(&b, "web-nowhere");
+    assert!(web.iter().all(|r| r["outcome"] == "failure" && r["details"]["up"] == false));
+    let err = web[0]["error"].as_str().unwrap_or("");
+    assert!(err.starts_with("GET http://no-such-host.invalid/health: ") && err.contains("dns error"), "{err}");
+
+    let alerting = history(&b, "alerting");
+    assert!(alerting.iter().all(|r| r["outcome"] == "failure" && r["exit_code"] == 4));
+    let log = b.log();
+    assert!(log.contains("notification attempt 1/6 failed (answered 500 Internal Server Error)"), "{log}");
+    assert!(log.contains("web-nowhere") && log.contains("is down"), "{log}");
+    // A down check is logged once, not at every run.
+    assert_eq!(log.matches("is down").count(), 1, "{log}");
+    assert!(history(&b, "heartbeat").len() >= 2, "the other jobs kept running");
+}
+
+#[test]
+fn a_timeout_kills_the_command_with_its_children() {
+    let b = Beatd::with_config(
+        r#"
+[jobs.stuck]
+every = "1s"
+action = "command"
+command = "echo $$ >> groups.txt; sleep 60 & sleep 60"
+timeout = "1s"
+kill_grace = "500ms"
+"#,
+    );
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(8), || history_count(&b, "stuck", "timeout") >= 1), "{}", b.log());
+    signal(&child, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).and_then(|s| s.code()), Some(0), "{}", b.log());
+    let runs = history(&b, "stuck");
+    let timeout = runs.iter().find(|r| r["outcome"] == "timeout").expect("a timeout");
+    assert_eq!(timeout["error"], "timed out after 1s");
+    // Every process group the job started is gone: the shell and both sleeps.
+    for pgid in lines(&b.path("groups.txt")) {
+        let pgid = nix::unistd::Pid::from_raw(pgid.parse().expect("pid"));
+        assert!(
+            wait_for(Duration::from_secs(2), || nix::sys::signal::killpg(pgid, None).is_err()),
+            "group {pgid} survived"
+        );
+    }
+}
+
+fn history_count(b: &Beatd, job: &str, outcome: &str) -> usize {
+    let out = b.cmd(&["history", "-c", "beatd.toml", "--job", job, "--json", "-n", "1000"]).output().expect("history");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&format!("\"outcome\":\"{outcome}\""))).count()
+}
+
+#[test]
+fn history_prints_a_table_and_rejects_unknown_jobs() {
+    let b = Beatd::with_config("[jobs.tick]\nevery = \"1s\"\naction = \"command\"\ncommand = \"true\"\n");
+    b.cmd(&["history", "-c", "beatd.toml"]).assert().code(1).stderr(predicate_has("no state database at"));
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(5), || history_count(&b, "tick", "success") >= 1), "{}", b.log());
+    signal(&child, Signal::SIGTERM);
+    wait_exit(&mut child, Duration::from_secs(5)).expect("exits");
+    let out = b.cmd(&["history", "-c", "beatd.toml"]).assert().success().get_output().stdout.clone();
+    let text = String::from_utf8_lossy(&out);
+    let mut rows = text.lines();
+    assert!(rows.next().is_some_and(|h| h.starts_with("SCHEDULED") && h.contains("OUTCOME")), "{text}");
+    assert!(rows.next().is_some_and(|r| r.contains(" tick ") && r.contains("success")), "{text}");
+    b.cmd(&["history", "-c", "beatd.toml", "--job", "tock"])
+        .assert()
+        .code(1)
+        .stderr("error: no job \"tock\" in beatd.toml (did you mean \"tick\"?)\n");
+}
+
+fn predicate_has(s: &'static str) -> impl predicates::Predicate<[u8]> {
+    predicates::function::function(move |out: &[u8]| String::from_utf8_lossy(out).contains(s))
+}
+
+#[test]
+fn next_shows_the_jittered_run_time_and_its_slot() {
+    let b = Beatd::with_config(
+        "[jobs.spread]\ncron = \"0 * * * *\"\ntimezone = \"UTC\"\njitter = \"10m\"\naction = \"noop\"\n",
+    );
+    let out = b
+        .cmd(&["next", "-c", "beatd.toml", "--from", "2026-11-23T00:30:00Z", "-n", "3", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let fires: Vec<Value> =
+        String::from_utf8_lossy(&out).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(fires.len(), 3);
+    for (i, f) in fires.iter().enumerate() {
+        assert_eq!(f["slot"], format!("2026-11-23T0{}:00:00+00:00", i + 1));
+        let at = chrono::DateTime::parse_from_rfc3339(f["at"].as_str().expect("at")).expect("rfc3339");
+        let slot = chrono::DateTime::parse_from_rfc3339(f["slot"].as_str().expect("slot")).expect("rfc3339");
+        assert!(at >= slot && at - slot < chrono::Duration::minutes(10));
+    }
+    // Stable: the same listing every time (and on every replica).
+    let again = b
+        .cmd(&["next", "-c", "beatd.toml", "--from", "2026-11-23T00:30:00Z", "-n", "3", "--json"])
+        .output()
+        .expect("run");
+    assert_eq!(again.stdout, out);
+}
