@@ -27,6 +27,9 @@ use crate::timers::Timers;
 pub trait Dispatch: Send + Sync {
     /// Must not block: start the work and return.
     fn dispatch(&self, fire: Fire);
+
+    /// Called once after each tick's fires: a place to send per-fire bookkeeping as one batch.
+    fn end_tick(&self) {}
 }
 
 /// A wall-clock discrepancy larger than this, between two loop iterations, is logged as a step.
@@ -77,6 +80,7 @@ impl<D: Dispatch> Scheduler<D> {
         let start = self.clock.now();
         for job in self.jobs.iter().filter(|j| matches!(j.schedule, Schedule::Reboot)) {
             self.dispatch.dispatch(Fire { job: job.clone(), scheduled_at: start, fired_at: start });
+            self.dispatch.end_tick();
         }
         let mut last = (start, self.clock.monotonic());
         loop {
@@ -129,6 +133,9 @@ impl<D: Dispatch> Scheduler<D> {
             if let Some((slot, at)) = next {
                 self.timers.push_slot(slot, at, entry.job);
             }
+        }
+        if fired > 0 {
+            self.dispatch.end_tick();
         }
         fired
     }

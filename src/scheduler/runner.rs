@@ -29,7 +29,7 @@ use crate::fire::Fire;
 use crate::jobs::{Execute, RunContext, RunResult, Services};
 use crate::notify::Message;
 use crate::policy::Overlap;
-use crate::state::history::{History, RunOutcome, RunRecord};
+use crate::state::history::{Entry, History, RunOutcome, RunRecord};
 
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -44,6 +44,8 @@ struct Inner {
     /// Cancelled when the shutdown grace period is over: every run stops at once.
     kill: CancellationToken,
     limit: Option<Arc<Semaphore>>,
+    /// Instant fires of the current tick, sent to the history as one batch at its end.
+    instant: Mutex<Vec<Entry>>,
     /// Fires that had to wait for `max_running`.
     waited: AtomicU64,
     jobs: Mutex<HashMap<String, JobState>>,
@@ -77,6 +79,7 @@ impl Runner {
                 tracker: TaskTracker::new(),
                 kill: CancellationToken::new(),
                 limit: max_running.map(|n| Arc::new(Semaphore::new(n))),
+                instant: Mutex::new(Vec::new()),
                 waited: AtomicU64::new(0),
                 jobs: Mutex::new(HashMap::new()),
             }),
@@ -304,22 +307,21 @@ async fn run_attempt(
 }
 
 impl Dispatch for Runner {
+    fn end_tick(&self) {
+        let batch = std::mem::take(&mut *self.inner.instant.lock().unwrap_or_else(|p| p.into_inner()));
+        if !batch.is_empty() {
+            self.inner.history.send(Entry::Batch(batch));
+        }
+    }
+
     fn dispatch(&self, fire: Fire) {
         let inner = &self.inner;
         if inner.exec.is_instant(&fire) {
             tracing::debug!(job = %fire.job.name, slot = %fire.scheduled_at, "fired");
-            inner.history.record(RunRecord {
-                job: fire.job.name.clone(),
-                fire_id: String::new(),
-                scheduled_at: fire.scheduled_at,
-                started_at: Some(fire.fired_at),
-                finished_at: fire.fired_at,
-                outcome: RunOutcome::Success,
-                attempt: 1,
-                exit_code: None,
-                error: None,
-                details: Default::default(),
-            });
+            if inner.history.is_enabled() {
+                let entry = Entry::Instant { job: fire.job, slot: fire.scheduled_at, at: fire.fired_at };
+                inner.instant.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+            }
             return;
         }
         let job = &fire.job;

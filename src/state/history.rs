@@ -14,6 +14,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::StateError;
+use crate::config::Job;
+use std::sync::Arc;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,10 +91,56 @@ impl RunRecord {
     }
 }
 
+/// What travels to the writer thread.
+#[derive(Debug)]
+pub enum Entry {
+    Run(RunRecord),
+    /// A fire of an instant action (`noop`) that succeeded at once: a reference count and two
+    /// instants, so recording one costs the loop next to nothing. The writer builds the row.
+    Instant {
+        job: Arc<Job>,
+        slot: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Many entries from one tick, sent at once.
+    Batch(Vec<Entry>),
+}
+
+impl Entry {
+    fn into_records(self, out: &mut Vec<RunRecord>) {
+        match self {
+            Entry::Run(r) => out.push(r),
+            Entry::Instant { job, slot, at } => out.push(RunRecord {
+                job: job.name.clone(),
+                fire_id: String::new(),
+                scheduled_at: slot,
+                started_at: Some(at),
+                finished_at: at,
+                outcome: RunOutcome::Success,
+                attempt: 1,
+                exit_code: None,
+                error: None,
+                details: Details::default(),
+            }),
+            Entry::Batch(entries) => {
+                for e in entries {
+                    e.into_records(out);
+                }
+            }
+        }
+    }
+}
+
 /// Where the daemon sends runs. Cloning is cheap; sending never blocks.
 #[derive(Debug, Clone)]
 pub struct History {
-    tx: Option<mpsc::UnboundedSender<RunRecord>>,
+    tx: Option<Sender>,
+}
+
+#[derive(Debug, Clone)]
+enum Sender {
+    Writer(mpsc::UnboundedSender<Entry>),
+    Collect(mpsc::UnboundedSender<RunRecord>),
 }
 
 impl History {
@@ -104,13 +152,29 @@ impl History {
     /// A history whose records arrive on a channel, for tests that watch runs as they end.
     pub fn collect() -> (Self, mpsc::UnboundedReceiver<RunRecord>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (History { tx: Some(tx) }, rx)
+        (History { tx: Some(Sender::Collect(tx)) }, rx)
+    }
+
+    /// Whether anything is kept (so callers can skip building entries).
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
     }
 
     pub fn record(&self, record: RunRecord) {
-        if let Some(tx) = &self.tx
-            && tx.send(record).is_err()
-        {
+        self.send(Entry::Run(record));
+    }
+
+    pub fn send(&self, entry: Entry) {
+        let sent = match &self.tx {
+            None => true,
+            Some(Sender::Writer(tx)) => tx.send(entry).is_ok(),
+            Some(Sender::Collect(tx)) => {
+                let mut records = Vec::new();
+                entry.into_records(&mut records);
+                records.into_iter().all(|r| tx.send(r).is_ok())
+            }
+        };
+        if !sent {
             tracing::error!("run history writer has stopped; a run was not recorded");
         }
     }
@@ -132,7 +196,7 @@ impl Writer {
             .name("beatd-history".into())
             .spawn(move || write_loop(conn, rx, keep, path))
             .map_err(|source| StateError::CreateDir { path: state_dir.to_path_buf(), source })?;
-        Ok((History { tx: Some(tx) }, Writer { thread: Some(thread) }))
+        Ok((History { tx: Some(Sender::Writer(tx)) }, Writer { thread: Some(thread) }))
     }
 
     /// Waits until everything sent so far is written (all senders must be dropped first).
@@ -146,14 +210,14 @@ impl Writer {
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const MAX_BATCH: usize = 20_000;
 
-fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<RunRecord>, keep: Duration, path: PathBuf) {
+fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Entry>, keep: Duration, path: PathBuf) {
     let mut batch = Vec::with_capacity(1024);
     let mut last_prune: Option<Instant> = None;
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+        first.into_records(&mut batch);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(e) => e.into_records(&mut batch),
                 Err(_) => break,
             }
         }

@@ -128,7 +128,7 @@ fn report_files_and_headline_from_the_state_database() {
     let config = crate::config::parse_str(&toml, Path::new("t.toml"), Path::new(".")).expect("valid");
     let crate::jobs::Action::Report(report) = &config.jobs[0].action else { panic!("a report") };
     // Report on the seeded jobs rather than on itself.
-    let report = super::Report { jobs: Some(vec!["backup".into(), "web".into()]), ..report.clone() };
+    let report = super::Report { jobs: Some(vec!["backup".into(), "web".into()]), ..(**report).clone() };
     let fire = crate::fire::Fire {
         job: Arc::new(config.jobs[0].clone()),
         scheduled_at: t("2026-11-23T00:00:00Z"),
