@@ -47,7 +47,7 @@ pub fn run(args: Args) -> Result<(), Failed> {
         }
         writeln!(
             out,
-            "{:<25}  {:<24}  {:<8}  {:>7}  {:>10}  DETAIL",
+            "{:<26}  {:<24}  {:<8}  {:>7}  {:>10}  DETAIL",
             "SCHEDULED", "JOB", "OUTCOME", "ATTEMPT", "DURATION"
         )?;
         for r in &runs {
@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<(), Failed> {
                 .unwrap_or_else(|| serde_json::to_string(&r.details).ok().filter(|d| d != "{}").unwrap_or_default());
             writeln!(
                 out,
-                "{scheduled:<25}  {:<24}  {:<8}  {:>7}  {took:>10}  {detail}",
+                "{scheduled:<26}  {:<24}  {:<8}  {:>7}  {took:>10}  {detail}",
                 r.job,
                 r.outcome.as_str(),
                 r.attempt
