@@ -41,17 +41,7 @@ impl Notifier {
         {
             t.error(d, k.span.clone(), format!("unknown notifier kind \"{}\" (the one kind is \"webhook\")", k.value));
         }
-        let url = t.req_str(d, "url").and_then(|u| match reqwest::Url::parse(u.value) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-            Ok(_) => {
-                t.error(d, u.span.clone(), format!("\"url\" must be http:// or https://, not \"{}\"", u.value));
-                None
-            }
-            Err(e) => {
-                t.error(d, u.span.clone(), format!("invalid url \"{}\": {e}", u.value));
-                None
-            }
-        });
+        let url = t.http_url(d, "url");
         let format = match t.str(d, "format") {
             None => Format::Json,
             Some(f) if f.value == "json" => Format::Json,

@@ -101,6 +101,22 @@ impl<'t, 'i> Table<'t, 'i> {
         self.str(d, key)
     }
 
+    /// A required http:// or https:// URL.
+    pub fn http_url(&mut self, d: &mut Diags, key: &'static str) -> Option<reqwest::Url> {
+        let u = self.req_str(d, key)?;
+        match reqwest::Url::parse(u.value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            Ok(_) => {
+                self.error(d, u.span, format!("\"{key}\" must be http:// or https://, not \"{}\"", u.value));
+                None
+            }
+            Err(e) => {
+                self.error(d, u.span, format!("invalid url \"{}\": {e}", u.value));
+                None
+            }
+        }
+    }
+
     pub fn bool(&mut self, d: &mut Diags, key: &'static str) -> Option<bool> {
         self.typed(d, key, "true or false", DeValue::as_bool).map(|(b, _)| b)
     }

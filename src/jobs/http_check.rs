@@ -36,17 +36,7 @@ pub struct HttpCheck {
 
 impl HttpCheck {
     pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Self> {
-        let url = t.req_str(d, "url").and_then(|u| match reqwest::Url::parse(u.value) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-            Ok(_) => {
-                t.error(d, u.span.clone(), format!("\"url\" must be http:// or https://, not \"{}\"", u.value));
-                None
-            }
-            Err(e) => {
-                t.error(d, u.span.clone(), format!("invalid url \"{}\": {e}", u.value));
-                None
-            }
-        });
+        let url = t.http_url(d, "url");
         let method = match t.str(d, "method") {
             Some(m) => match Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
                 Ok(method) => method,
@@ -167,18 +157,22 @@ fn parse_statuses(t: &mut Table<'_, '_>, d: &mut Diags) -> Vec<(u16, u16)> {
     out
 }
 
-/// An error and its causes, joined: reqwest's own message alone says little
-/// ("error sending request"); the cause says what happened ("Connection refused").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
+/// What went wrong with a request, said once: reqwest's outer layers ("error sending request
+/// for url (...)", "client error (Connect)") repeat what the caller already says; the causes
+/// below them say what happened ("tcp connect error: Connection refused").
+pub fn error_chain(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut parts = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
+        let text = s.to_string();
+        let wrapper = text.starts_with("error sending request") || text.starts_with("client error (");
+        if !wrapper && !parts.iter().any(|p: &String| p.contains(&text)) {
+            parts.push(text);
         }
         source = s.source();
     }
-    text
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }

@@ -200,3 +200,39 @@ fn next_shows_the_jittered_run_time_and_its_slot() {
         .expect("run");
     assert_eq!(again.stdout, out);
 }
+
+#[test]
+fn commands_run_as_another_user_only_when_beatd_is_root() {
+    let b = Beatd::with_config(
+        "[jobs.whoami]\nevery = \"1s\"\naction = \"command\"\ncommand = \"id -u > uid.txt\"\nuser = \"nobody\"\n",
+    );
+    std::fs::set_permissions(b.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let mut child = b.spawn_run(&[]);
+    let root = nix::unistd::Uid::effective().is_root();
+    let outcome = if root { "success" } else { "failure" };
+    assert!(wait_for(Duration::from_secs(5), || history_count(&b, "whoami", outcome) >= 1), "{}", b.log());
+    signal(&child, Signal::SIGTERM);
+    wait_exit(&mut child, Duration::from_secs(5)).expect("exits");
+    if root {
+        let nobody = nix::unistd::User::from_name("nobody").expect("lookup").expect("nobody exists");
+        assert_eq!(lines(&b.path("uid.txt")), [nobody.uid.to_string()]);
+    } else {
+        assert_eq!(history(&b, "whoami")[0]["error"], "\"user\" and \"group\" need beatd to run as root");
+    }
+}
+
+#[test]
+fn output_beyond_the_limit_is_read_but_not_logged() {
+    let b = Beatd::with_config(
+        "[jobs.chatty]\nevery = \"1s\"\naction = \"command\"\ncommand = \"seq 1 1000; echo done > done.txt\"\noutput_limit = 40\n",
+    );
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(5), || history_count(&b, "chatty", "success") >= 1), "{}", b.log());
+    signal(&child, Signal::SIGTERM);
+    wait_exit(&mut child, Duration::from_secs(5)).expect("exits");
+    let log = b.log();
+    // "1\n" .. "9\n" is 18 bytes, "10\n" .. "16\n" 21 more: 39 of the 40 allowed.
+    assert!(log.contains(" 16 job=chatty"), "{log}");
+    assert!(!log.contains(" 17 job=chatty"), "{log}");
+    assert!(log.contains("output truncated:"), "{log}");
+}
