@@ -10,6 +10,7 @@
 //! - [`scheduler`]: the timer loop, and the runner that executes fires.
 //! - [`state`]: the embedded SQLite state: run history.
 //! - [`policy`]: timeouts, overlap, retries and jitter; [`notify`]: webhooks.
+//! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
 //! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.
 pub mod cli;
 pub mod clock;
@@ -17,9 +18,11 @@ pub mod config;
 pub mod fire;
 pub mod jobs;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;
+pub mod status;
 pub mod timers;

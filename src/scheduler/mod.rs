@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Job;
 use crate::fire::Fire;
+use crate::metrics::Metrics;
 use crate::schedule::Schedule;
+use crate::status::{Board, Entry};
 use crate::timers::Timers;
 
 /// Where fires go. The daemon's [`runner::Runner`] runs the job's action; tests record.
@@ -36,7 +38,9 @@ pub trait Dispatch: Send + Sync {
 const STEP_TOLERANCE_MS: i64 = 1000;
 
 pub struct Scheduler<D: Dispatch> {
-    jobs: Vec<Arc<Job>>,
+    /// The enabled jobs; timer entries index into it.
+    jobs: Vec<Entry>,
+    board: Arc<Board>,
     timers: Timers,
     clock: Clock,
     dispatch: D,
@@ -52,15 +56,25 @@ impl<D: Dispatch> Scheduler<D> {
     /// Builds the heap from the enabled jobs' next fires after the clock's now; `@reboot`
     /// jobs are dispatched when [`Scheduler::run`] starts.
     pub fn new(jobs: impl IntoIterator<Item = Job>, clock: Clock, dispatch: D) -> Self {
-        let jobs: Vec<Arc<Job>> = jobs.into_iter().filter(|j| j.enabled).map(Arc::new).collect();
+        Self::with_board(Board::new(jobs.into_iter().collect(), Metrics::default()), clock, dispatch)
+    }
+
+    /// Like [`Scheduler::new`], on a board the caller shares (with the HTTP API).
+    pub fn with_board(board: Arc<Board>, clock: Clock, dispatch: D) -> Self {
+        let jobs: Vec<Entry> = board.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
         let now = clock.now();
         let mut timers = Timers::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            if let Some((slot, at)) = job.next_fire(now) {
+        for (i, entry) in jobs.iter().enumerate() {
+            if let Some((slot, at)) = entry.job.next_fire(now) {
                 timers.push_slot(slot, at, i as u32);
+                entry.status.set_next_fire(Some(at));
             }
         }
-        Scheduler { jobs, timers, clock, dispatch }
+        Scheduler { jobs, board, timers, clock, dispatch }
+    }
+
+    pub fn board(&self) -> Arc<Board> {
+        self.board.clone()
     }
 
     pub fn dispatcher(&self) -> &D {
@@ -69,7 +83,7 @@ impl<D: Dispatch> Scheduler<D> {
 
     /// The next fire of every scheduled job, earliest first.
     pub fn upcoming(&self) -> Vec<(DateTime<Utc>, &Job)> {
-        let mut v: Vec<_> = self.timers.iter().map(|e| (e.at, &*self.jobs[e.job as usize])).collect();
+        let mut v: Vec<_> = self.timers.iter().map(|e| (e.at, &*self.jobs[e.job as usize].job)).collect();
         v.sort_by_key(|(at, _)| *at);
         v
     }
@@ -78,8 +92,9 @@ impl<D: Dispatch> Scheduler<D> {
     /// running jobs are the dispatcher's to finish.
     pub async fn run(mut self, shutdown: CancellationToken) -> Self {
         let start = self.clock.now();
-        for job in self.jobs.iter().filter(|j| matches!(j.schedule, Schedule::Reboot)) {
-            self.dispatch.dispatch(Fire { job: job.clone(), scheduled_at: start, fired_at: start });
+        for entry in self.jobs.iter().filter(|e| matches!(e.job.schedule, Schedule::Reboot)) {
+            self.board.metrics.lateness.observe(0.0);
+            self.dispatch.dispatch(Fire::scheduled(entry.job.clone(), entry.status.clone(), start, start));
             self.dispatch.end_tick();
         }
         let mut last = (start, self.clock.monotonic());
@@ -101,6 +116,7 @@ impl<D: Dispatch> Scheduler<D> {
             last = (now, mono);
             self.tick(now);
             let next = self.timers.next_at();
+            self.board.health.iteration(next.map(|n| (n - now).to_std().unwrap_or_default()));
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -114,7 +130,7 @@ impl<D: Dispatch> Scheduler<D> {
     pub fn tick(&mut self, now: DateTime<Utc>) -> usize {
         let mut fired = 0;
         while let Some(entry) = self.timers.pop_due(now) {
-            let job = &self.jobs[entry.job as usize];
+            let Entry { job, status } = &self.jobs[entry.job as usize];
             let mut slot = entry.slot;
             let mut next = job.next_fire(slot);
             if next.is_some_and(|(_, at)| at <= now)
@@ -128,8 +144,15 @@ impl<D: Dispatch> Scheduler<D> {
                 slot = latest;
                 next = job.next_fire(latest);
             }
-            self.dispatch.dispatch(Fire { job: job.clone(), scheduled_at: slot, fired_at: now });
-            fired += 1;
+            if status.is_paused() {
+                tracing::debug!(job = %job.name, %slot, "paused; not run");
+            } else {
+                let late = (self.clock.now() - slot).num_microseconds().unwrap_or(i64::MAX);
+                self.board.metrics.lateness.observe(late as f64 / 1e6);
+                self.dispatch.dispatch(Fire::scheduled(job.clone(), status.clone(), slot, now));
+                fired += 1;
+            }
+            status.set_next_fire(next.map(|(_, at)| at));
             if let Some((slot, at)) = next {
                 self.timers.push_slot(slot, at, entry.job);
             }

@@ -142,7 +142,8 @@ impl Inner {
         let (exit_code, details) = (result.exit_code, result.details);
         self.history.record(RunRecord {
             job: fire.job.name.clone(),
-            fire_id: String::new(), // derived from job and slot by the writer, off the loop
+            // Scheduled fires' ids are derived from job and slot by the writer, off the loop.
+            fire_id: fire.manual.map(|id| id.to_string()).unwrap_or_default(),
             scheduled_at: fire.scheduled_at,
             started_at: started,
             finished_at: self.services.clock.now(),
@@ -156,6 +157,8 @@ impl Inner {
 
     fn skip(&self, fire: &Fire, why: &str) {
         tracing::warn!(job = %fire.job.name, slot = %fire.scheduled_at, "skipped: {why}");
+        let now = self.services.clock.now();
+        fire.status.finished(fire.scheduled_at, None, now, RunOutcome::Skipped, None);
         self.record(fire, None, RunOutcome::Skipped, 0, RunResult::failed(why));
     }
 
@@ -165,6 +168,7 @@ impl Inner {
         state.next_run += 1;
         let stop = self.kill.child_token();
         state.running.push((id, stop.clone()));
+        fire.status.running.fetch_add(1, Ordering::Relaxed);
         let inner = self.clone();
         self.tracker.spawn(async move { inner.execute(fire, stop, id).await });
     }
@@ -186,9 +190,12 @@ impl Inner {
         if stop.is_cancelled() {
             self.skip(&fire, "stopped before it could start");
         } else {
-            let (outcome, result) = self.attempts(&fire, &stop).await;
+            let (outcome, result, started) = self.attempts(&fire, &stop).await;
+            let up = result.details.up;
+            fire.status.finished(fire.scheduled_at, Some(started), self.services.clock.now(), outcome, up);
             self.after_run(&fire, outcome, &result);
         }
+        fire.status.running.fetch_sub(1, Ordering::Relaxed);
         let mut jobs = self.jobs();
         let state = jobs.entry(fire.job.name.clone()).or_default();
         state.running.retain(|(run, _)| *run != id);
@@ -205,7 +212,8 @@ impl Inner {
     }
 
     /// Runs attempts until one succeeds, the retries are used up or the run is stopped.
-    async fn attempts(&self, fire: &Fire, stop: &CancellationToken) -> (RunOutcome, RunResult) {
+    /// Returns the last attempt's outcome, result and start.
+    async fn attempts(&self, fire: &Fire, stop: &CancellationToken) -> (RunOutcome, RunResult, DateTime<Utc>) {
         let policy = &fire.job.policy;
         let mut attempt = 1;
         loop {
@@ -221,7 +229,7 @@ impl Inner {
             }
             self.record(fire, Some(started), outcome, attempt, result.clone());
             if outcome == RunOutcome::Success || attempt > policy.retries || stop.is_cancelled() {
-                return (outcome, result);
+                return (outcome, result, started);
             }
             let wait = policy.backoff(attempt);
             tracing::info!(
@@ -233,7 +241,7 @@ impl Inner {
             );
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = stop.cancelled() => return (outcome, result),
+                () = stop.cancelled() => return (outcome, result, started),
             }
             attempt += 1;
         }
@@ -318,7 +326,21 @@ impl Dispatch for Runner {
         let inner = &self.inner;
         if inner.exec.is_instant(&fire) {
             tracing::debug!(job = %fire.job.name, slot = %fire.scheduled_at, "fired");
-            if inner.history.is_enabled() {
+            fire.status.finished(fire.scheduled_at, Some(fire.fired_at), fire.fired_at, RunOutcome::Success, None);
+            if let Some(id) = fire.manual {
+                inner.history.record(RunRecord {
+                    job: fire.job.name.clone(),
+                    fire_id: id.to_string(),
+                    scheduled_at: fire.scheduled_at,
+                    started_at: Some(fire.fired_at),
+                    finished_at: fire.fired_at,
+                    outcome: RunOutcome::Success,
+                    attempt: 1,
+                    exit_code: None,
+                    error: None,
+                    details: Default::default(),
+                });
+            } else if inner.history.is_enabled() {
                 let entry = Entry::Instant { job: fire.job, slot: fire.scheduled_at, at: fire.fired_at };
                 inner.instant.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
             }

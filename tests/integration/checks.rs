@@ -15,6 +15,7 @@ use beatd::notify::Notifications;
 use beatd::scheduler::Dispatch;
 use beatd::scheduler::runner::Runner;
 use beatd::state::history::{History, RunOutcome, RunRecord};
+use beatd::status::JobStatus;
 use chrono::Utc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +88,8 @@ fn services(notifiers_toml: &str) -> Arc<Services> {
 
 async fn check(toml: &str) -> RunResult {
     let job = Arc::new(job(toml));
-    let fire = Fire { job, scheduled_at: Utc::now(), fired_at: Utc::now() };
+    let now = Utc::now();
+    let fire = Fire::scheduled(job, JobStatus::detached(), now, now);
     let cx = RunContext { stop: CancellationToken::new(), kill: CancellationToken::new(), services: services("") };
     Actions.execute(&fire, &cx).await
 }
@@ -177,7 +179,7 @@ async fn runs(job: Job, services: Arc<Services>, n: usize, between: impl Fn(usiz
     for i in 0..n {
         between(i);
         let now = Utc::now();
-        runner.dispatch(Fire { job: job.clone(), scheduled_at: now, fired_at: now });
+        runner.dispatch(Fire::scheduled(job.clone(), JobStatus::detached(), now, now));
         out.push(tokio::time::timeout(Duration::from_secs(10), records.recv()).await.expect("recorded").expect("open"));
     }
     runner.shutdown(Duration::from_secs(10)).await;

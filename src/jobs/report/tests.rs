@@ -129,11 +129,9 @@ fn report_files_and_headline_from_the_state_database() {
     let crate::jobs::Action::Report(report) = &config.jobs[0].action else { panic!("a report") };
     // Report on the seeded jobs rather than on itself.
     let report = super::Report { jobs: Some(vec!["backup".into(), "web".into()]), ..(**report).clone() };
-    let fire = crate::fire::Fire {
-        job: Arc::new(config.jobs[0].clone()),
-        scheduled_at: t("2026-11-23T00:00:00Z"),
-        fired_at: t("2026-11-23T00:00:00Z"),
-    };
+    let at = t("2026-11-23T00:00:00Z");
+    let fire =
+        crate::fire::Fire::scheduled(Arc::new(config.jobs[0].clone()), crate::status::JobStatus::detached(), at, at);
     let (summary, files) = report.make(&fire, &state).expect("report");
     assert_eq!(summary.jobs.iter().map(|j| j.job.as_str()).collect::<Vec<_>>(), ["backup", "web"]);
     let names: Vec<String> = files.iter().map(|f| f.file_name().expect("name").to_string_lossy().into()).collect();

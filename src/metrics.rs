@@ -1,0 +1,163 @@
+//! Prometheus metrics.
+//!
+//! Counters and histograms that change per fire are created once per job and held by the
+//! job's status, so the hot path is an atomic add. Gauges that describe a job's state (next
+//! fire, running, last success, check up) are not stored twice: a collector reads them from the
+//! live [`Board`] at scrape time. `per_job_metrics = false` drops the `job` label everywhere, for
+//! very large schedules.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::config::Job;
+use crate::jobs::Action;
+use crate::status::Board;
+
+type Labels = Vec<(String, String)>;
+
+/// Lateness buckets: 100 µs to 10 s.
+pub const LATENESS_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Job duration buckets: 10 ms to 1 h.
+const DURATION_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+const OUTCOMES: [&str; 4] = ["success", "failure", "timeout", "skipped"];
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    per_job: bool,
+    fires: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Dispatch time minus scheduled time, for every scheduled fire.
+    pub lateness: Histogram,
+    pub jobs: Gauge,
+    pub reloads: Family<Labels, Counter>,
+    pub outbox: Gauge,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(true)
+    }
+}
+
+impl Metrics {
+    pub fn new(per_job: bool) -> Metrics {
+        let mut registry = Registry::default();
+        let fires = Family::<Labels, Counter>::default();
+        let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        let lateness = Histogram::new(LATENESS_BUCKETS);
+        let jobs = Gauge::default();
+        let reloads = Family::<Labels, Counter>::default();
+        let outbox = Gauge::default();
+        registry.register("beatd_jobs", "Jobs in the config", jobs.clone());
+        registry.register(
+            "beatd_fires",
+            "Fires by job and outcome (success, failure, timeout, skipped)",
+            fires.clone(),
+        );
+        registry.register(
+            "beatd_fire_lateness_seconds",
+            "Dispatch time minus scheduled time, per scheduled fire",
+            lateness.clone(),
+        );
+        registry.register(
+            "beatd_job_duration_seconds",
+            "Run durations of jobs that are not instant",
+            durations.clone(),
+        );
+        registry.register("beatd_config_reloads", "Config reloads by result", reloads.clone());
+        registry.register("beatd_outbox_messages", "Queue messages waiting for their broker", outbox.clone());
+        for result in ["success", "failure"] {
+            let _ = reloads.get_or_create(&vec![("result".into(), result.into())]);
+        }
+        Metrics { registry: Mutex::new(registry), per_job, fires, durations, lateness, jobs, reloads, outbox }
+    }
+
+    /// The per-job counters (by outcome) and duration histogram a job's status holds.
+    pub fn job_handles(&self, job: &Job) -> ([Counter; 4], Option<Histogram>) {
+        let labels = |outcome: &str| -> Labels {
+            let mut l = vec![("outcome".to_string(), outcome.to_string())];
+            if self.per_job {
+                l.insert(0, ("job".into(), job.name.clone()));
+            }
+            l
+        };
+        let fires = OUTCOMES.map(|o| self.fires.get_or_create(&labels(o)).clone());
+        let duration = (self.per_job && !matches!(job.action, Action::Noop(_)))
+            .then(|| self.durations.get_or_create(&vec![("job".into(), job.name.clone())]).clone());
+        (fires, duration)
+    }
+
+    /// Registers the gauges read from `board` at scrape time.
+    pub fn watch(&self, board: &Arc<Board>) {
+        self.jobs.set(board.jobs.len() as i64);
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.register("beatd_loop_iterations", "Completed timer loop iterations", board.health.iterations.clone());
+        registry.register_collector(Box::new(BoardGauges { board: Arc::downgrade(board), per_job: self.per_job }));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(1 << 20);
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+/// Gauges read from the live board.
+#[derive(Debug)]
+struct BoardGauges {
+    board: Weak<Board>,
+    per_job: bool,
+}
+
+impl Collector for BoardGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(board) = self.board.upgrade() else { return Ok(()) };
+        if !self.per_job {
+            let running: i64 =
+                board.jobs.iter().map(|e| e.status.running.load(std::sync::atomic::Ordering::Relaxed) as i64).sum();
+            let g = Gauge::<i64>::default();
+            g.set(running);
+            let m = encoder.encode_descriptor("beatd_jobs_running", "Runs in progress", None, g.metric_type())?;
+            return g.encode(m);
+        }
+        let gauges: [(&str, &str, fn(&crate::status::Entry) -> Option<f64>); 4] = [
+            ("beatd_jobs_running", "Runs in progress, by job", |e| {
+                Some(e.status.running.load(std::sync::atomic::Ordering::Relaxed) as f64)
+            }),
+            ("beatd_next_fire_timestamp_seconds", "When the job fires next (Unix time)", |e| {
+                e.status.next_fire().map(|t| t.timestamp_millis() as f64 / 1e3)
+            }),
+            ("beatd_last_success_timestamp_seconds", "When the job last succeeded (Unix time)", |e| {
+                e.status.last_success().map(|t| t.timestamp_millis() as f64 / 1e3)
+            }),
+            ("beatd_check_up", "1 when the check last found the service up, 0 when down", |e| {
+                e.status.check_up().map(|up| if up { 1.0 } else { 0.0 })
+            }),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for entry in &board.jobs {
+                if let Some(v) = value(entry) {
+                    family.encode_family(&[("job", entry.job.name.as_str())])?.encode_gauge(&v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

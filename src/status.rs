@@ -1,0 +1,281 @@
+//! Live status of every job, shared by the loop, the runner and the HTTP API.
+//!
+//! The loop and the runner write it on every fire, so it is made of atomics and pre-built
+//! metric handles: no lock, no map look-up, no allocation per fire. The API and the metrics
+//! collector read it whenever they are asked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::config::Job;
+use crate::metrics::Metrics;
+use crate::state::history::RunOutcome;
+
+const NONE: i64 = i64::MIN;
+
+/// One job's live state.
+#[derive(Debug)]
+pub struct JobStatus {
+    /// Paused jobs keep their schedule but do not run (kept in the state database).
+    pub paused: AtomicBool,
+    next_fire_ms: AtomicI64,
+    last_scheduled_ms: AtomicI64,
+    last_started_ms: AtomicI64,
+    last_finished_ms: AtomicI64,
+    last_outcome: AtomicU8,
+    last_success_ms: AtomicI64,
+    /// Checks: 1 up, 0 down, -1 not yet known.
+    check_up: AtomicI64,
+    pub running: AtomicUsize,
+    /// `beatd_fires_total` for this job, by outcome (success, failure, timeout, skipped).
+    fires: [Counter; 4],
+    duration: Option<Histogram>,
+}
+
+/// The last finished run of a job.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LastRun {
+    pub scheduled: DateTime<Utc>,
+    pub started: Option<DateTime<Utc>>,
+    pub finished: DateTime<Utc>,
+    pub outcome: RunOutcome,
+}
+
+fn outcome_index(o: RunOutcome) -> usize {
+    match o {
+        RunOutcome::Success => 0,
+        RunOutcome::Failure => 1,
+        RunOutcome::Timeout => 2,
+        RunOutcome::Skipped => 3,
+    }
+}
+
+fn ms(t: Option<DateTime<Utc>>) -> i64 {
+    t.map_or(NONE, |t| t.timestamp_millis())
+}
+
+fn at(ms: i64) -> Option<DateTime<Utc>> {
+    (ms != NONE).then(|| DateTime::from_timestamp_millis(ms)).flatten()
+}
+
+impl JobStatus {
+    /// A status that belongs to no board (tests, one-off runs); its metrics go nowhere.
+    pub fn detached() -> Arc<JobStatus> {
+        Arc::new(JobStatus::new(Default::default(), None))
+    }
+
+    fn new(fires: [Counter; 4], duration: Option<Histogram>) -> JobStatus {
+        JobStatus {
+            paused: AtomicBool::new(false),
+            next_fire_ms: AtomicI64::new(NONE),
+            last_scheduled_ms: AtomicI64::new(NONE),
+            last_started_ms: AtomicI64::new(NONE),
+            last_finished_ms: AtomicI64::new(NONE),
+            last_outcome: AtomicU8::new(u8::MAX),
+            last_success_ms: AtomicI64::new(NONE),
+            check_up: AtomicI64::new(-1),
+            running: AtomicUsize::new(0),
+            fires,
+            duration,
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn set_next_fire(&self, at: Option<DateTime<Utc>>) {
+        self.next_fire_ms.store(ms(at), Ordering::Relaxed);
+    }
+
+    pub fn next_fire(&self) -> Option<DateTime<Utc>> {
+        at(self.next_fire_ms.load(Ordering::Relaxed))
+    }
+
+    /// A run (or the last attempt of one) ended.
+    pub fn finished(
+        &self,
+        scheduled: DateTime<Utc>,
+        started: Option<DateTime<Utc>>,
+        finished: DateTime<Utc>,
+        outcome: RunOutcome,
+        up: Option<bool>,
+    ) {
+        self.fires[outcome_index(outcome)].inc();
+        if outcome == RunOutcome::Skipped {
+            return; // a skip is not a run: the last run stays what it was
+        }
+        self.last_scheduled_ms.store(scheduled.timestamp_millis(), Ordering::Relaxed);
+        self.last_started_ms.store(ms(started), Ordering::Relaxed);
+        self.last_finished_ms.store(finished.timestamp_millis(), Ordering::Relaxed);
+        self.last_outcome.store(outcome_index(outcome) as u8, Ordering::Relaxed);
+        if outcome == RunOutcome::Success {
+            self.last_success_ms.store(finished.timestamp_millis(), Ordering::Relaxed);
+        }
+        if let Some(up) = up {
+            self.check_up.store(i64::from(up), Ordering::Relaxed);
+        }
+        if let (Some(h), Some(s)) = (&self.duration, started) {
+            h.observe((finished - s).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+    }
+
+    pub fn last_run(&self) -> Option<LastRun> {
+        let outcome = match self.last_outcome.load(Ordering::Relaxed) {
+            0 => RunOutcome::Success,
+            1 => RunOutcome::Failure,
+            2 => RunOutcome::Timeout,
+            3 => RunOutcome::Skipped,
+            _ => return None,
+        };
+        Some(LastRun {
+            scheduled: at(self.last_scheduled_ms.load(Ordering::Relaxed))?,
+            started: at(self.last_started_ms.load(Ordering::Relaxed)),
+            finished: at(self.last_finished_ms.load(Ordering::Relaxed))?,
+            outcome,
+        })
+    }
+
+    pub fn last_success(&self) -> Option<DateTime<Utc>> {
+        at(self.last_success_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn check_up(&self) -> Option<bool> {
+        match self.check_up.load(Ordering::Relaxed) {
+            1 => Some(true),
+            0 => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// A job and its live status.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub job: Arc<Job>,
+    pub status: Arc<JobStatus>,
+}
+
+/// Every job of the config (enabled or not) and the loop's health.
+#[derive(Debug)]
+pub struct Board {
+    pub jobs: Vec<Entry>,
+    by_name: HashMap<String, usize>,
+    pub health: LoopHealth,
+    pub metrics: Metrics,
+}
+
+impl Board {
+    pub fn new(jobs: Vec<Job>, metrics: Metrics) -> Arc<Board> {
+        let mut entries = Vec::with_capacity(jobs.len());
+        let mut by_name = HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            let (fires, duration) = metrics.job_handles(&job);
+            by_name.insert(job.name.clone(), entries.len());
+            entries.push(Entry { job: Arc::new(job), status: Arc::new(JobStatus::new(fires, duration)) });
+        }
+        let board = Arc::new(Board { jobs: entries, by_name, health: LoopHealth::default(), metrics });
+        board.metrics.watch(&board);
+        board
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.by_name.get(name).map(|&i| &self.jobs[i])
+    }
+}
+
+/// Whether the timer loop is alive: it notes each completed iteration and the deadline it
+/// sleeps until. A loop still short of that deadline is healthy however long it sleeps; one
+/// past it by more than the tolerance has stopped ticking.
+#[derive(Debug)]
+pub struct LoopHealth {
+    started: std::time::Instant,
+    /// Milliseconds since `started` of the last completed iteration.
+    last_iteration: AtomicI64,
+    /// Milliseconds since `started` the loop sleeps until; `i64::MAX` when nothing is due.
+    sleeping_until: AtomicI64,
+    pub iterations: Counter,
+    /// Set when a config reload fails; `/healthz` then says "degraded".
+    pub reload_failed: AtomicBool,
+}
+
+impl Default for LoopHealth {
+    fn default() -> Self {
+        LoopHealth {
+            started: std::time::Instant::now(),
+            last_iteration: AtomicI64::new(0),
+            sleeping_until: AtomicI64::new(i64::MAX),
+            iterations: Counter::default(),
+            reload_failed: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A loop this late past its deadline is stuck.
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl LoopHealth {
+    fn now_ms(&self) -> i64 {
+        self.started.elapsed().as_millis() as i64
+    }
+
+    /// The loop finished an iteration and will sleep for `sleep` (`None`: until woken).
+    pub fn iteration(&self, sleep: Option<std::time::Duration>) {
+        let now = self.now_ms();
+        self.last_iteration.store(now, Ordering::Relaxed);
+        let until = sleep.map_or(i64::MAX, |s| now.saturating_add(s.as_millis() as i64));
+        self.sleeping_until.store(until, Ordering::Relaxed);
+        self.iterations.inc();
+    }
+
+    /// `None` when healthy, else why not.
+    pub fn stuck(&self) -> Option<String> {
+        let until = self.sleeping_until.load(Ordering::Relaxed);
+        let late = self.now_ms().saturating_sub(until);
+        (late > STUCK_AFTER.as_millis() as i64).then(|| {
+            let since = self.now_ms() - self.last_iteration.load(Ordering::Relaxed);
+            format!(
+                "the timer loop should have woken {:.1}s ago; its last iteration ended {:.1}s ago",
+                late as f64 / 1e3,
+                since as f64 / 1e3
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_past_its_deadline_is_stuck() {
+        let h = LoopHealth::default();
+        assert_eq!(h.stuck(), None, "asleep with nothing due is healthy");
+        h.iteration(Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(h.stuck(), None, "a long sleep is healthy");
+        // A deadline already 10 s past.
+        h.sleeping_until.store(h.now_ms() - 10_000, Ordering::Relaxed);
+        let why = h.stuck().expect("stuck");
+        assert!(why.starts_with("the timer loop should have woken 10."), "{why}");
+    }
+
+    #[test]
+    fn last_run_skips_and_counters() {
+        let s = JobStatus::detached();
+        assert_eq!(s.last_run(), None);
+        let t = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+        s.finished(t, Some(t), t + chrono::Duration::seconds(2), RunOutcome::Failure, Some(false));
+        s.finished(t + chrono::Duration::seconds(60), None, t, RunOutcome::Skipped, None);
+        let last = s.last_run().expect("a run");
+        assert_eq!((last.scheduled, last.outcome), (t, RunOutcome::Failure));
+        assert_eq!(s.check_up(), Some(false));
+        assert_eq!(s.last_success(), None);
+        assert_eq!(s.fires[1].get(), 1);
+        assert_eq!(s.fires[3].get(), 1);
+    }
+}
