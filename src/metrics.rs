@@ -118,6 +118,9 @@ impl Metrics {
     }
 }
 
+/// A per-job gauge: name, help, and how to read it (`None`: no sample for that job).
+type JobGauge = (&'static str, &'static str, fn(&crate::status::Entry) -> Option<f64>);
+
 /// Gauges read from the live board.
 #[derive(Debug)]
 struct BoardGauges {
@@ -136,7 +139,7 @@ impl Collector for BoardGauges {
             let m = encoder.encode_descriptor("beatd_jobs_running", "Runs in progress", None, g.metric_type())?;
             return g.encode(m);
         }
-        let gauges: [(&str, &str, fn(&crate::status::Entry) -> Option<f64>); 4] = [
+        let gauges: [JobGauge; 4] = [
             ("beatd_jobs_running", "Runs in progress, by job", |e| {
                 Some(e.status.running.load(std::sync::atomic::Ordering::Relaxed) as f64)
             }),
