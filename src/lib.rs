@@ -11,7 +11,9 @@
 //! - [`state`]: the embedded SQLite state: run history.
 //! - [`policy`]: timeouts, overlap, retries and jitter; [`notify`]: webhooks.
 //! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
+//! - [`api`]: the HTTP API (axum).
 //! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;

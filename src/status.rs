@@ -220,6 +220,12 @@ impl Default for LoopHealth {
 pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl LoopHealth {
+    /// Pretends the loop slept through a deadline `late` ago (tests of the stuck state).
+    #[cfg(test)]
+    pub fn overdue(&self, late: std::time::Duration) {
+        self.sleeping_until.store(self.now_ms() - late.as_millis() as i64, Ordering::Relaxed);
+    }
+
     fn now_ms(&self) -> i64 {
         self.started.elapsed().as_millis() as i64
     }

@@ -4,6 +4,7 @@
 //! usage error (clap's own).
 
 mod check;
+mod control;
 mod history;
 mod next;
 mod run;
@@ -32,6 +33,14 @@ enum Command {
     Next(next::Args),
     /// Show the run history.
     History(history::Args),
+    /// Show the running daemon's jobs: next run, last outcome, running (needs [api]).
+    Status(control::StatusArgs),
+    /// Run a job now, outside its schedule (needs [api]).
+    Trigger(control::JobArgs),
+    /// Pause a job: its slots pass without running, across restarts (needs [api]).
+    Pause(control::JobArgs),
+    /// Resume a paused job (needs [api]).
+    Resume(control::JobArgs),
 }
 
 /// `--config`, shared by the subcommands that read one.
@@ -67,6 +76,10 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Next(args) => next::run(args),
         Command::History(args) => history::run(args),
+        Command::Status(args) => control::status(args),
+        Command::Trigger(args) => control::job(control::Verb::Trigger, args),
+        Command::Pause(args) => control::job(control::Verb::Pause, args),
+        Command::Resume(args) => control::job(control::Verb::Resume, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

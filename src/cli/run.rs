@@ -10,14 +10,20 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use super::{ConfigArg, Failed, fail};
+use crate::api::ApiState;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::jobs::{Actions, Services};
 use crate::logging::{self, LogFormat};
+use crate::metrics::Metrics;
 use crate::notify::Notifications;
 use crate::scheduler::Scheduler;
 use crate::scheduler::runner::Runner;
-use crate::state::history::{History, Writer};
+use crate::state::{
+    self,
+    history::{History, Writer},
+};
+use crate::status::Board;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -69,7 +75,42 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
     let runner = Runner::new(Actions, services, history, sched.max_running);
     let grace = sched.shutdown_grace;
     let enabled = config.jobs.iter().filter(|j| j.enabled).count();
-    let scheduler = Scheduler::new(config.jobs, Clock::System, runner.clone());
+    let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
+    let board = Board::new(config.jobs, Metrics::new(per_job));
+    // Paused jobs stay paused across restarts.
+    match state::open_read_only(&sched.state_dir).and_then(|c| {
+        state::paused_jobs(&c).map_err(|source| state::StateError::Sqlite { path: sched.state_dir.clone(), source })
+    }) {
+        Ok(paused) => {
+            for name in paused {
+                if let Some(e) = board.get(&name) {
+                    e.status.paused.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(job = %name, "paused (since before this start)");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot read paused jobs: {e}"),
+    }
+    let api_stop = CancellationToken::new();
+    let api = match &config.api {
+        Some(api) => {
+            let token = api.token().map_err(fail)?;
+            let listener = tokio::net::TcpListener::bind(api.listen)
+                .await
+                .map_err(|e| fail(format!("cannot listen on {} for the HTTP API: {e}", api.listen)))?;
+            let state = ApiState {
+                board: board.clone(),
+                runner: runner.clone(),
+                clock: Clock::System,
+                state_dir: sched.state_dir.clone(),
+                token: token.map(Arc::from),
+            };
+            tracing::info!("HTTP API on http://{}", api.listen);
+            Some(tokio::spawn(crate::api::serve(listener, state, api_stop.clone())))
+        }
+        None => None,
+    };
+    let scheduler = Scheduler::with_board(board, Clock::System, runner.clone());
     match scheduler.upcoming().first() {
         Some((at, job)) => tracing::info!(
             "beatd started: {enabled} job(s) from {}, next: {} at {}",
@@ -103,6 +144,10 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
     let scheduler = scheduler.run(stop).await;
     drop(scheduler);
     runner.shutdown(grace).await;
+    api_stop.cancel();
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     signals.abort();
     drop(runner);
     tracing::info!("beatd stopped");

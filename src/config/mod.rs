@@ -34,6 +34,39 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub jobs: Vec<Job>,
     pub notifiers: HashMap<String, Notifier>,
+    /// `[api]`: absent means no HTTP API.
+    pub api: Option<ApiConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: std::net::SocketAddr,
+    /// Mutating endpoints need `Authorization: Bearer <its contents>`.
+    pub token_file: Option<PathBuf>,
+    pub allow_unauthenticated: bool,
+    /// `false` drops the `job` label from metrics, for very large schedules.
+    pub per_job_metrics: bool,
+}
+
+impl ApiConfig {
+    /// The bearer token, read from `token_file` (surrounding white space trimmed).
+    pub fn token(&self) -> Result<Option<String>, String> {
+        match &self.token_file {
+            None => Ok(None),
+            Some(p) => std::fs::read_to_string(p)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| format!("cannot read token_file {}: {e}", p.display())),
+        }
+    }
+
+    /// The address a client on this machine uses (a wildcard listen address means loopback).
+    pub fn client_base(&self) -> String {
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        }
+        format!("http://{addr}")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +242,9 @@ pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigE
             }
         }
     }
+    let api = top
+        .table(&mut d, "api")
+        .and_then(|(t, span)| parse_api(&mut Table::new(t, span, None).section("api"), &mut d, base));
     top.finish(&mut d, &[]);
     d.finish()?;
     Ok(Config {
@@ -216,6 +252,7 @@ pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigE
         scheduler: scheduler.expect("no errors means the scheduler section parsed"),
         jobs,
         notifiers,
+        api,
     })
 }
 
@@ -237,6 +274,39 @@ fn parse_scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<
     let history_keep = t.duration(d, "history_keep").map_or(defaults.history_keep, |(v, _)| v);
     t.finish(d, &[]);
     Some(SchedulerConfig { timezone: timezone?, state_dir, shutdown_grace, max_running, history_keep })
+}
+
+fn parse_api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<ApiConfig> {
+    let listen = t.req_str(d, "listen").and_then(|l| match l.value.parse::<std::net::SocketAddr>() {
+        Ok(addr) => Some((addr, l.span)),
+        Err(_) => {
+            t.error(
+                d,
+                l.span.clone(),
+                format!("\"listen\" must be an address and port such as 127.0.0.1:8089, not \"{}\"", l.value),
+            );
+            None
+        }
+    });
+    let token_file = t.path(d, "token_file", base);
+    if let Some((p, span)) = &token_file
+        && let Err(e) = std::fs::read_to_string(p)
+    {
+        t.error(d, span.clone(), format!("cannot read token_file {}: {e}", p.display()));
+    }
+    let allow_unauthenticated = t.bool(d, "allow_unauthenticated").unwrap_or(false);
+    let per_job_metrics = t.bool(d, "per_job_metrics").unwrap_or(true);
+    t.finish(d, &[]);
+    let (listen, span) = listen?;
+    if !listen.ip().is_loopback() && token_file.is_none() && !allow_unauthenticated {
+        t.error(
+            d,
+            span,
+            format!("refusing to listen on {listen} without a token: set token_file, or allow_unauthenticated = true"),
+        );
+        return None;
+    }
+    Some(ApiConfig { listen, token_file: token_file.map(|(p, _)| p), allow_unauthenticated, per_job_metrics })
 }
 
 fn zone(t: &Table<'_, '_>, d: &mut Diags, s: &Str<'_>) -> Option<Tz> {

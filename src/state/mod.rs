@@ -39,7 +39,37 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX runs_by_job ON runs (job, scheduled_at);
     CREATE INDEX runs_by_time ON runs (finished_at);",
+    // 2: paused jobs survive restarts and reloads.
+    "CREATE TABLE paused (
+        job TEXT PRIMARY KEY,
+        since INTEGER NOT NULL           -- unix milliseconds
+    );",
 ];
+
+/// Jobs paused through the API.
+pub fn paused_jobs(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT job FROM paused ORDER BY job")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Records `job` as paused (since `now`) or not.
+pub fn set_paused(
+    conn: &Connection,
+    job: &str,
+    paused: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> rusqlite::Result<()> {
+    if paused {
+        conn.execute(
+            "INSERT INTO paused (job, since) VALUES (?1, ?2) ON CONFLICT (job) DO NOTHING",
+            rusqlite::params![job, now.timestamp_millis()],
+        )?;
+    } else {
+        conn.execute("DELETE FROM paused WHERE job = ?1", [job])?;
+    }
+    Ok(())
+}
 
 /// Opens (creating if needed) the state database for writing, migrated to the latest schema.
 pub fn open(state_dir: &Path) -> Result<Connection, StateError> {
@@ -94,5 +124,12 @@ mod tests {
         assert_eq!(mode, "wal");
         assert!(open_read_only(&state).is_ok());
         assert!(matches!(open_read_only(dir.path()), Err(StateError::Missing(_))));
+        let now = chrono::Utc::now();
+        set_paused(&conn, "b", true, now).expect("pause");
+        set_paused(&conn, "a", true, now).expect("pause");
+        set_paused(&conn, "a", true, now).expect("pause twice");
+        assert_eq!(paused_jobs(&conn).expect("read"), ["a", "b"]);
+        set_paused(&conn, "a", false, now).expect("resume");
+        assert_eq!(paused_jobs(&conn).expect("read"), ["b"]);
     }
 }

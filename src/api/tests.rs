@@ -1,0 +1,149 @@
+//! The API over real HTTP on 127.0.0.1: health states, and the OpenAPI description kept in
+//! step with the router and the JSON it answers.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{ApiState, ROUTES, view};
+use crate::clock::Clock;
+use crate::config::parse_str;
+use crate::jobs::{Actions, Services, http_client};
+use crate::metrics::Metrics;
+use crate::notify::Notifications;
+use crate::scheduler::runner::Runner;
+use crate::state::history::History;
+use crate::status::Board;
+
+async fn serve(board: Arc<Board>) -> String {
+    let services = Arc::new(Services {
+        clock: Clock::System,
+        http: http_client(),
+        notifications: Notifications::new(Default::default(), http_client()),
+        state_dir: "unused".into(),
+    });
+    let state = ApiState {
+        board,
+        runner: Runner::new(Actions, services, History::disabled(), None),
+        clock: Clock::System,
+        state_dir: "unused".into(),
+        token: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(super::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    base
+}
+
+fn board() -> Arc<Board> {
+    let toml = "[jobs.a]\nevery = \"1m\"\naction = \"noop\"\n[jobs.b]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\naction = \"command\"\ncommand = \"true\"\nenabled = false\n";
+    let config = parse_str(toml, Path::new("t.toml"), Path::new(".")).expect("valid");
+    Board::new(config.jobs, Metrics::default())
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let resp = reqwest::get(url).await.expect("answer");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn healthz_is_ok_degraded_or_stuck() {
+    let board = board();
+    let base = serve(board.clone()).await;
+    assert_eq!(get(&format!("{base}/healthz")).await, (200, serde_json::json!({ "status": "ok" })));
+
+    board.health.reload_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (code, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("degraded")));
+    assert_eq!(body["reason"], "the last config reload failed; the previous config is still running");
+
+    board.health.overdue(std::time::Duration::from_secs(30));
+    let (code, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!((code, body["status"].as_str()), (503, Some("stuck")));
+    assert!(body["reason"].as_str().is_some_and(|r| r.starts_with("the timer loop should have woken 30.")), "{body}");
+}
+
+#[tokio::test]
+async fn unknown_endpoints_and_methods_answer_json() {
+    let base = serve(board()).await;
+    assert_eq!(get(&format!("{base}/nope")).await, (404, serde_json::json!({ "error": "no such endpoint" })));
+    let resp = reqwest::Client::new().delete(format!("{base}/api/jobs/a")).send().await.expect("answer");
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.json::<Value>().await.expect("json"), serde_json::json!({ "error": "method not allowed here" }));
+}
+
+fn openapi() -> Value {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).expect("docs/openapi.json");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+#[test]
+fn openapi_lists_exactly_the_routes() {
+    let spec = openapi();
+    let documented: BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| ops.as_object().expect("ops").keys().map(move |m| (m.to_uppercase(), path.clone())))
+        .collect();
+    let served: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(documented, served);
+}
+
+/// Keys of a schema: `(required, all properties)`.
+fn schema_keys(spec: &Value, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let s = &spec["components"]["schemas"][name];
+    let required =
+        s["required"].as_array().expect("required").iter().map(|v| v.as_str().expect("str").to_string()).collect();
+    let all = s["properties"].as_object().expect("properties").keys().cloned().collect();
+    (required, all)
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().expect("object").keys().cloned().collect()
+}
+
+#[test]
+fn openapi_schemas_match_what_the_api_answers() {
+    let spec = openapi();
+    let board = board();
+    let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+    board.jobs[0].status.finished(t, Some(t), t, crate::state::history::RunOutcome::Success, None);
+    let job = serde_json::to_value(view(&board.jobs[0])).expect("json");
+    let (required, all) = schema_keys(&spec, "Job");
+    assert_eq!(keys(&job), all);
+    assert_eq!(required, all, "every Job field is always present (null when unknown)");
+    assert_eq!(keys(&job["last_run"]), schema_keys(&spec, "LastRun").1);
+
+    let run = crate::state::history::RunRecord {
+        job: "a".into(),
+        fire_id: "x".into(),
+        scheduled_at: t,
+        started_at: Some(t),
+        finished_at: t,
+        outcome: crate::state::history::RunOutcome::Success,
+        attempt: 1,
+        exit_code: None,
+        error: None,
+        details: Default::default(),
+    };
+    assert_eq!(keys(&serde_json::to_value(run).expect("json")), schema_keys(&spec, "Run").1);
+    let outcomes: Vec<&str> = spec["components"]["schemas"]["Outcome"]["enum"]
+        .as_array()
+        .expect("enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(outcomes, ["success", "failure", "timeout", "skipped"]);
+    let actions: Vec<&str> = spec["components"]["schemas"]["Job"]["properties"]["action"]["enum"]
+        .as_array()
+        .expect("enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(actions, crate::jobs::ACTIONS);
+}

@@ -1,0 +1,134 @@
+//! `beatd status`, `trigger`, `pause`, `resume`: talk to the running daemon's HTTP API.
+//!
+//! The address and the token come from the config's `[api]` section, so an operator types no
+//! URLs and no secrets.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{ConfigArg, Failed, fail};
+use crate::api::JobView;
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The API's JSON, one array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The job's name.
+    name: String,
+}
+
+/// What to ask of the daemon.
+#[derive(Debug, Clone, Copy)]
+pub enum Verb {
+    Trigger,
+    Pause,
+    Resume,
+}
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Client {
+    fn new(config: &Config) -> Result<Client, Failed> {
+        let api = config.api.as_ref().ok_or_else(|| {
+            fail(format!(
+                "{} has no [api] section: these commands talk to the running daemon's HTTP API",
+                config.path.display()
+            ))
+        })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| fail(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Client { base: api.client_base(), token: api.token().map_err(fail)?, http, runtime })
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str) -> Result<Value, Failed> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.runtime.block_on(async {
+            let resp = req.send().await.map_err(|e| {
+                fail(format!(
+                    "cannot reach beatd at {}: {} (is it running?)",
+                    self.base,
+                    crate::jobs::http_check::error_chain(&e)
+                ))
+            })?;
+            let status = resp.status();
+            let body: Value = resp.json().await.map_err(|e| fail(format!("unexpected answer from {url}: {e}")))?;
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(fail(body["error"].as_str().map_or_else(|| format!("{url} answered {status}"), str::to_string)))
+            }
+        })
+    }
+}
+
+pub fn status(args: StatusArgs) -> Result<(), Failed> {
+    let config = args.config.load()?;
+    let client = Client::new(&config)?;
+    let body = client.call(reqwest::Method::GET, "/api/jobs")?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let jobs: Vec<JobView> = serde_json::from_value(body).map_err(|e| fail(format!("unexpected job list: {e}")))?;
+    let now = Utc::now();
+    println!("{:<28}  {:<8}  {:<28}  {:<8}  {:>7}", "JOB", "STATE", "NEXT", "LAST", "RUNNING");
+    for j in jobs {
+        let state = if !j.enabled {
+            "disabled"
+        } else if j.paused {
+            "paused"
+        } else {
+            "active"
+        };
+        let next = j.next_fire.as_deref().map_or("-".to_string(), |n| {
+            let rel = DateTime::parse_from_rfc3339(n).map(|t| (t.with_timezone(&Utc) - now).num_seconds()).unwrap_or(0);
+            format!("{} (in {}s)", &n[..n.len().min(19)], rel.max(0))
+        });
+        let last = j.last_run.as_ref().map_or("-", |r| r.outcome.as_str());
+        println!("{:<28}  {state:<8}  {next:<28}  {last:<8}  {:>7}", j.name, j.running);
+    }
+    Ok(())
+}
+
+pub fn job(verb: Verb, args: JobArgs) -> Result<(), Failed> {
+    let config = args.config.load()?;
+    let client = Client::new(&config)?;
+    let (path, done) = match verb {
+        Verb::Trigger => ("run", "triggered"),
+        Verb::Pause => ("pause", "paused"),
+        Verb::Resume => ("resume", "resumed"),
+    };
+    let body = client.call(reqwest::Method::POST, &format!("/api/jobs/{}/{path}", args.name))?;
+    match body["fire_id"].as_str() {
+        Some(id) => println!("{done} {}: fire id {id}", args.name),
+        None => println!("{done} {}", args.name),
+    }
+    Ok(())
+}
