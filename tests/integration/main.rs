@@ -1,5 +1,6 @@
 //! Integration tests: the real `beatd` binary, run against configs in temp dirs.
 
+mod api;
 mod builtins;
 mod check;
 mod checks;

@@ -1,0 +1,333 @@
+//! The HTTP API and the control commands against a running daemon, over real HTTP.
+
+use std::collections::HashMap;
+use std::process::Child;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::util::{Beatd, signal, wait_exit, wait_for};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// One HTTP request; the body as JSON when it is JSON, else as a string.
+fn http(method: &str, url: &str, token: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().request(method.parse().expect("method"), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("beatd answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
+    })
+}
+
+fn get(url: &str) -> (u16, Value) {
+    let (s, v, _) = http("GET", url, None);
+    (s, v)
+}
+
+struct Daemon {
+    b: Beatd,
+    child: Child,
+    base: String,
+}
+
+const JOBS: &str = r#"
+[jobs.tick]
+every = "1s"
+action = "noop"
+
+[jobs.cmd]
+every = "1s"
+action = "command"
+command = "true"
+
+[jobs.off]
+every = "1s"
+action = "noop"
+enabled = false
+"#;
+
+fn start(api_extra: &str, jobs: &str) -> Daemon {
+    let port = free_port();
+    let b = Beatd::with_config(&format!("[api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}\n{jobs}"));
+    let base = format!("http://127.0.0.1:{port}");
+    let child = b.spawn_run(&[]);
+    let mut d = Daemon { b, child, base };
+    d.wait_healthy();
+    d
+}
+
+impl Daemon {
+    fn wait_healthy(&mut self) {
+        let url = format!("{}/healthz", self.base);
+        let up = wait_for(Duration::from_secs(5), || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async { reqwest::get(&url).await.is_ok() })
+        });
+        assert!(up, "{}", self.b.log());
+    }
+
+    fn restart(&mut self) {
+        signal(&self.child, Signal::SIGTERM);
+        wait_exit(&mut self.child, Duration::from_secs(10)).expect("exits");
+        self.child = self.b.spawn_run(&[]);
+        self.wait_healthy();
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        signal(&self.child, Signal::SIGTERM);
+        let _ = wait_exit(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+fn metrics(d: &Daemon) -> prometheus_parse::Scrape {
+    let (status, body) = get(&d.url("/metrics"));
+    assert_eq!(status, 200);
+    let text = body.as_str().expect("text").to_string();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition format")
+}
+
+/// The value of the sample `name` with exactly these labels.
+fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| {
+            x.metric == name
+                && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v))
+                && x.labels.iter().count() == labels.len()
+        })
+        .map(|x| match &x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+            _ => f64::NAN,
+        })
+}
+
+#[test]
+fn every_endpoint_without_auth() {
+    let mut d = start("", JOBS);
+    assert_eq!(get(&d.url("/healthz")), (200, serde_json::json!({ "status": "ok" })));
+
+    let (status, jobs) = get(&d.url("/api/jobs"));
+    assert_eq!(status, 200);
+    let names: Vec<&str> = jobs.as_array().expect("list").iter().filter_map(|j| j["name"].as_str()).collect();
+    assert_eq!(names, ["tick", "cmd", "off"]);
+    let off = &jobs[2];
+    assert_eq!((off["enabled"].as_bool(), off["next_fire"].is_null()), (Some(false), true));
+    assert_eq!((jobs[0]["action"].as_str(), jobs[0]["schedule"].as_str()), (Some("noop"), Some("every 1s")));
+    assert_eq!(jobs[0]["timezone"], "UTC");
+
+    assert!(wait_for(Duration::from_secs(5), || get(&d.url("/api/jobs/cmd")).1["last_run"]["outcome"] == "success"));
+    let (status, cmd) = get(&d.url("/api/jobs/cmd"));
+    assert_eq!(status, 200);
+    assert!(cmd["next_fire"].as_str().is_some_and(|n| n.ends_with("+00:00")), "{cmd}");
+    assert_eq!(cmd["paused"], false);
+
+    assert_eq!(get(&d.url("/api/jobs/nope")), (404, serde_json::json!({ "error": "no job \"nope\"" })));
+    assert_eq!(
+        get(&d.url("/api/jobs/cmd/runs?limit=lots")),
+        (400, serde_json::json!({ "error": "limit must be a whole number from 1 to 1000" }))
+    );
+    assert_eq!(get(&d.url("/api/jobs/cmd/runs?limit=0")).0, 400);
+    assert_eq!(get(&d.url("/api/jobs/nope/runs")).0, 404);
+    assert!(wait_for(Duration::from_secs(5), || get(&d.url("/api/jobs/cmd/runs?limit=2"))
+        .1
+        .as_array()
+        .is_some_and(|r| r.len() == 2)));
+
+    // Run now: a fire id, and that run in the history.
+    let (status, body, _) = http("POST", &d.url("/api/jobs/cmd/run"), None);
+    assert_eq!(status, 202);
+    let id = body["fire_id"].as_str().expect("fire id").to_string();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            get(&d.url("/api/jobs/cmd/runs?limit=50"))
+                .1
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x["fire_id"] == id.as_str()))
+        }),
+        "the manual run is recorded with its id"
+    );
+    assert_eq!(http("POST", &d.url("/api/jobs/off/run"), None).0, 409);
+    assert_eq!(http("POST", &d.url("/api/jobs/nope/run"), None).0, 404);
+
+    // Pause: no more runs, and still paused after a restart.
+    let (status, body, _) = http("POST", &d.url("/api/jobs/tick/pause"), None);
+    assert_eq!((status, body["paused"].as_bool()), (200, Some(true)));
+    std::thread::sleep(Duration::from_millis(1100)); // a tick in flight at the pause may finish
+    let before = sample(&metrics(&d), "beatd_fires_total", &[("job", "tick"), ("outcome", "success")]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let after = sample(&metrics(&d), "beatd_fires_total", &[("job", "tick"), ("outcome", "success")]);
+    assert_eq!(before, after, "a paused job does not run");
+    d.restart();
+    assert_eq!(get(&d.url("/api/jobs/tick")).1["paused"], true, "paused survives a restart");
+    let (status, body, _) = http("POST", &d.url("/api/jobs/tick/resume"), None);
+    assert_eq!((status, body["paused"].as_bool()), (200, Some(false)));
+    assert!(wait_for(Duration::from_secs(3), || get(&d.url("/api/jobs/tick")).1["last_run"]["outcome"] == "success"));
+}
+
+#[test]
+fn mutating_endpoints_need_the_token_and_the_cli_uses_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("write token");
+    let d = start(&format!("token_file = \"{}\"", token_file.display()), JOBS);
+
+    let (status, body, headers) = http("POST", &d.url("/api/jobs/cmd/run"), None);
+    assert_eq!((status, body), (401, serde_json::json!({ "error": "missing or wrong bearer token" })));
+    assert_eq!(headers.get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    assert_eq!(http("POST", &d.url("/api/jobs/cmd/pause"), Some("wrong")).0, 401);
+    assert_eq!(http("POST", &d.url("/api/jobs/cmd/run"), Some("s3cret-token")).0, 202);
+    assert_eq!(get(&d.url("/api/jobs")).0, 200, "reads need no token");
+
+    let cli = |args: &[&str]| d.b.cmd(&[args, &["-c", "beatd.toml"]].concat()).output().expect("run beatd");
+    let out = cli(&["trigger", "cmd"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("triggered cmd: fire id "));
+    assert_eq!(String::from_utf8_lossy(&cli(&["pause", "tick"]).stdout), "paused tick\n");
+    let status = String::from_utf8_lossy(&cli(&["status"]).stdout).into_owned();
+    let rows: Vec<&str> = status.lines().collect();
+    assert!(rows[0].starts_with("JOB") && rows[0].contains("NEXT") && rows[0].contains("RUNNING"), "{status}");
+    assert!(rows[1].starts_with("tick") && rows[1].contains("paused"), "{status}");
+    assert!(rows[3].starts_with("off") && rows[3].contains("disabled"), "{status}");
+    let json: Value = serde_json::from_slice(&cli(&["status", "--json"]).stdout).expect("json");
+    assert_eq!(json.as_array().map(Vec::len), Some(3));
+    assert_eq!(String::from_utf8_lossy(&cli(&["resume", "tick"]).stdout), "resumed tick\n");
+    let missing = cli(&["trigger", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&missing.stderr), "error: no job \"nope\"\n");
+}
+
+#[test]
+fn the_cli_says_when_it_cannot_reach_the_daemon() {
+    let port = free_port();
+    let b = Beatd::with_config(&format!("[api]\nlisten = \"127.0.0.1:{port}\"\n{JOBS}"));
+    let out = b.cmd(&["status", "-c", "beatd.toml"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("error: cannot reach beatd at http://127.0.0.1:{port}: "))
+            && err.contains("(is it running?)"),
+        "{err}"
+    );
+    let none = Beatd::with_config(JOBS);
+    none.cmd(&["pause", "tick", "-c", "beatd.toml"])
+        .assert()
+        .code(1)
+        .stderr("error: beatd.toml has no [api] section: these commands talk to the running daemon's HTTP API\n");
+}
+
+#[test]
+fn listening_beyond_loopback_needs_a_token_or_an_explicit_opt_out() {
+    let b = Beatd::with_config("[api]\nlisten = \"0.0.0.0:8089\"\n");
+    b.cmd(&["check", "-c", "beatd.toml"]).assert().code(1).stderr(
+        "beatd.toml:2:10: api: refusing to listen on 0.0.0.0:8089 without a token: set token_file, or allow_unauthenticated = true\n1 error\n",
+    );
+    let ok = Beatd::with_config("[api]\nlisten = \"0.0.0.0:8089\"\nallow_unauthenticated = true\n");
+    ok.cmd(&["check", "-c", "beatd.toml"]).assert().success();
+    let bad = Beatd::with_config("[api]\nlisten = \"localhost\"\ntoken_file = \"missing\"\n");
+    let out = bad.cmd(&["check", "-c", "beatd.toml"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2:10: api: \"listen\" must be an address and port such as 127.0.0.1:8089, not \"localhost\""),
+        "{err}"
+    );
+    assert!(err.contains("3:14: api: cannot read token_file"), "{err}");
+}
+
+#[test]
+fn metrics_parse_and_lateness_counts_equal_fires() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let jobs = format!("{JOBS}\n[jobs.db]\nevery = \"1s\"\naction = \"tcp_check\"\naddress = \"127.0.0.1:{port}\"\n");
+    let d = start("", &jobs);
+    assert!(wait_for(Duration::from_secs(6), || {
+        let s = metrics(&d);
+        sample(&s, "beatd_fires_total", &[("job", "db"), ("outcome", "success")]).is_some_and(|v| v >= 2.0)
+            && sample(&s, "beatd_fires_total", &[("job", "cmd"), ("outcome", "success")]).is_some_and(|v| v >= 2.0)
+    }));
+    let s = metrics(&d);
+    let names: std::collections::BTreeSet<&str> = s.samples.iter().map(|x| x.metric.as_str()).collect();
+    for want in [
+        "beatd_jobs",
+        "beatd_fires_total",
+        "beatd_fire_lateness_seconds",
+        "beatd_job_duration_seconds",
+        "beatd_jobs_running",
+        "beatd_next_fire_timestamp_seconds",
+        "beatd_last_success_timestamp_seconds",
+        "beatd_check_up",
+        "beatd_outbox_messages",
+        "beatd_config_reloads_total",
+        "beatd_loop_iterations_total",
+    ] {
+        assert!(names.contains(want), "{want} missing from {names:?}");
+    }
+    assert_eq!(sample(&s, "beatd_jobs", &[]), Some(4.0));
+    assert_eq!(sample(&s, "beatd_check_up", &[("job", "db")]), Some(1.0));
+    assert!(sample(&s, "beatd_next_fire_timestamp_seconds", &[("job", "off")]).is_none(), "disabled: no next fire");
+    let lateness = s.samples.iter().find(|x| x.metric == "beatd_fire_lateness_seconds").expect("histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &lateness.value else { panic!("not a histogram") };
+    let bounds: Vec<f64> = buckets.iter().map(|b| b.less_than).collect();
+    assert_eq!(bounds.first(), Some(&0.0001));
+    assert!(bounds.contains(&10.0));
+
+    // At a quiet moment (jobs paused, runs finished), every scheduled fire has one lateness
+    // sample and one outcome.
+    for job in ["tick", "cmd", "db"] {
+        assert_eq!(http("POST", &d.url(&format!("/api/jobs/{job}/pause")), None).0, 200);
+    }
+    let equal = wait_for(Duration::from_secs(4), || {
+        let s = metrics(&d);
+        // The parser folds _bucket, _count and _sum into one histogram sample.
+        let fired = sample(&s, "beatd_fire_lateness_seconds", &[]).unwrap_or(-1.0);
+        let outcomes: f64 = s
+            .samples
+            .iter()
+            .filter(|x| x.metric == "beatd_fires_total")
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .sum();
+        let running = sample(&s, "beatd_jobs_running", &[("job", "cmd")]).unwrap_or(1.0);
+        running == 0.0 && fired == outcomes && fired > 0.0
+    });
+    assert!(equal, "lateness count equals fires");
+}
+
+#[test]
+fn per_job_series_can_be_switched_off() {
+    let d = start("per_job_metrics = false", JOBS);
+    assert!(wait_for(Duration::from_secs(5), || {
+        sample(&metrics(&d), "beatd_fires_total", &[("outcome", "success")]).is_some_and(|v| v >= 2.0)
+    }));
+    let s = metrics(&d);
+    assert!(s.samples.iter().all(|x| x.labels.get("job").is_none()), "no job label anywhere");
+    assert!(sample(&s, "beatd_jobs_running", &[]).is_some());
+    let by_name: HashMap<&str, usize> = s.samples.iter().fold(HashMap::new(), |mut m, x| {
+        *m.entry(x.metric.as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(by_name.get("beatd_fires_total"), Some(&4), "one series per outcome");
+}
