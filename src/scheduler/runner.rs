@@ -316,7 +316,11 @@ async fn run_attempt(
 
 impl Dispatch for Runner {
     fn end_tick(&self) {
-        let batch = std::mem::take(&mut *self.inner.instant.lock().unwrap_or_else(|p| p.into_inner()));
+        let batch = {
+            let mut pending = self.inner.instant.lock().unwrap_or_else(|p| p.into_inner());
+            let capacity = pending.len();
+            std::mem::replace(&mut *pending, Vec::with_capacity(capacity))
+        };
         if !batch.is_empty() {
             self.inner.history.send(Entry::Batch(batch));
         }

@@ -94,14 +94,11 @@ impl RunRecord {
 /// What travels to the writer thread.
 #[derive(Debug)]
 pub enum Entry {
-    Run(RunRecord),
+    /// Boxed: instant fires are buffered by the ten thousand per tick, so an entry stays small.
+    Run(Box<RunRecord>),
     /// A fire of an instant action (`noop`) that succeeded at once: a reference count and two
     /// instants, so recording one costs the loop next to nothing. The writer builds the row.
-    Instant {
-        job: Arc<Job>,
-        slot: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
+    Instant { job: Arc<Job>, slot: DateTime<Utc>, at: DateTime<Utc> },
     /// Many entries from one tick, sent at once.
     Batch(Vec<Entry>),
 }
@@ -109,7 +106,7 @@ pub enum Entry {
 impl Entry {
     fn into_records(self, out: &mut Vec<RunRecord>) {
         match self {
-            Entry::Run(r) => out.push(r),
+            Entry::Run(r) => out.push(*r),
             Entry::Instant { job, slot, at } => out.push(RunRecord {
                 job: job.name.clone(),
                 fire_id: String::new(),
@@ -161,7 +158,7 @@ impl History {
     }
 
     pub fn record(&self, record: RunRecord) {
-        self.send(Entry::Run(record));
+        self.send(Entry::Run(Box::new(record)));
     }
 
     pub fn send(&self, entry: Entry) {
@@ -211,6 +208,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const MAX_BATCH: usize = 20_000;
 
 fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Entry>, keep: Duration, path: PathBuf) {
+    // The history can wait; the timer loop cannot. On a small machine this thread's inserts
+    // would otherwise take the loop's core just when a burst of fires is due.
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+        tracing::debug!("cannot lower the history writer's priority: {e}");
+    }
     let mut batch = Vec::with_capacity(1024);
     let mut last_prune: Option<Instant> = None;
     while let Some(first) = rx.blocking_recv() {

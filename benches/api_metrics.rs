@@ -1,0 +1,82 @@
+//! `GET /metrics` with 10 000 jobs, over real HTTP. Target: under 100 ms.
+//!
+//! The worst case: every job is a `command`, so each has a duration histogram besides its
+//! counters and gauges, and each has run once. `cargo bench --bench api_metrics`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beatd::api::{ApiState, serve};
+use beatd::clock::Clock;
+use beatd::config::parse_str;
+use beatd::jobs::{Actions, Services, http_client};
+use beatd::metrics::Metrics;
+use beatd::notify::Notifications;
+use beatd::scheduler::runner::Runner;
+use beatd::state::history::{History, RunOutcome};
+use beatd::status::Board;
+use chrono::Utc;
+
+const JOBS: usize = 10_000;
+
+async fn measure(per_job: bool) -> (Vec<Duration>, usize) {
+    let mut text = String::new();
+    for i in 0..JOBS {
+        text.push_str(&format!("[jobs.job-{i:05}]\nevery = \"1m\"\naction = \"command\"\ncommand = \"true\"\n"));
+    }
+    let jobs = parse_str(&text, Path::new("bench.toml"), Path::new(".")).expect("valid").jobs;
+    let board = Board::new(jobs, Metrics::new(per_job));
+    let now = Utc::now();
+    for e in &board.jobs {
+        e.status.set_next_fire(Some(now + chrono::Duration::minutes(1)));
+        e.status.finished(now, Some(now), now + chrono::Duration::milliseconds(120), RunOutcome::Success, None);
+    }
+    let services = Arc::new(Services {
+        clock: Clock::System,
+        http: http_client(),
+        notifications: Notifications::new(Default::default(), http_client()),
+        state_dir: "unused".into(),
+    });
+    let state = ApiState {
+        board,
+        runner: Runner::new(Actions, services, History::disabled(), None),
+        clock: Clock::System,
+        state_dir: "unused".into(),
+        token: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
+    tokio::spawn(serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    let client = reqwest::Client::new();
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..25 {
+        let start = Instant::now();
+        let body = client.get(&url).send().await.expect("answer").text().await.expect("body");
+        times.push(start.elapsed());
+        size = body.len();
+    }
+    times.sort();
+    (times, size)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    println!("GET /metrics with {JOBS} command jobs, 25 requests each\n");
+    println!("| per_job_metrics | body | min | median | max |");
+    println!("|---|---|---|---|---|");
+    for per_job in [true, false] {
+        let (t, size) = rt.block_on(measure(per_job));
+        println!(
+            "| {per_job} | {:.1} MB | {:.1} ms | {:.1} ms | {:.1} ms |",
+            size as f64 / 1e6,
+            t[0].as_secs_f64() * 1e3,
+            t[t.len() / 2].as_secs_f64() * 1e3,
+            t[t.len() - 1].as_secs_f64() * 1e3
+        );
+    }
+}

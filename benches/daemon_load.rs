@@ -1,0 +1,112 @@
+//! The real daemon under load: 10 000 `noop` jobs every second for a minute. Lateness comes
+//! from beatd's own histogram (`/metrics`); "no fire lost" from its run history: every job must
+//! have one run for every second between its first and last. Target: p99 under 10 ms.
+//!
+//! `cargo bench --bench daemon_load` (BENCH_SECONDS sets the length; default 60).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const JOBS: usize = 10_000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn get(url: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    rt.block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
+}
+
+/// The histogram's buckets as (upper bound, cumulative count).
+fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}_bucket{{le=\"")))
+        .filter_map(|rest| {
+            let (le, value) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The upper bound of the bucket that holds quantile `q`.
+fn quantile(b: &[(f64, f64)], q: f64) -> f64 {
+    let total = b.last().map_or(0.0, |x| x.1);
+    b.iter().find(|(_, c)| *c >= q * total).map_or(f64::NAN, |x| x.0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut config = std::fs::File::create(dir.path().join("beatd.toml")).expect("config");
+    writeln!(config, "[scheduler]\ntimezone = \"UTC\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n").expect("write");
+    for i in 0..JOBS {
+        writeln!(config, "[jobs.j{i}]\nevery = \"1s\"\naction = \"noop\"").expect("write");
+    }
+    drop(config);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beatd"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("beatd.toml"))
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start beatd");
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while get(&format!("{base}/healthz")).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "beatd did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A first scrape after a warm-up separates start-up (zone tables, first inserts, page
+    // faults of a fresh heap) from the steady state.
+    const WARM_UP: u64 = 5;
+    std::thread::sleep(Duration::from_secs(WARM_UP));
+    let warm = buckets(&get(&format!("{base}/metrics")).expect("metrics"), "beatd_fire_lateness_seconds");
+    std::thread::sleep(Duration::from_secs(seconds.saturating_sub(WARM_UP)));
+    let text = get(&format!("{base}/metrics")).expect("metrics");
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+
+    let late = buckets(&text, "beatd_fire_lateness_seconds");
+    let fired = late.last().map_or(0.0, |x| x.1);
+    let conn = beatd::state::open_read_only(&dir.path().join("state")).expect("history");
+    let (runs, jobs, gaps): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT sum(n), count(*), sum(span - n) FROM (
+                 SELECT count(*) AS n, (max(scheduled_at) - min(scheduled_at)) / 1000 + 1 AS span
+                 FROM runs GROUP BY job)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("query");
+    println!("{JOBS} noop jobs every 1 s for {seconds} s, the beatd binary; lateness from its histogram\n");
+    println!(
+        "| fires (histogram) | runs in history | jobs with runs | missing slots | p50 ≤ | p99 ≤ | p99.9 ≤ | max ≤ |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let ms = |v: f64| if v.is_finite() { format!("{} ms", v * 1e3) } else { "> 10 s".into() };
+    println!(
+        "| {fired} | {runs} | {jobs} | {gaps} | {} | {} | {} | {} |",
+        ms(quantile(&late, 0.5)),
+        ms(quantile(&late, 0.99)),
+        ms(quantile(&late, 0.999)),
+        ms(quantile(&late, 1.0))
+    );
+    let steady: Vec<(f64, f64)> = late.iter().zip(&warm).map(|(a, b)| (a.0, a.1 - b.1)).collect();
+    println!(
+        "| after the first {WARM_UP} s | {} | | | {} | {} | {} | {} |",
+        steady.last().map_or(0.0, |x| x.1),
+        ms(quantile(&steady, 0.5)),
+        ms(quantile(&steady, 0.99)),
+        ms(quantile(&steady, 0.999)),
+        ms(quantile(&steady, 1.0))
+    );
+    println!("\nbuckets (le, cumulative), whole run: {late:?}");
+    println!("first {WARM_UP} s: {warm:?}");
+}
