@@ -12,6 +12,7 @@
 //! - [`policy`]: timeouts, overlap, retries and jitter; [`notify`]: webhooks.
 //! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
 //! - [`api`]: the HTTP API (axum).
+//! - [`systemd`]: sd_notify readiness, status and watchdog.
 //! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.
 pub mod api;
 pub mod cli;
@@ -27,4 +28,5 @@ pub mod schedule;
 pub mod scheduler;
 pub mod state;
 pub mod status;
+pub mod systemd;
 pub mod timers;

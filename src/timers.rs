@@ -37,6 +37,11 @@ impl Timers {
         self.heap.push(Reverse(Entry { at, job, slot }));
     }
 
+    /// The earliest entry.
+    pub fn peek(&self) -> Option<Entry> {
+        self.heap.peek().map(|Reverse(e)| *e)
+    }
+
     /// The earliest entry's instant.
     pub fn next_at(&self) -> Option<DateTime<Utc>> {
         self.heap.peek().map(|Reverse(e)| e.at)

@@ -24,6 +24,7 @@ use crate::state::{
     history::{History, Writer},
 };
 use crate::status::Board;
+use crate::systemd::Systemd;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -68,6 +69,13 @@ pub fn run(args: Args) -> Result<(), Failed> {
 async fn serve(config: Config, history: History) -> Result<(), Failed> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| fail(format!("cannot handle SIGTERM: {e}")))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(format!("cannot handle SIGINT: {e}")))?;
+    // SIGHUP's default action would end the daemon; until reload exists, say so and go on.
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| fail(format!("cannot handle SIGHUP: {e}")))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!("SIGHUP: reloading the config is not supported yet; restart beatd to apply changes");
+        }
+    });
     let sched = &config.scheduler;
     let http = crate::jobs::http_client();
     let notifications = Notifications::new(config.notifiers.clone(), http.clone());
@@ -110,7 +118,17 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
         }
         None => None,
     };
-    let scheduler = Scheduler::with_board(board, Clock::System, runner.clone());
+    let systemd = Arc::new(Systemd::from_env());
+    let mut scheduler = Scheduler::with_board(board, Clock::System, runner.clone()).with_status_line({
+        let systemd = systemd.clone();
+        Box::new(move |line| systemd.status(line))
+    });
+    if let Some(interval) = systemd.watchdog_interval() {
+        tracing::info!("systemd watchdog: pinging every {}", humantime::format_duration(interval));
+        scheduler = scheduler.with_watchdog(interval, Box::new(Systemd::watchdog_ping));
+    }
+    // Config loaded, state opened, API listening: ready.
+    systemd.ready(&scheduler.summary());
     match scheduler.upcoming().first() {
         Some((at, job)) => tracing::info!(
             "beatd started: {enabled} job(s) from {}, next: {} at {}",
@@ -123,6 +141,7 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
 
     let stop = CancellationToken::new();
     let kill = runner.kill_token();
+    let stopping = systemd.clone();
     let signals = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -133,6 +152,7 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
                 };
                 if n == 0 {
                     tracing::info!("{name}: stopping; no new fires");
+                    stopping.stopping();
                     stop.cancel();
                 } else {
                     tracing::warn!("{name} again: killing running jobs now");

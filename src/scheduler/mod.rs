@@ -37,9 +37,17 @@ pub trait Dispatch: Send + Sync {
 /// A wall-clock discrepancy larger than this, between two loop iterations, is logged as a step.
 const STEP_TOLERANCE_MS: i64 = 1000;
 
+/// Called by the loop itself at a fixed interval: the systemd watchdog ping.
+pub type Ping = Box<dyn Fn() + Send + Sync>;
+
+/// Called by the loop after each iteration with a one-line summary (systemd's STATUS=).
+pub type StatusLine = Box<dyn Fn(&str) + Send + Sync>;
+
 pub struct Scheduler<D: Dispatch> {
     /// The enabled jobs; timer entries index into it.
     jobs: Vec<Entry>,
+    watchdog: Option<(std::time::Duration, Ping)>,
+    status_line: Option<StatusLine>,
     board: Arc<Board>,
     timers: Timers,
     clock: Clock,
@@ -70,7 +78,36 @@ impl<D: Dispatch> Scheduler<D> {
                 entry.status.set_next_fire(Some(at));
             }
         }
-        Scheduler { jobs, board, timers, clock, dispatch }
+        Scheduler { jobs, watchdog: None, status_line: None, board, timers, clock, dispatch }
+    }
+
+    /// Makes the loop call `ping` every `interval`, from its own iterations: a loop that stops
+    /// ticking stops pinging.
+    pub fn with_watchdog(mut self, interval: std::time::Duration, ping: Ping) -> Self {
+        self.watchdog = Some((interval, ping));
+        self
+    }
+
+    /// Makes the loop report `N jobs, next: NAME at TIME` after each iteration.
+    pub fn with_status_line(mut self, report: StatusLine) -> Self {
+        self.status_line = Some(report);
+        self
+    }
+
+    /// `12 jobs, next: cleanup-every-day at 02:00 CET`.
+    pub fn summary(&self) -> String {
+        let n = self.jobs.len();
+        let jobs = format!("{n} job{}", if n == 1 { "" } else { "s" });
+        match self.timers.peek() {
+            Some(e) => {
+                let job = &self.jobs[e.job as usize].job;
+                let at = e.at.with_timezone(&job.timezone);
+                let today = self.clock.now().with_timezone(&job.timezone).date_naive() == at.date_naive();
+                let when = if today { at.format("%H:%M:%S %Z") } else { at.format("%Y-%m-%d %H:%M %Z") };
+                format!("{jobs}, next: {} at {when}", job.name)
+            }
+            None => format!("{jobs}, none scheduled"),
+        }
     }
 
     pub fn board(&self) -> Arc<Board> {
@@ -98,6 +135,7 @@ impl<D: Dispatch> Scheduler<D> {
             self.dispatch.end_tick();
         }
         let mut last = (start, self.clock.monotonic());
+        let mut next_ping = self.clock.monotonic();
         loop {
             let now = self.clock.now();
             let mono = self.clock.monotonic();
@@ -115,7 +153,18 @@ impl<D: Dispatch> Scheduler<D> {
             }
             last = (now, mono);
             self.tick(now);
-            let next = self.timers.next_at();
+            let mut next = self.timers.next_at();
+            if let Some((interval, ping)) = &self.watchdog {
+                if self.clock.monotonic() >= next_ping {
+                    ping();
+                    next_ping = self.clock.monotonic() + *interval;
+                }
+                let ping_at = now + chrono::Duration::from_std(next_ping - self.clock.monotonic()).unwrap_or_default();
+                next = Some(next.map_or(ping_at, |n| n.min(ping_at)));
+            }
+            if let Some(report) = &self.status_line {
+                report(&self.summary());
+            }
             self.board.health.iteration(next.map(|n| (n - now).to_std().unwrap_or_default()));
             tokio::select! {
                 biased;

@@ -6,4 +6,5 @@ mod check;
 mod checks;
 mod next;
 mod run;
+mod systemd;
 mod util;
