@@ -17,7 +17,30 @@ use crate::config::diag::Diags;
 use crate::config::table::Table;
 use crate::fire::fire_id;
 
-pub const KEYS: &[&str] = &["timeout", "overlap", "retries", "retry_delay", "retry_max_delay", "jitter"];
+pub const KEYS: &[&str] = &[
+    "timeout",
+    "overlap",
+    "retries",
+    "retry_delay",
+    "retry_max_delay",
+    "jitter",
+    "catch_up",
+    "catch_up_limit",
+    "catch_up_window",
+];
+pub const CATCH_UPS: &[&str] = &["skip", "latest", "all"];
+
+/// What a job does, at start, about slots missed while beatd was not running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CatchUp {
+    /// None of them run.
+    Skip,
+    /// One run, for the latest missed slot.
+    #[default]
+    Latest,
+    /// Each missed slot in order, at most `catch_up_limit` (the latest ones).
+    All,
+}
 pub const OVERLAPS: &[&str] = &["skip", "queue", "allow", "replace"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +64,10 @@ pub struct Policy {
     pub retry_delay: Duration,
     pub retry_max_delay: Duration,
     pub jitter: Option<Duration>,
+    pub catch_up: CatchUp,
+    pub catch_up_limit: usize,
+    /// Missed slots older than this are ignored; `None`: no limit.
+    pub catch_up_window: Option<Duration>,
 }
 
 impl Default for Policy {
@@ -52,6 +79,9 @@ impl Default for Policy {
             retry_delay: Duration::from_secs(10),
             retry_max_delay: Duration::from_secs(600),
             jitter: None,
+            catch_up: CatchUp::Latest,
+            catch_up_limit: 100,
+            catch_up_window: None,
         }
     }
 }
@@ -90,6 +120,28 @@ impl Policy {
         }
         if let Some((v, _)) = t.duration(d, "retry_max_delay") {
             p.retry_max_delay = v;
+        }
+        if let Some(c) = t.str(d, "catch_up") {
+            p.catch_up = match c.value {
+                "skip" => CatchUp::Skip,
+                "latest" => CatchUp::Latest,
+                "all" => CatchUp::All,
+                other => {
+                    let h = crate::config::diag::hint(other, CATCH_UPS.iter().copied());
+                    let h = if h.is_empty() { format!(" (one of: {})", CATCH_UPS.join(", ")) } else { h };
+                    t.error(d, c.span, format!("unknown catch_up \"{other}\"{h}"));
+                    CatchUp::Latest
+                }
+            };
+        }
+        if let Some((n, span)) = t.integer(d, "catch_up_limit") {
+            match usize::try_from(n) {
+                Ok(n) if (1..=100_000).contains(&n) => p.catch_up_limit = n,
+                _ => t.error(d, span, "\"catch_up_limit\" must be from 1 to 100000"),
+            }
+        }
+        if let Some((v, _)) = t.duration(d, "catch_up_window") {
+            p.catch_up_window = Some(v);
         }
         if let Some((v, span)) = t.duration(d, "jitter") {
             if v.as_millis() == 0 {

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifications;
 use crate::scheduler::Scheduler;
 use crate::scheduler::runner::Runner;
+use crate::state::journal::Journal;
 use crate::state::{
     self,
     history::{History, Writer},
@@ -118,11 +119,13 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
         }
         None => None,
     };
+    let journal = Journal::open(&sched.state_dir).map_err(fail)?;
     let systemd = Arc::new(Systemd::from_env());
-    let mut scheduler = Scheduler::with_board(board, Clock::System, runner.clone()).with_status_line({
-        let systemd = systemd.clone();
-        Box::new(move |line| systemd.status(line))
-    });
+    let mut scheduler =
+        Scheduler::with_board(board, Clock::System, runner.clone()).with_journal(journal).with_status_line({
+            let systemd = systemd.clone();
+            Box::new(move |line| systemd.status(line))
+        });
     if let Some(interval) = systemd.watchdog_interval() {
         tracing::info!("systemd watchdog: pinging every {}", humantime::format_duration(interval));
         scheduler = scheduler.with_watchdog(interval, Box::new(Systemd::watchdog_ping));

@@ -21,7 +21,9 @@ use crate::clock::Clock;
 use crate::config::Job;
 use crate::fire::Fire;
 use crate::metrics::Metrics;
+use crate::policy::CatchUp;
 use crate::schedule::Schedule;
+use crate::state::journal::Journal;
 use crate::status::{Board, Entry};
 use crate::timers::Timers;
 
@@ -46,6 +48,13 @@ pub type StatusLine = Box<dyn Fn(&str) + Send + Sync>;
 pub struct Scheduler<D: Dispatch> {
     /// The enabled jobs; timer entries index into it.
     jobs: Vec<Entry>,
+    /// Each job's schedule as the journal knows it (text and zone); parallel to `jobs`.
+    keys: Vec<String>,
+    journal: Option<Journal>,
+    /// Missed slots to run at start, in slot order: (job index, slot).
+    catch_up: Vec<(u32, DateTime<Utc>)>,
+    /// This tick's (job index, slot), reused from tick to tick.
+    due: Vec<(u32, DateTime<Utc>)>,
     watchdog: Option<(std::time::Duration, Ping)>,
     status_line: Option<StatusLine>,
     board: Arc<Board>,
@@ -78,7 +87,60 @@ impl<D: Dispatch> Scheduler<D> {
                 entry.status.set_next_fire(Some(at));
             }
         }
-        Scheduler { jobs, watchdog: None, status_line: None, board, timers, clock, dispatch }
+        let keys = jobs.iter().map(|e| format!("{} {}", e.job.schedule_text, e.job.timezone.name())).collect();
+        Scheduler {
+            jobs,
+            keys,
+            journal: None,
+            catch_up: Vec::new(),
+            due: Vec::new(),
+            watchdog: None,
+            status_line: None,
+            board,
+            timers,
+            clock,
+            dispatch,
+        }
+    }
+
+    /// Persists each tick's slots in `journal` before dispatching them, and handles the slots
+    /// missed since the journal's last entries by each job's `catch_up`. A job the journal does
+    /// not know, or whose schedule changed, starts from now.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        let now = self.clock.now();
+        let known = journal.load().unwrap_or_else(|e| {
+            tracing::error!("cannot read the fire journal ({e}); every job starts from now");
+            Default::default()
+        });
+        for (i, e) in self.jobs.iter().enumerate() {
+            let Some((last, schedule)) = known.get(&e.job.name) else { continue };
+            if *schedule != self.keys[i] {
+                tracing::info!(job = %e.job.name, "schedule changed since the last run; starting from now");
+                continue;
+            }
+            if *last > now {
+                // The clock is behind the journal: recorded slots must not run again.
+                self.timers.remove(i as u32);
+                if let Some((slot, at)) = e.job.next_fire(*last) {
+                    self.timers.push_slot(slot, at, i as u32);
+                }
+                e.status.set_next_fire(e.job.next_fire(*last).map(|(_, at)| at));
+                continue;
+            }
+            let (run, missed) = missed_slots(&e.job, *last, now);
+            if missed > 0 {
+                tracing::info!(
+                    job = %e.job.name,
+                    "{missed} slot(s) missed since {last}; catch_up = {:?}: running {}",
+                    e.job.policy.catch_up,
+                    run.len()
+                );
+            }
+            self.catch_up.extend(run.into_iter().map(|s| (i as u32, s)));
+        }
+        self.catch_up.sort_by_key(|(_, s)| *s);
+        self.journal = Some(journal);
+        self
     }
 
     /// Makes the loop call `ping` every `interval`, from its own iterations: a loop that stops
@@ -134,6 +196,10 @@ impl<D: Dispatch> Scheduler<D> {
             self.dispatch.dispatch(Fire::scheduled(entry.job.clone(), entry.status.clone(), start, start));
             self.dispatch.end_tick();
         }
+        if !self.catch_up.is_empty() {
+            let catch_up = std::mem::take(&mut self.catch_up);
+            self.handle(&catch_up, start);
+        }
         let mut last = (start, self.clock.monotonic());
         let mut next_ping = self.clock.monotonic();
         loop {
@@ -177,7 +243,8 @@ impl<D: Dispatch> Scheduler<D> {
 
     /// Dispatches every entry due at `now` and reschedules its job. Returns how many fired.
     pub fn tick(&mut self, now: DateTime<Utc>) -> usize {
-        let mut fired = 0;
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
         while let Some(entry) = self.timers.pop_due(now) {
             let Entry { job, status } = &self.jobs[entry.job as usize];
             let mut slot = entry.slot;
@@ -193,24 +260,87 @@ impl<D: Dispatch> Scheduler<D> {
                 slot = latest;
                 next = job.next_fire(latest);
             }
-            if status.is_paused() {
-                tracing::debug!(job = %job.name, %slot, "paused; not run");
-            } else {
-                let late = (self.clock.now() - slot).num_microseconds().unwrap_or(i64::MAX);
-                self.board.metrics.lateness.observe(late as f64 / 1e6);
-                self.dispatch.dispatch(Fire::scheduled(job.clone(), status.clone(), slot, now));
-                fired += 1;
-            }
             status.set_next_fire(next.map(|(_, at)| at));
             if let Some((slot, at)) = next {
                 self.timers.push_slot(slot, at, entry.job);
             }
+            due.push((entry.job, slot));
+        }
+        let fired = self.handle(&due, now);
+        self.due = due;
+        fired
+    }
+
+    /// Journals `slots`, then dispatches them (all but paused jobs'). Returns how many ran.
+    fn handle(&mut self, slots: &[(u32, DateTime<Utc>)], now: DateTime<Utc>) -> usize {
+        if slots.is_empty() {
+            return 0;
+        }
+        if let Some(journal) = &mut self.journal {
+            let jobs = &self.jobs;
+            let keys = &self.keys;
+            let parts = slots.iter().map(|&(i, s)| (jobs[i as usize].job.name.as_str(), s, keys[i as usize].as_str()));
+            if let Err(e) = journal.record_each(parts) {
+                // Running the jobs matters more than remembering them: go on, but loudly, since
+                // a crash now could run these slots again.
+                tracing::error!("cannot record {} fire(s) in the journal: {e}", slots.len());
+            }
+        }
+        let mut fired = 0;
+        for &(i, slot) in slots {
+            let Entry { job, status } = &self.jobs[i as usize];
+            if status.is_paused() {
+                tracing::debug!(job = %job.name, %slot, "paused; not run");
+                continue;
+            }
+            let late = (self.clock.now() - slot).num_microseconds().unwrap_or(i64::MAX);
+            self.board.metrics.lateness.observe(late as f64 / 1e6);
+            self.dispatch.dispatch(Fire::scheduled(job.clone(), status.clone(), slot, now));
+            fired += 1;
         }
         if fired > 0 {
             self.dispatch.end_tick();
         }
         fired
     }
+}
+
+/// The slots after `last` and up to `now` that `job`'s `catch_up` runs, and how many were
+/// missed in all (within `catch_up_window`).
+fn missed_slots(job: &Job, last: DateTime<Utc>, now: DateTime<Utc>) -> (Vec<DateTime<Utc>>, u64) {
+    let policy = &job.policy;
+    let mut after = last;
+    if let Some(w) = policy.catch_up_window {
+        let oldest = now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX);
+        after = after.max(oldest - chrono::Duration::milliseconds(1));
+    }
+    let Some((latest, missed)) = job.schedule.latest_in(after, now) else { return (Vec::new(), 0) };
+    let run = match policy.catch_up {
+        CatchUp::Skip => Vec::new(),
+        CatchUp::Latest => vec![latest],
+        CatchUp::All => {
+            let keep = policy.catch_up_limit;
+            let mut from = after;
+            if let Schedule::Every(iv) = &job.schedule
+                && missed > keep as u64
+            {
+                // Straight to the last `keep` slots instead of walking a long outage.
+                let n = i32::try_from(keep).unwrap_or(i32::MAX);
+                from = latest - chrono::Duration::from_std(iv.every()).unwrap_or_default() * n;
+            }
+            let mut slots = std::collections::VecDeque::with_capacity(keep.min(1024));
+            let mut t = from;
+            while let Some(s) = job.schedule.next_after(t).filter(|s| *s <= now) {
+                if slots.len() == keep {
+                    slots.pop_front();
+                }
+                slots.push_back(s);
+                t = s;
+            }
+            slots.into()
+        }
+    };
+    (run, missed)
 }
 
 async fn sleep_until(clock: &Clock, next: Option<DateTime<Utc>>) {

@@ -284,3 +284,84 @@ async fn shutdown_stops_new_fires() {
     assert_eq!(rec.of("each-second").len(), n);
     assert_eq!(n, 5);
 }
+
+// ---- missed slots across restarts, with the real journal --------------------------------
+
+/// Runs the loop over `toml` with the journal in `state` from wall time `from` to `until`;
+/// returns the fires.
+async fn run_with_journal(toml: &str, state: &Path, from: &str, until: &str) -> Recorder {
+    let clock = Clock::manual(at(from));
+    let recorder = Recorder::default();
+    let journal = crate::state::journal::Journal::open(state).expect("journal");
+    let scheduler = Scheduler::new(jobs(toml), clock.clone(), recorder.clone()).with_journal(journal);
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            scheduler.run(stop).await;
+        }
+    });
+    run_until(&clock, at(until)).await;
+    stop.cancel();
+    handle.await.expect("loop ends");
+    recorder
+}
+
+fn job_toml(extra: &str) -> String {
+    format!("[jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n{extra}\n")
+}
+
+/// Runs 10 s, is down from 00:00:10 to 00:01:00, then runs 2 s more; returns the second run's
+/// slots as seconds after midnight.
+async fn restart(extra: &str) -> Vec<i64> {
+    let state = tempfile::tempdir().expect("temp dir");
+    let first = run_with_journal(&job_toml(extra), state.path(), "2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z").await;
+    assert_eq!(first.of("tick").len(), 10);
+    let second =
+        run_with_journal(&job_toml(extra), state.path(), "2026-01-01T00:01:00.500Z", "2026-01-01T00:01:02Z").await;
+    second.of("tick").iter().map(|(s, _)| (*s - at("2026-01-01T00:00:00Z")).num_seconds()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_latest_runs_the_latest_missed_slot_once() {
+    // Missed 11..=60; the default runs 60 at start, then 61, 62 as usual.
+    assert_eq!(restart("").await, [60, 61, 62]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_skip_runs_none_of_them() {
+    assert_eq!(restart("catch_up = \"skip\"").await, [61, 62]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_all_runs_each_missed_slot_up_to_the_limit() {
+    let all = restart("catch_up = \"all\"").await;
+    assert_eq!(all, (11..=62).collect::<Vec<_>>(), "every missed slot once, in order");
+    assert_eq!(restart("catch_up = \"all\"\ncatch_up_limit = 5").await, [56, 57, 58, 59, 60, 61, 62]);
+    // The window drops slots older than 10 s before the restart (00:00:50.5).
+    assert_eq!(restart("catch_up = \"all\"\ncatch_up_window = \"10s\"").await, (51..=62).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_schedule_or_a_new_job_starts_from_now() {
+    let state = tempfile::tempdir().expect("temp dir");
+    run_with_journal(&job_toml(""), state.path(), "2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z").await;
+    let changed = "[jobs.tick]\nevery = \"2s\"\naction = \"noop\"\n[jobs.new]\nevery = \"1s\"\naction = \"noop\"\n";
+    let second = run_with_journal(changed, state.path(), "2026-01-01T00:01:00.500Z", "2026-01-01T00:01:03Z").await;
+    let secs = |job: &str| -> Vec<i64> {
+        second.of(job).iter().map(|(s, _)| (*s - at("2026-01-01T00:00:00Z")).num_seconds()).collect()
+    };
+    assert_eq!(secs("tick"), [62]);
+    assert_eq!(secs("new"), [61, 62, 63]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_in_the_journal_never_runs_again_even_if_the_clock_went_back() {
+    let state = tempfile::tempdir().expect("temp dir");
+    run_with_journal(&job_toml(""), state.path(), "2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z").await;
+    // Restarted with the wall clock five seconds behind the journal.
+    let second = run_with_journal(&job_toml(""), state.path(), "2026-01-01T00:00:05Z", "2026-01-01T00:00:13Z").await;
+    let slots: Vec<i64> =
+        second.of("tick").iter().map(|(s, _)| (*s - at("2026-01-01T00:00:00Z")).num_seconds()).collect();
+    assert_eq!(slots, [11, 12, 13]);
+}

@@ -5,6 +5,7 @@
 //! `PRAGMA user_version` and migrated forward on open.
 
 pub mod history;
+pub mod journal;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,12 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE paused (
         job TEXT PRIMARY KEY,
         since INTEGER NOT NULL           -- unix milliseconds
+    );",
+    // 3: the last slot handled per job, written before the slot is dispatched.
+    "CREATE TABLE last_fired (
+        job TEXT PRIMARY KEY,
+        slot INTEGER NOT NULL,           -- unix milliseconds
+        schedule TEXT NOT NULL           -- the schedule it belonged to; a change starts afresh
     );",
 ];
 
