@@ -103,42 +103,55 @@ impl<D: Dispatch> Scheduler<D> {
         }
     }
 
-    /// Persists each tick's slots in `journal` before dispatching them, and handles the slots
-    /// missed since the journal's last entries by each job's `catch_up`. A job the journal does
-    /// not know, or whose schedule changed, starts from now.
-    pub fn with_journal(mut self, journal: Journal) -> Self {
+    /// Records each tick in `journal` before dispatching it, and handles the fires missed
+    /// since the journal's watermark by each job's `catch_up`. A job the journal does not know,
+    /// or whose schedule changed, starts from now.
+    pub fn with_journal(mut self, mut journal: Journal) -> Self {
         let now = self.clock.now();
         let known = journal.load().unwrap_or_else(|e| {
             tracing::error!("cannot read the fire journal ({e}); every job starts from now");
             Default::default()
         });
-        for (i, e) in self.jobs.iter().enumerate() {
-            let Some((last, schedule)) = known.get(&e.job.name) else { continue };
-            if *schedule != self.keys[i] {
-                tracing::info!(job = %e.job.name, "schedule changed since the last run; starting from now");
-                continue;
-            }
-            if *last > now {
-                // The clock is behind the journal: recorded slots must not run again.
-                self.timers.remove(i as u32);
-                if let Some((slot, at)) = e.job.next_fire(*last) {
-                    self.timers.push_slot(slot, at, i as u32);
+        if let Some(until) = known.handled_until {
+            for (i, e) in self.jobs.iter().enumerate() {
+                if matches!(e.job.schedule, Schedule::Reboot) {
+                    continue;
                 }
-                e.status.set_next_fire(e.job.next_fire(*last).map(|(_, at)| at));
-                continue;
+                match known.schedules.get(&e.job.name) {
+                    Some(schedule) if *schedule == self.keys[i] => {}
+                    Some(_) => {
+                        tracing::info!(job = %e.job.name, "schedule changed since the last run; starting from now");
+                        continue;
+                    }
+                    None => continue,
+                }
+                if until > now {
+                    // The clock is behind the journal: handled fires must not run again.
+                    self.timers.remove(i as u32);
+                    let next = e.job.next_fire(until);
+                    if let Some((slot, at)) = next {
+                        self.timers.push_slot(slot, at, i as u32);
+                    }
+                    e.status.set_next_fire(next.map(|(_, at)| at));
+                    continue;
+                }
+                let (run, missed) = missed_slots(&e.job, until, now);
+                if missed > 0 {
+                    tracing::info!(
+                        job = %e.job.name,
+                        "{missed} fire(s) missed since {until}; catch_up = {:?}: running {}",
+                        e.job.policy.catch_up,
+                        run.len()
+                    );
+                }
+                self.catch_up.extend(run.into_iter().map(|s| (i as u32, s)));
             }
-            let (run, missed) = missed_slots(&e.job, *last, now);
-            if missed > 0 {
-                tracing::info!(
-                    job = %e.job.name,
-                    "{missed} slot(s) missed since {last}; catch_up = {:?}: running {}",
-                    e.job.policy.catch_up,
-                    run.len()
-                );
-            }
-            self.catch_up.extend(run.into_iter().map(|s| (i as u32, s)));
+            self.catch_up.sort_by_key(|(_, s)| *s);
         }
-        self.catch_up.sort_by_key(|(_, s)| *s);
+        let jobs = self.jobs.iter().zip(&self.keys).map(|(e, k)| (e.job.name.as_str(), k.as_str()));
+        if let Err(e) = journal.set_jobs(jobs, now) {
+            tracing::error!("cannot record the jobs in the fire journal: {e}");
+        }
         self.journal = Some(journal);
         self
     }
@@ -196,10 +209,9 @@ impl<D: Dispatch> Scheduler<D> {
             self.dispatch.dispatch(Fire::scheduled(entry.job.clone(), entry.status.clone(), start, start));
             self.dispatch.end_tick();
         }
-        if !self.catch_up.is_empty() {
-            let catch_up = std::mem::take(&mut self.catch_up);
-            self.handle(&catch_up, start);
-        }
+        let catch_up = std::mem::take(&mut self.catch_up);
+        self.mark_handled(start);
+        self.handle(&catch_up, start);
         let mut last = (start, self.clock.monotonic());
         let mut next_ping = self.clock.monotonic();
         loop {
@@ -266,26 +278,28 @@ impl<D: Dispatch> Scheduler<D> {
             }
             due.push((entry.job, slot));
         }
+        if !due.is_empty() {
+            self.mark_handled(now);
+        }
         let fired = self.handle(&due, now);
         self.due = due;
         fired
     }
 
-    /// Journals `slots`, then dispatches them (all but paused jobs'). Returns how many ran.
+    /// Writes the journal's watermark: every fire due at or before `now` is handled. Called
+    /// before that tick's fires are dispatched.
+    fn mark_handled(&mut self, now: DateTime<Utc>) {
+        if let Some(journal) = &mut self.journal
+            && let Err(e) = journal.handled_until(now)
+        {
+            // Running the jobs matters more than remembering them: go on, but loudly, since a
+            // crash now could run this tick's fires again.
+            tracing::error!("cannot record fires in the journal: {e}");
+        }
+    }
+
+    /// Dispatches `slots` (all but paused jobs'). Returns how many ran.
     fn handle(&mut self, slots: &[(u32, DateTime<Utc>)], now: DateTime<Utc>) -> usize {
-        if slots.is_empty() {
-            return 0;
-        }
-        if let Some(journal) = &mut self.journal {
-            let jobs = &self.jobs;
-            let keys = &self.keys;
-            let parts = slots.iter().map(|&(i, s)| (jobs[i as usize].job.name.as_str(), s, keys[i as usize].as_str()));
-            if let Err(e) = journal.record_each(parts) {
-                // Running the jobs matters more than remembering them: go on, but loudly, since
-                // a crash now could run these slots again.
-                tracing::error!("cannot record {} fire(s) in the journal: {e}", slots.len());
-            }
-        }
         let mut fired = 0;
         for &(i, slot) in slots {
             let Entry { job, status } = &self.jobs[i as usize];
@@ -305,37 +319,48 @@ impl<D: Dispatch> Scheduler<D> {
     }
 }
 
-/// The slots after `last` and up to `now` that `job`'s `catch_up` runs, and how many were
-/// missed in all (within `catch_up_window`).
-fn missed_slots(job: &Job, last: DateTime<Utc>, now: DateTime<Utc>) -> (Vec<DateTime<Utc>>, u64) {
+/// The fires of `job` that were not handled by `until` and are due by `now`, as `catch_up`
+/// picks them, and how many were missed in all (within `catch_up_window`).
+fn missed_slots(job: &Job, until: DateTime<Utc>, now: DateTime<Utc>) -> (Vec<DateTime<Utc>>, u64) {
     let policy = &job.policy;
-    let mut after = last;
-    if let Some(w) = policy.catch_up_window {
-        let oldest = now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX);
-        after = after.max(oldest - chrono::Duration::milliseconds(1));
+    let oldest = policy.catch_up_window.map(|w| now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX));
+    let in_window = |s: &DateTime<Utc>| oldest.is_none_or(|o| *s >= o);
+    // With jitter, a slot at or before the watermark may run after it: not handled yet.
+    let mut early = Vec::new();
+    if let Some(j) = policy.jitter {
+        let mut t = until - chrono::Duration::from_std(j).unwrap_or_default();
+        while let Some(s) = job.schedule.next_after(t).filter(|s| *s <= until) {
+            if job.run_at(s) > until && in_window(&s) {
+                early.push(s);
+            }
+            t = s;
+        }
     }
-    let Some((latest, missed)) = job.schedule.latest_in(after, now) else { return (Vec::new(), 0) };
-    let run = match policy.catch_up {
-        CatchUp::Skip => Vec::new(),
-        CatchUp::Latest => vec![latest],
-        CatchUp::All => {
+    let after = oldest.map_or(until, |o| until.max(o - chrono::Duration::milliseconds(1)));
+    let later = job.schedule.latest_in(after, now);
+    let missed = early.len() as u64 + later.map_or(0, |(_, n)| n);
+    let run = match (policy.catch_up, later) {
+        (CatchUp::Skip, _) => Vec::new(),
+        (CatchUp::Latest, Some((latest, _))) => vec![latest],
+        (CatchUp::Latest, None) => early.last().copied().into_iter().collect(),
+        (CatchUp::All, _) => {
             let keep = policy.catch_up_limit;
             let mut from = after;
-            if let Schedule::Every(iv) = &job.schedule
-                && missed > keep as u64
+            if let (Schedule::Every(iv), Some((latest, n))) = (&job.schedule, later)
+                && n > keep as u64
             {
                 // Straight to the last `keep` slots instead of walking a long outage.
-                let n = i32::try_from(keep).unwrap_or(i32::MAX);
-                from = latest - chrono::Duration::from_std(iv.every()).unwrap_or_default() * n;
+                let k = i32::try_from(keep).unwrap_or(i32::MAX);
+                from = latest - chrono::Duration::from_std(iv.every()).unwrap_or_default() * k;
             }
-            let mut slots = std::collections::VecDeque::with_capacity(keep.min(1024));
+            let mut slots: std::collections::VecDeque<DateTime<Utc>> = early.into();
             let mut t = from;
             while let Some(s) = job.schedule.next_after(t).filter(|s| *s <= now) {
-                if slots.len() == keep {
-                    slots.pop_front();
-                }
                 slots.push_back(s);
                 t = s;
+            }
+            while slots.len() > keep {
+                slots.pop_front();
             }
             slots.into()
         }

@@ -45,12 +45,6 @@ const MIGRATIONS: &[&str] = &[
         job TEXT PRIMARY KEY,
         since INTEGER NOT NULL           -- unix milliseconds
     );",
-    // 3: the last slot handled per job, written before the slot is dispatched.
-    "CREATE TABLE last_fired (
-        job TEXT PRIMARY KEY,
-        slot INTEGER NOT NULL,           -- unix milliseconds
-        schedule TEXT NOT NULL           -- the schedule it belonged to; a change starts afresh
-    );",
 ];
 
 /// Jobs paused through the API.
@@ -80,15 +74,20 @@ pub fn set_paused(
 
 /// Opens (creating if needed) the state database for writing, migrated to the latest schema.
 pub fn open(state_dir: &Path) -> Result<Connection, StateError> {
+    open_file(state_dir, DB_FILE, MIGRATIONS)
+}
+
+/// Opens `file` under `state_dir` in WAL mode, migrated with `migrations`.
+fn open_file(state_dir: &Path, file: &str, migrations: &[&str]) -> Result<Connection, StateError> {
     std::fs::create_dir_all(state_dir)
         .map_err(|source| StateError::CreateDir { path: state_dir.to_path_buf(), source })?;
-    let path = state_dir.join(DB_FILE);
+    let path = state_dir.join(file);
     let err = |source| StateError::Sqlite { path: path.clone(), source };
     let mut conn = Connection::open(&path).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-    migrate(&mut conn).map_err(err)?;
+    migrate(&mut conn, migrations).map_err(err)?;
     Ok(conn)
 }
 
@@ -104,9 +103,9 @@ pub fn open_read_only(state_dir: &Path) -> Result<Connection, StateError> {
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+    for (i, sql) in migrations.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
