@@ -28,7 +28,6 @@ pub const KEYS: &[&str] = &[
     "catch_up_limit",
     "catch_up_window",
 ];
-pub const CATCH_UPS: &[&str] = &["skip", "latest", "all"];
 
 /// What a job does, at start, about slots missed while beatd was not running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,7 +40,6 @@ pub enum CatchUp {
     /// Each missed slot in order, at most `catch_up_limit` (the latest ones).
     All,
 }
-pub const OVERLAPS: &[&str] = &["skip", "queue", "allow", "replace"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overlap {
@@ -95,19 +93,14 @@ impl Policy {
             }
             p.timeout = Some(v);
         }
-        if let Some(o) = t.str(d, "overlap") {
-            p.overlap = match o.value {
-                "skip" => Overlap::Skip,
-                "queue" => Overlap::Queue,
-                "allow" => Overlap::Allow,
-                "replace" => Overlap::Replace,
-                other => {
-                    let h = crate::config::diag::hint(other, OVERLAPS.iter().copied());
-                    let h = if h.is_empty() { format!(" (one of: {})", OVERLAPS.join(", ")) } else { h };
-                    t.error(d, o.span, format!("unknown overlap policy \"{other}\"{h}"));
-                    Overlap::Skip
-                }
-            };
+        let overlaps = [
+            ("skip", Overlap::Skip),
+            ("queue", Overlap::Queue),
+            ("allow", Overlap::Allow),
+            ("replace", Overlap::Replace),
+        ];
+        if let Some(o) = t.choice(d, "overlap", "overlap policy", &overlaps) {
+            p.overlap = o;
         }
         if let Some((n, span)) = t.integer(d, "retries") {
             match u32::try_from(n) {
@@ -121,18 +114,9 @@ impl Policy {
         if let Some((v, _)) = t.duration(d, "retry_max_delay") {
             p.retry_max_delay = v;
         }
-        if let Some(c) = t.str(d, "catch_up") {
-            p.catch_up = match c.value {
-                "skip" => CatchUp::Skip,
-                "latest" => CatchUp::Latest,
-                "all" => CatchUp::All,
-                other => {
-                    let h = crate::config::diag::hint(other, CATCH_UPS.iter().copied());
-                    let h = if h.is_empty() { format!(" (one of: {})", CATCH_UPS.join(", ")) } else { h };
-                    t.error(d, c.span, format!("unknown catch_up \"{other}\"{h}"));
-                    CatchUp::Latest
-                }
-            };
+        let catch_ups = [("skip", CatchUp::Skip), ("latest", CatchUp::Latest), ("all", CatchUp::All)];
+        if let Some(c) = t.choice(d, "catch_up", "catch_up", &catch_ups) {
+            p.catch_up = c;
         }
         if let Some((n, span)) = t.integer(d, "catch_up_limit") {
             match usize::try_from(n) {

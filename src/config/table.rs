@@ -101,6 +101,27 @@ impl<'t, 'i> Table<'t, 'i> {
         self.str(d, key)
     }
 
+    /// One of a fixed set of words, such as `overlap = "queue"`; `what` names it in errors.
+    pub fn choice<T: Copy>(
+        &mut self,
+        d: &mut Diags,
+        key: &'static str,
+        what: &str,
+        options: &[(&'static str, T)],
+    ) -> Option<T> {
+        let s = self.str(d, key)?;
+        if let Some((_, v)) = options.iter().find(|(name, _)| *name == s.value) {
+            return Some(*v);
+        }
+        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        let h = match hint(s.value, names.iter().copied()) {
+            h if h.is_empty() => format!(" (one of: {})", names.join(", ")),
+            h => h,
+        };
+        self.error(d, s.span, format!("unknown {what} \"{}\"{h}", s.value));
+        None
+    }
+
     /// A required http:// or https:// URL.
     pub fn http_url(&mut self, d: &mut Diags, key: &'static str) -> Option<reqwest::Url> {
         let u = self.req_str(d, key)?;

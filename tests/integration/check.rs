@@ -82,6 +82,12 @@ action = "command"
 comand = "echo"
 retires = 3
 enabled = "yes"
+
+[jobs.policy]
+every = "1m"
+action = "noop"
+overlap = "queeu"
+catch_up = "never"
 "#,
     );
     let file = b.config().display().to_string();
@@ -102,6 +108,8 @@ enabled = "yes"
         "49:1: job \"cmd\": unknown key \"comand\" (did you mean \"command\"?)",
         "50:1: job \"cmd\": unknown key \"retires\" (did you mean \"retries\"?)",
         "51:11: job \"cmd\": \"enabled\" must be true or false, not a string",
+        "56:11: job \"policy\": unknown overlap policy \"queeu\" (did you mean \"queue\"?)",
+        "57:12: job \"policy\": unknown catch_up \"never\" (one of: skip, latest, all)",
     ];
     let mut stderr: String = expected.iter().map(|l| format!("{file}:{l}\n")).collect();
     stderr.push_str(&format!("{} errors\n", expected.len()));
