@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{ConfigArg, Failed, fail};
+use super::{ConfigArg, Failed, fail, relative};
 use crate::api::JobView;
 use crate::config::Config;
 
@@ -98,7 +98,7 @@ pub fn status(args: StatusArgs) -> Result<(), Failed> {
     }
     let jobs: Vec<JobView> = serde_json::from_value(body).map_err(|e| fail(format!("unexpected job list: {e}")))?;
     let now = Utc::now();
-    println!("{:<28}  {:<8}  {:<28}  {:<8}  {:>7}", "JOB", "STATE", "NEXT", "LAST", "RUNNING");
+    println!("{:<28}  {:<8}  {:<39}  {:<8}  {:>7}", "JOB", "STATE", "NEXT", "LAST", "RUNNING");
     for j in jobs {
         let state = if !j.enabled {
             "disabled"
@@ -107,12 +107,12 @@ pub fn status(args: StatusArgs) -> Result<(), Failed> {
         } else {
             "active"
         };
-        let next = j.next_fire.as_deref().map_or("-".to_string(), |n| {
-            let rel = DateTime::parse_from_rfc3339(n).map(|t| (t.with_timezone(&Utc) - now).num_seconds()).unwrap_or(0);
-            format!("{} (in {}s)", &n[..n.len().min(19)], rel.max(0))
+        let next = j.next_fire.as_deref().map_or("-".to_string(), |n| match DateTime::parse_from_rfc3339(n) {
+            Ok(t) => format!("{} ({})", t.format("%Y-%m-%d %H:%M:%S %:z"), relative(t.with_timezone(&Utc) - now)),
+            Err(_) => n.to_string(),
         });
         let last = j.last_run.as_ref().map_or("-", |r| r.outcome.as_str());
-        println!("{:<28}  {state:<8}  {next:<28}  {last:<8}  {:>7}", j.name, j.running);
+        println!("{:<28}  {state:<8}  {next:<39}  {last:<8}  {:>7}", j.name, j.running);
     }
     Ok(())
 }

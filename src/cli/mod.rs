@@ -92,3 +92,23 @@ pub fn fail(message: impl std::fmt::Display) -> Failed {
     eprintln!("error: {message}");
     Failed
 }
+
+/// `in 3h 12m`: the two largest units.
+pub(crate) fn relative(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let parts = if days > 0 {
+        [(days, "d"), (h, "h")]
+    } else if h > 0 {
+        [(h, "h"), (m, "m")]
+    } else if m > 0 {
+        [(m, "m"), (sec, "s")]
+    } else {
+        [(sec, "s"), (0, "")]
+    };
+    let mut text = format!("in {}{}", parts[0].0, parts[0].1);
+    if parts[1].0 > 0 {
+        text.push_str(&format!(" {}{}", parts[1].0, parts[1].1));
+    }
+    text
+}

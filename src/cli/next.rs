@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
-use super::{ConfigArg, Failed, fail};
+use super::{ConfigArg, Failed, fail, relative};
 use crate::config::{self, Job, diag::hint};
 use crate::jobs::{Action, noop::Noop};
 use crate::schedule::Schedule;
@@ -169,29 +169,9 @@ fn local_rfc3339(tz: Tz, t: DateTime<Utc>) -> String {
     t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
-/// `in 3h 12m`: the two largest units.
-fn relative(d: chrono::Duration) -> String {
-    let s = d.num_seconds().max(0);
-    let (days, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    let parts = if days > 0 {
-        [(days, "d"), (h, "h")]
-    } else if h > 0 {
-        [(h, "h"), (m, "m")]
-    } else if m > 0 {
-        [(m, "m"), (sec, "s")]
-    } else {
-        [(sec, "s"), (0, "")]
-    };
-    let mut text = format!("in {}{}", parts[0].0, parts[0].1);
-    if parts[1].0 > 0 {
-        text.push_str(&format!(" {}{}", parts[1].0, parts[1].1));
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
-    use super::relative;
+    use crate::cli::relative;
     use chrono::Duration;
 
     #[test]
