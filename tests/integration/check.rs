@@ -193,3 +193,15 @@ fn wrong_types_and_shapes_never_panic() {
         assert!(!stderr.contains("panicked"), "{text:?}: {stderr}");
     }
 }
+
+#[test]
+fn cleanup_refuses_the_root_and_paths_that_are_not_folders() {
+    let b = Beatd::with_config(
+        "[jobs.root]\nevery = \"1d\"\naction = \"cleanup\"\npath = \"/\"\nolder_than = \"1d\"\n\n[jobs.file]\nevery = \"1d\"\naction = \"cleanup\"\npath = \"beatd.toml\"\nolder_than = \"1d\"\n",
+    );
+    let file = b.config().display().to_string();
+    b.cmd(&["check", "-c", &file]).assert().code(1).stderr(format!(
+        "{file}:4:8: job \"root\": refusing to clean up \"/\"\n{file}:10:8: job \"file\": {} is not a folder\n2 errors\n",
+        b.path("beatd.toml").display()
+    ));
+}

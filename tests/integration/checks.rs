@@ -254,3 +254,27 @@ async fn a_webhook_that_answers_500_is_retried_and_never_blocks_the_job() {
     assert_eq!(*seen.failing_hits.lock().expect("lock"), 3);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_report_posts_its_summary_to_the_notifier() {
+    let seen = Seen::default();
+    let base = server(seen.clone()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    drop(beatd::state::open(&state).expect("state"));
+    let notifiers = format!("[notifiers.team]\nkind = \"webhook\"\nurl = \"{base}/hook\"\n");
+    let toml = format!(
+        "{notifiers}[jobs.weekly]\ncron = \"0 9 * * 1\"\naction = \"report\"\noutput_dir = \"{}\"\nnotify = \"team\"\n",
+        dir.path().join("reports").display()
+    );
+    let config = parse_str(&toml, Path::new("t.toml"), Path::new(".")).expect("valid");
+    let notifications = Notifications::new(config.notifiers, http_client());
+    let services = Arc::new(Services { clock: Clock::System, http: http_client(), notifications, state_dir: state });
+    let recorded = runs(config.jobs.into_iter().next().expect("job"), services, 1, |_| {}).await;
+    assert_eq!(recorded[0].outcome, RunOutcome::Success, "{:?}", recorded[0].error);
+    let hooks = seen.hooks.lock().expect("lock").clone();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["event"], "report");
+    assert!(hooks[0]["text"].as_str().is_some_and(|t| t.starts_with("beatd report ")), "{hooks:?}");
+    assert!(hooks[0]["report"]["jobs"].is_array(), "{hooks:?}");
+}
