@@ -189,10 +189,6 @@ impl<D: Dispatch> Scheduler<D> {
         self.board.clone()
     }
 
-    pub fn dispatcher(&self) -> &D {
-        &self.dispatch
-    }
-
     /// The next fire of every scheduled job, earliest first.
     pub fn upcoming(&self) -> Vec<(DateTime<Utc>, &Job)> {
         let mut v: Vec<_> = self.timers.iter().map(|e| (e.at, &*self.jobs[e.job as usize].job)).collect();

@@ -91,11 +91,6 @@ impl Runner {
         self.inner.tracker.len()
     }
 
-    /// Runs of `job` in progress.
-    pub fn running_of(&self, job: &str) -> usize {
-        self.inner.jobs().get(job).map_or(0, |s| s.running.len())
-    }
-
     /// Fires that waited for a `max_running` slot so far.
     pub fn waited(&self) -> u64 {
         self.inner.waited.load(Ordering::Relaxed)
