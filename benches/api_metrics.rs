@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use beatd::api::{ApiState, serve};
 use beatd::clock::Clock;
 use beatd::config::parse_str;
-use beatd::jobs::{Actions, Services, http_client};
+use beatd::jobs::{Actions, Services};
 use beatd::metrics::Metrics;
-use beatd::notify::Notifications;
 use beatd::scheduler::runner::Runner;
 use beatd::state::history::{History, RunOutcome};
 use beatd::status::Board;
@@ -32,12 +31,7 @@ async fn measure(per_job: bool) -> (Vec<Duration>, usize) {
         e.status.set_next_fire(Some(now + chrono::Duration::minutes(1)));
         e.status.finished(now, Some(now), now + chrono::Duration::milliseconds(120), RunOutcome::Success, None);
     }
-    let services = Arc::new(Services {
-        clock: Clock::System,
-        http: http_client(),
-        notifications: Notifications::new(Default::default(), http_client()),
-        state_dir: "unused".into(),
-    });
+    let services = Arc::new(Services::new(Clock::System, "unused".into(), Default::default()));
     let state = ApiState {
         board,
         runner: Runner::new(Actions, services, History::disabled(), None),

@@ -11,8 +11,7 @@ use std::time::Duration;
 use beatd::clock::Clock;
 use beatd::config::parse_str;
 use beatd::fire::Fire;
-use beatd::jobs::{Actions, Services, http_client};
-use beatd::notify::Notifications;
+use beatd::jobs::{Actions, Services};
 use beatd::scheduler::runner::Runner;
 use beatd::scheduler::{Dispatch, Scheduler};
 use beatd::state::history::{History, Writer};
@@ -63,12 +62,7 @@ fn phase(seconds: u64, with_history: bool) -> (Vec<i64>, u64, i64) {
     };
     let late_us = Arc::new(Mutex::new(Vec::with_capacity(JOBS * seconds as usize + JOBS)));
     runtime.block_on(async {
-        let services = Arc::new(Services {
-            clock: Clock::System,
-            http: http_client(),
-            notifications: Notifications::new(Default::default(), http_client()),
-            state_dir: state.path().to_path_buf(),
-        });
+        let services = Arc::new(Services::new(Clock::System, state.path().to_path_buf(), Default::default()));
         let runner = Runner::new(Actions, services, history, None);
         let scheduler =
             Scheduler::new(jobs, Clock::System, Measuring { runner: runner.clone(), late_us: late_us.clone() });

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use beatd::clock::Clock;
 use beatd::config::parse_str;
-use beatd::jobs::{Actions, Services, http_client};
-use beatd::notify::Notifications;
+use beatd::jobs::{Actions, Services};
 use beatd::scheduler::Scheduler;
 use beatd::scheduler::runner::Runner;
 use beatd::state::history::History;
@@ -39,13 +38,7 @@ fn bench(c: &mut Criterion) {
     for (kind, step) in [("every", 1), ("cron", 60)] {
         let jobs = parse_str(&config(kind), Path::new("bench.toml"), Path::new(".")).expect("valid").jobs;
         let clock = Clock::manual(start);
-        let notifications = Notifications::new(Default::default(), http_client());
-        let services = std::sync::Arc::new(Services {
-            clock: clock.clone(),
-            http: http_client(),
-            notifications,
-            state_dir: "unused".into(),
-        });
+        let services = std::sync::Arc::new(Services::new(clock.clone(), "unused".into(), Default::default()));
         let runner = Runner::new(Actions, services, History::disabled(), None);
         let mut scheduler = Scheduler::new(jobs, clock, runner);
         let mut now = start;

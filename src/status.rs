@@ -97,7 +97,8 @@ impl JobStatus {
         at(self.next_fire_ms.load(Ordering::Relaxed))
     }
 
-    /// A run (or the last attempt of one) ended.
+    /// A run (or the last attempt of one) ended. Returns whether the run before it succeeded
+    /// (`None` before the first run), for failure and recovery transitions.
     pub fn finished(
         &self,
         scheduled: DateTime<Utc>,
@@ -105,15 +106,16 @@ impl JobStatus {
         finished: DateTime<Utc>,
         outcome: RunOutcome,
         up: Option<bool>,
-    ) {
+    ) -> Option<bool> {
         self.fires[outcome_index(outcome)].inc();
         if outcome == RunOutcome::Skipped {
-            return; // a skip is not a run: the last run stays what it was
+            return None; // a skip is not a run: the last run stays what it was
         }
         self.last_scheduled_ms.store(scheduled.timestamp_millis(), Ordering::Relaxed);
         self.last_started_ms.store(ms(started), Ordering::Relaxed);
         self.last_finished_ms.store(finished.timestamp_millis(), Ordering::Relaxed);
-        self.last_outcome.store(outcome_index(outcome) as u8, Ordering::Relaxed);
+        // One swap, so runs that overlap still see each change exactly once.
+        let previous = self.last_outcome.swap(outcome_index(outcome) as u8, Ordering::Relaxed);
         if outcome == RunOutcome::Success {
             self.last_success_ms.store(finished.timestamp_millis(), Ordering::Relaxed);
         }
@@ -123,6 +125,7 @@ impl JobStatus {
         if let (Some(h), Some(s)) = (&self.duration, started) {
             h.observe((finished - s).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
+        (previous != u8::MAX).then_some(previous == 0)
     }
 
     pub fn last_run(&self) -> Option<LastRun> {
@@ -275,13 +278,15 @@ mod tests {
         let s = JobStatus::detached();
         assert_eq!(s.last_run(), None);
         let t = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
-        s.finished(t, Some(t), t + chrono::Duration::seconds(2), RunOutcome::Failure, Some(false));
-        s.finished(t + chrono::Duration::seconds(60), None, t, RunOutcome::Skipped, None);
+        assert_eq!(s.finished(t, Some(t), t + chrono::Duration::seconds(2), RunOutcome::Failure, Some(false)), None);
+        assert_eq!(s.finished(t + chrono::Duration::seconds(60), None, t, RunOutcome::Skipped, None), None);
+        let later = t + chrono::Duration::seconds(120);
+        assert_eq!(s.finished(later, Some(later), later, RunOutcome::Failure, Some(false)), Some(false));
         let last = s.last_run().expect("a run");
-        assert_eq!((last.scheduled, last.outcome), (t, RunOutcome::Failure));
+        assert_eq!((last.scheduled, last.outcome), (later, RunOutcome::Failure));
         assert_eq!(s.check_up(), Some(false));
         assert_eq!(s.last_success(), None);
-        assert_eq!(s.fires[1].get(), 1);
+        assert_eq!(s.fires[1].get(), 2);
         assert_eq!(s.fires[3].get(), 1);
     }
 }

@@ -11,6 +11,8 @@ use sd_notify::NotifyState;
 
 #[derive(Debug, Default)]
 pub struct Systemd {
+    /// `NOTIFY_SOCKET` is set: someone is listening.
+    active: bool,
     /// From `WATCHDOG_USEC`, when systemd expects pings.
     watchdog: Option<Duration>,
     /// The last STATUS sent, so an unchanged one is not sent again.
@@ -19,7 +21,16 @@ pub struct Systemd {
 
 impl Systemd {
     pub fn from_env() -> Self {
-        Systemd { watchdog: sd_notify::watchdog_enabled(), last_status: Default::default() }
+        Systemd {
+            active: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            watchdog: sd_notify::watchdog_enabled(),
+            last_status: Default::default(),
+        }
+    }
+
+    /// Whether systemd is listening; without it, status lines need not even be made.
+    pub fn is_active(&self) -> bool {
+        self.active
     }
 
     /// How often to ping: half of systemd's watchdog timeout.

@@ -76,11 +76,6 @@ impl Timers {
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
-
-    /// Every entry, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.heap.iter().map(|Reverse(e)| *e)
-    }
 }
 
 #[cfg(test)]

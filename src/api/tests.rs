@@ -10,20 +10,14 @@ use serde_json::Value;
 use super::{ApiState, ROUTES, view};
 use crate::clock::Clock;
 use crate::config::parse_str;
-use crate::jobs::{Actions, Services, http_client};
+use crate::jobs::{Actions, Services};
 use crate::metrics::Metrics;
-use crate::notify::Notifications;
 use crate::scheduler::runner::Runner;
 use crate::state::history::History;
 use crate::status::Board;
 
 async fn serve(board: Arc<Board>) -> String {
-    let services = Arc::new(Services {
-        clock: Clock::System,
-        http: http_client(),
-        notifications: Notifications::new(Default::default(), http_client()),
-        state_dir: "unused".into(),
-    });
+    let services = Arc::new(Services::new(Clock::System, "unused".into(), Default::default()));
     let state = ApiState {
         board,
         runner: Runner::new(Actions, services, History::disabled(), None),

@@ -3,7 +3,6 @@
 //! SIGINT or SIGTERM stops new fires; running jobs get `shutdown_grace` to finish and are then
 //! killed; the process exits 0. A second signal kills running jobs at once.
 
-use clap::ValueEnum;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +15,6 @@ use crate::config::Config;
 use crate::jobs::{Actions, Services};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
-use crate::notify::Notifications;
 use crate::scheduler::Scheduler;
 use crate::scheduler::runner::Runner;
 use crate::state::journal::Journal;
@@ -37,18 +35,6 @@ pub struct Args {
     /// Log level or filter (overrides RUST_LOG), e.g. `debug` or `beatd=debug`.
     #[arg(long)]
     log_level: Option<String>,
-}
-
-impl ValueEnum for LogFormat {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[LogFormat::Text, LogFormat::Json]
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }))
-    }
 }
 
 pub fn run(args: Args) -> Result<(), Failed> {
@@ -78,12 +64,9 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
         }
     });
     let sched = &config.scheduler;
-    let http = crate::jobs::http_client();
-    let notifications = Notifications::new(config.notifiers.clone(), http.clone());
-    let services = Arc::new(Services { clock: Clock::System, http, notifications, state_dir: sched.state_dir.clone() });
+    let services = Arc::new(Services::new(Clock::System, sched.state_dir.clone(), config.notifiers.clone()));
     let runner = Runner::new(Actions, services, history, sched.max_running);
     let grace = sched.shutdown_grace;
-    let enabled = config.jobs.iter().filter(|j| j.enabled).count();
     let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
     let board = Board::new(config.jobs, Metrics::new(per_job));
     // Paused jobs stay paused across restarts.
@@ -121,26 +104,19 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
     };
     let journal = Journal::open(&sched.state_dir).map_err(fail)?;
     let systemd = Arc::new(Systemd::from_env());
-    let mut scheduler =
-        Scheduler::with_board(board, Clock::System, runner.clone()).with_journal(journal).with_status_line({
-            let systemd = systemd.clone();
-            Box::new(move |line| systemd.status(line))
-        });
+    let mut scheduler = Scheduler::with_board(board, Clock::System, runner.clone()).with_journal(journal);
+    if systemd.is_active() {
+        let systemd = systemd.clone();
+        scheduler = scheduler.with_status_line(Box::new(move |line| systemd.status(line)));
+    }
     if let Some(interval) = systemd.watchdog_interval() {
         tracing::info!("systemd watchdog: pinging every {}", humantime::format_duration(interval));
         scheduler = scheduler.with_watchdog(interval, Box::new(Systemd::watchdog_ping));
     }
     // Config loaded, state opened, API listening: ready.
-    systemd.ready(&scheduler.summary());
-    match scheduler.upcoming().first() {
-        Some((at, job)) => tracing::info!(
-            "beatd started: {enabled} job(s) from {}, next: {} at {}",
-            config.path.display(),
-            job.name,
-            at.with_timezone(&job.timezone).format("%Y-%m-%d %H:%M:%S %Z")
-        ),
-        None => tracing::info!("beatd started: {enabled} job(s) from {}, none scheduled", config.path.display()),
-    }
+    let summary = scheduler.summary();
+    systemd.ready(&summary);
+    tracing::info!("beatd started from {}: {summary}", config.path.display());
 
     let stop = CancellationToken::new();
     let kill = runner.kill_token();

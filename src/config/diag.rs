@@ -90,10 +90,6 @@ impl<'s> Diags<'s> {
         self.found.push((span.start, d));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.found.is_empty()
-    }
-
     pub fn finish(mut self) -> Result<(), ConfigErrors> {
         if self.found.is_empty() {
             return Ok(());

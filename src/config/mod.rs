@@ -224,7 +224,7 @@ pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigE
     let mut jobs = Vec::new();
     if let Some((t, _)) = top.table(&mut d, "jobs") {
         let job_names: Vec<String> = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
-        let cx = ParseContext { base, job_names: &job_names, notifiers: &notifiers };
+        let cx = ParseContext { base, job_names: &job_names };
         for (key, value) in t {
             let name = key.get_ref().as_ref();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {

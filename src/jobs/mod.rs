@@ -75,8 +75,10 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(clock: Clock, state_dir: PathBuf, notifications: Notifications) -> Self {
-        Services { clock, http: http_client(), notifications, state_dir }
+    /// One HTTP client, shared by checks and notifications.
+    pub fn new(clock: Clock, state_dir: PathBuf, notifiers: HashMap<String, crate::notify::Notifier>) -> Self {
+        let http = http_client();
+        Services { clock, notifications: Notifications::new(notifiers, http.clone()), http, state_dir }
     }
 }
 
@@ -194,6 +196,4 @@ pub struct ParseContext<'a> {
     pub base: &'a Path,
     /// Every job name in the file (for reports that name jobs).
     pub job_names: &'a [String],
-    /// Every notifier name in the file.
-    pub notifiers: &'a HashMap<String, crate::notify::Notifier>,
 }

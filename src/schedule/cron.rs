@@ -478,10 +478,6 @@ impl CronSchedule {
         self.zone.tz()
     }
 
-    pub fn expr(&self) -> &CronExpr {
-        &self.expr
-    }
-
     /// The first fire strictly after `after`, or `None` if there is none in the next 400 years.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Fires are whole local minutes, so a fractional `after` behaves like its whole second.

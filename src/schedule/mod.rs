@@ -9,7 +9,6 @@ pub mod interval;
 pub mod zone;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 
 pub use self::cron::{CronError, CronExpr, CronSchedule};
 pub use self::interval::Interval;
@@ -61,13 +60,5 @@ impl Schedule {
                 last.map(|l| (l, count))
             }
         }
-    }
-}
-
-/// The zone a job's times are shown in (and, for cron, evaluated in).
-pub fn display_zone(schedule: &Schedule, default: Tz) -> Tz {
-    match schedule {
-        Schedule::Cron(c) => c.tz(),
-        _ => default,
     }
 }

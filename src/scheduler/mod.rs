@@ -189,13 +189,6 @@ impl<D: Dispatch> Scheduler<D> {
         self.board.clone()
     }
 
-    /// The next fire of every scheduled job, earliest first.
-    pub fn upcoming(&self) -> Vec<(DateTime<Utc>, &Job)> {
-        let mut v: Vec<_> = self.timers.iter().map(|e| (e.at, &*self.jobs[e.job as usize].job)).collect();
-        v.sort_by_key(|(at, _)| *at);
-        v
-    }
-
     /// Runs until `shutdown` is cancelled. Returns once no new fire will be dispatched;
     /// running jobs are the dispatcher's to finish.
     pub async fn run(mut self, shutdown: CancellationToken) -> Self {

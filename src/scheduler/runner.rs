@@ -65,8 +65,6 @@ struct JobState {
     /// `overlap = "queue"`: the fire that runs when the current run ends.
     pending: Option<Fire>,
     next_run: u64,
-    /// How the last finished run went; `None` before the first.
-    healthy: Option<bool>,
 }
 
 impl Runner {
@@ -84,11 +82,6 @@ impl Runner {
                 jobs: Mutex::new(HashMap::new()),
             }),
         }
-    }
-
-    /// Runs in progress, across jobs.
-    pub fn running(&self) -> usize {
-        self.inner.tracker.len()
     }
 
     /// Fires that waited for a `max_running` slot so far.
@@ -187,8 +180,9 @@ impl Inner {
         } else {
             let (outcome, result, started) = self.attempts(&fire, &stop).await;
             let up = result.details.up;
-            fire.status.finished(fire.scheduled_at, Some(started), self.services.clock.now(), outcome, up);
-            self.after_run(&fire, outcome, &result);
+            let previous =
+                fire.status.finished(fire.scheduled_at, Some(started), self.services.clock.now(), outcome, up);
+            self.after_run(&fire, outcome, &result, previous);
         }
         fire.status.running.fetch_sub(1, Ordering::Relaxed);
         let mut jobs = self.jobs();
@@ -242,11 +236,11 @@ impl Inner {
         }
     }
 
-    /// Logs check transitions and sends failure and recovery notifications.
-    fn after_run(&self, fire: &Fire, outcome: RunOutcome, result: &RunResult) {
+    /// Logs check transitions and sends failure and recovery notifications; `previous` is
+    /// whether the run before this one succeeded.
+    fn after_run(&self, fire: &Fire, outcome: RunOutcome, result: &RunResult, previous: Option<bool>) {
         let job = &fire.job;
         let ok = outcome == RunOutcome::Success;
-        let previous = self.jobs().entry(job.name.clone()).or_default().healthy.replace(ok);
         let error = result.result.as_ref().err().cloned();
         if job.action.is_check() && previous != Some(ok) {
             match (ok, previous) {

@@ -10,8 +10,7 @@ use axum::routing::{get, post};
 use beatd::clock::Clock;
 use beatd::config::{Job, parse_str};
 use beatd::fire::Fire;
-use beatd::jobs::{Actions, Execute, RunContext, RunResult, Services, http_client};
-use beatd::notify::Notifications;
+use beatd::jobs::{Actions, Execute, RunContext, RunResult, Services};
 use beatd::scheduler::Dispatch;
 use beatd::scheduler::runner::Runner;
 use beatd::state::history::{History, RunOutcome, RunRecord};
@@ -81,9 +80,10 @@ fn job(toml: &str) -> Job {
 
 fn services(notifiers_toml: &str) -> Arc<Services> {
     let config = parse_str(notifiers_toml, Path::new("t.toml"), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-    let notifications = Notifications::new(config.notifiers, http_client())
-        .with_backoff(vec![Duration::from_millis(50), Duration::from_millis(50)]);
-    Arc::new(Services { clock: Clock::System, http: http_client(), notifications, state_dir: "unused".into() })
+    let mut services = Services::new(Clock::System, "unused".into(), config.notifiers);
+    services.notifications =
+        services.notifications.with_backoff(vec![Duration::from_millis(50), Duration::from_millis(50)]);
+    Arc::new(services)
 }
 
 async fn check(toml: &str) -> RunResult {
@@ -175,11 +175,12 @@ async fn runs(job: Job, services: Arc<Services>, n: usize, between: impl Fn(usiz
     let (history, mut records) = History::collect();
     let runner = Runner::new(Actions, services, history, None);
     let job = Arc::new(job);
+    let status = JobStatus::detached(); // one per job, as the board gives it
     let mut out = Vec::new();
     for i in 0..n {
         between(i);
         let now = Utc::now();
-        runner.dispatch(Fire::scheduled(job.clone(), JobStatus::detached(), now, now));
+        runner.dispatch(Fire::scheduled(job.clone(), status.clone(), now, now));
         out.push(tokio::time::timeout(Duration::from_secs(10), records.recv()).await.expect("recorded").expect("open"));
     }
     runner.shutdown(Duration::from_secs(10)).await;
@@ -268,8 +269,7 @@ async fn a_report_posts_its_summary_to_the_notifier() {
         dir.path().join("reports").display()
     );
     let config = parse_str(&toml, Path::new("t.toml"), Path::new(".")).expect("valid");
-    let notifications = Notifications::new(config.notifiers, http_client());
-    let services = Arc::new(Services { clock: Clock::System, http: http_client(), notifications, state_dir: state });
+    let services = Arc::new(Services::new(Clock::System, state, config.notifiers));
     let recorded = runs(config.jobs.into_iter().next().expect("job"), services, 1, |_| {}).await;
     assert_eq!(recorded[0].outcome, RunOutcome::Success, "{:?}", recorded[0].error);
     let hooks = seen.hooks.lock().expect("lock").clone();

@@ -14,8 +14,7 @@ use super::Runner;
 use crate::clock::Clock;
 use crate::config::{Job, parse_str};
 use crate::fire::Fire;
-use crate::jobs::{Execute, RunContext, RunResult, Services, http_client};
-use crate::notify::Notifications;
+use crate::jobs::{Execute, RunContext, RunResult, Services};
 use crate::scheduler::Scheduler;
 use crate::state::history::{History, RunOutcome, RunRecord};
 
@@ -115,12 +114,7 @@ fn start(toml: &str, scripts: &[(&str, Script)]) -> Harness {
     let clock = Clock::manual(at(START));
     let exec = Scripted::new(&clock, scripts);
     let (history, records) = History::collect();
-    let services = Arc::new(Services {
-        clock: clock.clone(),
-        http: http_client(),
-        notifications: Notifications::new(config.notifiers.clone(), http_client()),
-        state_dir: "unused".into(),
-    });
+    let services = Arc::new(Services::new(clock.clone(), "unused".into(), config.notifiers.clone()));
     let runner = Runner::new(exec.clone(), services, history, config.scheduler.max_running);
     let scheduler = Scheduler::new(config.jobs, clock.clone(), runner.clone());
     let stop = CancellationToken::new();
