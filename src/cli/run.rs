@@ -140,8 +140,7 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
             }
         }
     });
-    let scheduler = scheduler.run(stop).await;
-    drop(scheduler);
+    scheduler.run(stop).await;
     runner.shutdown(grace).await;
     api_stop.cancel();
     if let Some(api) = api {
