@@ -90,6 +90,7 @@ fn inline_job(args: &Args) -> Result<Job, Failed> {
         policy: Default::default(),
         notify: None,
         notify_on: Default::default(),
+        definition: String::new(),
     })
 }
 

@@ -67,6 +67,10 @@ impl<'s> Diags<'s> {
         Diags { file: file.to_string(), text, line_starts, found: Vec::new() }
     }
 
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     pub fn text(&self) -> &'s str {
         self.text
     }

@@ -17,7 +17,7 @@ use toml::de::{DeTable, DeValue};
 
 use std::collections::HashMap;
 
-use self::diag::{ConfigErrors, Diags, hint};
+use self::diag::{ConfigErrors, Diagnostic, Diags, hint};
 use self::table::{Str, Table, type_name};
 use crate::jobs::{ACTIONS, Action, ParseContext};
 use crate::notify::{self, Notifier};
@@ -31,6 +31,8 @@ pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 pub struct Config {
     /// The file as the user named it (for messages).
     pub path: PathBuf,
+    /// Every file read: the main one, then the drop-ins in the order they were merged.
+    pub files: Vec<PathBuf>,
     pub scheduler: SchedulerConfig,
     pub jobs: Vec<Job>,
     pub notifiers: HashMap<String, Notifier>,
@@ -81,6 +83,8 @@ pub struct SchedulerConfig {
     pub max_running: Option<usize>,
     /// Run history older than this is deleted.
     pub history_keep: Duration,
+    /// Drop-in files merged into this one: glob patterns, relative to the config's folder.
+    pub include: Vec<String>,
 }
 
 impl SchedulerConfig {
@@ -91,6 +95,7 @@ impl SchedulerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_running: None,
             history_keep: Duration::from_secs(30 * 86_400),
+            include: Vec::new(),
         }
     }
 }
@@ -109,6 +114,9 @@ pub struct Job {
     /// The notifier told about failures and recoveries (and, for reports, the summary).
     pub notify: Option<String>,
     pub notify_on: NotifyOn,
+    /// The job's table as written, keys sorted and layout ignored, with the zone and folder
+    /// it is read in: a reload compares jobs by it.
+    pub definition: String,
 }
 
 /// Which changes of a job's state are notified.
@@ -142,23 +150,112 @@ impl Job {
     }
 }
 
-/// Reads and validates a config file.
+/// A file read for the config: the main file, or a drop-in named by `include`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Reads and validates a config file and the drop-ins its `include` names.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let main = read_source(path)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    // The drop-ins are found first, so that every file's jobs are validated together: a job
+    // may name a notifier of another file, and a name defined twice is caught.
+    let mut dropins = Vec::new();
+    let mut errors = Vec::new();
+    // Patterns the parse refuses (absolute, or climbing out with "..") are not read at all.
+    let patterns = include_patterns(&main.text);
+    for pattern in patterns.iter().filter(|p| !Path::new(p).is_absolute() && !p.split('/').any(|c| c == "..")) {
+        match expand_include(&base, pattern) {
+            Ok(paths) => {
+                for p in paths {
+                    match read_source(&p) {
+                        Ok(s) => dropins.push(s),
+                        Err(e) => errors.extend(e.0),
+                    }
+                }
+            }
+            Err(e) => {
+                errors.push(Diagnostic { file: path.display().to_string(), position: None, job: None, message: e })
+            }
+        }
+    }
+    match parse_sources(&main, &dropins, &base) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(mut e) => {
+            e.0.extend(errors);
+            Err(e)
+        }
+    }
+}
+
+fn read_source(path: &Path) -> Result<Source, ConfigErrors> {
     let shown = path.display().to_string();
     let bytes = read_limited(path).map_err(|m| ConfigErrors::whole_file(&shown, m))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Source { path: path.to_path_buf(), text }),
         Err(e) => {
             let valid = e.utf8_error().valid_up_to();
             let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
             let mut d = Diags::new(&shown, &prefix);
             d.error(valid..valid, None, "invalid UTF-8: a config must be UTF-8 text");
-            return Err(d.finish().expect_err("one error was added"));
+            Err(d.finish().expect_err("one error was added"))
         }
+    }
+}
+
+/// `[scheduler] include` of a config text, read leniently: the full parse reports its errors.
+fn include_patterns(text: &str) -> Vec<String> {
+    let Ok(root) = DeTable::parse(text) else { return Vec::new() };
+    let Some(include) = root.get_ref().get("scheduler").and_then(|s| s.get_ref().get("include")) else {
+        return Vec::new();
     };
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-    parse_str(&text, path, &base)
+    match include.get_ref() {
+        DeValue::String(s) => vec![s.to_string()],
+        DeValue::Array(items) => items.iter().filter_map(|i| i.get_ref().as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The files an `include` pattern names, sorted. A pattern whose folder does not exist is an
+/// error (a typo would otherwise include nothing, silently); a folder with no match is not.
+pub fn expand_include(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let full = if base == Path::new(".") { PathBuf::from(pattern) } else { base.join(pattern) };
+    let text = full.to_str().ok_or_else(|| format!("include \"{pattern}\": the path is not UTF-8"))?;
+    let paths = glob::glob(text).map_err(|e| format!("include \"{pattern}\": invalid pattern: {}", e.msg))?;
+    let mut out: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| !p.is_dir()).collect();
+    out.sort();
+    if out.is_empty() {
+        let folder = include_folder(base, pattern);
+        if !folder.is_dir() {
+            return Err(format!("include \"{pattern}\": no folder {}", folder.display()));
+        }
+        if !glob_chars(pattern) {
+            return Err(format!("include \"{pattern}\": no file {}", full.display()));
+        }
+    }
+    Ok(out)
+}
+
+fn glob_chars(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// The folder of an include pattern: its longest leading part without glob characters.
+pub fn include_folder(base: &Path, pattern: &str) -> PathBuf {
+    let mut folder = if base == Path::new(".") { PathBuf::new() } else { base.to_path_buf() };
+    let parts: Vec<&str> = pattern.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() || glob_chars(part) {
+            break;
+        }
+        folder.push(part);
+    }
+    folder
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
@@ -175,85 +272,162 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Validates config text. `path` is used in messages; `base` resolves relative paths.
+/// Validates config text alone (its `include` is checked but not read). `path` is used in
+/// messages; `base` resolves relative paths.
 pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigErrors> {
-    let shown = path.display().to_string();
-    let mut d = Diags::new(&shown, text);
-    let root = match DeTable::parse(text) {
-        Ok(root) => root,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim_end().replace('\n', " ");
-            d.error(span, None, format!("invalid TOML: {message}"));
-            return Err(d.finish().expect_err("one error was added"));
-        }
-    };
-    let root = root.get_ref();
-    let mut top = Table::new(root, 0..0, None);
+    parse_sources(&Source { path: path.to_path_buf(), text: text.to_string() }, &[], base)
+}
 
-    let scheduler = match top.table(&mut d, "scheduler") {
-        Some((t, span)) => parse_scheduler(&mut Table::new(t, span, None).section("scheduler"), &mut d, base),
+/// Validates a main config and its drop-ins together.
+pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path) -> Result<Config, ConfigErrors> {
+    let sources: Vec<&Source> = std::iter::once(main).chain(dropins).collect();
+    let mut diags: Vec<Diags<'_>> =
+        sources.iter().map(|s| Diags::new(&s.path.display().to_string(), &s.text)).collect();
+    let roots: Vec<Option<toml::Spanned<DeTable<'_>>>> = sources
+        .iter()
+        .zip(&mut diags)
+        .map(|(s, d)| match DeTable::parse(&s.text) {
+            Ok(root) => Some(root),
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let message = e.message().trim_end().replace('\n', " ");
+                d.error(span, None, format!("invalid TOML: {message}"));
+                None
+            }
+        })
+        .collect();
+
+    // The main file's own sections.
+    let d = &mut diags[0];
+    let mut main_top = roots[0].as_ref().map(|r| Table::new(r.get_ref(), 0..0, None));
+    let scheduler = match main_top.as_mut().and_then(|t| t.table(d, "scheduler")) {
+        Some((t, span)) => parse_scheduler(&mut Table::new(t, span, None).section("scheduler"), d, base),
         None => Some(SchedulerConfig::defaults(base)),
     };
+    let api = main_top
+        .as_mut()
+        .and_then(|t| t.table(d, "api"))
+        .and_then(|(t, span)| parse_api(&mut Table::new(t, span, None).section("api"), d, base));
     let default_zone = scheduler.as_ref().map_or(Tz::UTC, |s| s.timezone);
 
-    let mut notifiers = HashMap::new();
-    // Every notifier named in the file, valid or not: a job naming a broken one gets no error
-    // of its own, since the notifier already has one.
+    // Names across every file: a job may name a notifier (or, for reports, a job) of another.
     let mut notifier_names: Vec<String> = Vec::new();
-    if let Some((t, _)) = top.table(&mut d, "notifiers") {
-        for (key, value) in t {
-            let name = key.get_ref().as_ref();
-            notifier_names.push(name.to_string());
-            match value.get_ref() {
-                DeValue::Table(nt) => {
-                    let mut nt = Table::new(nt, key.span(), None).section("notifier");
-                    if let Some(n) = Notifier::parse(name, &mut nt, &mut d) {
-                        notifiers.insert(name.to_string(), n);
-                    }
-                }
-                other => d.error(
-                    value.span(),
-                    None,
-                    format!("notifier \"{name}\" must be a table, not {}", type_name(other)),
-                ),
+    let mut job_names: Vec<String> = Vec::new();
+    for root in roots.iter().flatten() {
+        for (section, names) in [("notifiers", &mut notifier_names), ("jobs", &mut job_names)] {
+            if let Some(t) = root.get_ref().get(section).and_then(|v| v.get_ref().as_table()) {
+                names.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
             }
         }
     }
 
+    let mut notifiers = HashMap::new();
     let mut jobs = Vec::new();
-    if let Some((t, _)) = top.table(&mut d, "jobs") {
-        let job_names: Vec<String> = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
-        let cx = ParseContext { base, job_names: &job_names };
-        for (key, value) in t {
-            let name = key.get_ref().as_ref();
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-                d.error(key.span(), Some(name), "job names may only contain letters, digits, \".\", \"_\" and \"-\"");
-                continue;
-            }
-            match value.get_ref() {
-                DeValue::Table(jt) => {
-                    let mut jt = Table::new(jt, key.span(), Some(name));
-                    if let Some(job) = parse_job(name, &mut jt, &mut d, &cx, &notifier_names, default_zone) {
-                        jobs.push(job);
-                    }
+    let mut seen: HashMap<String, String> = HashMap::new(); // "notifier x" / "job x" -> FILE:LINE:COL
+    for (i, (root, d)) in roots.iter().zip(&mut diags).enumerate() {
+        let Some(root) = root.as_ref().map(|r| r.get_ref()) else { continue };
+        let mut top =
+            if i == 0 { main_top.take().expect("the main file parsed") } else { Table::new(root, 0..0, None) };
+        if i > 0 {
+            for section in ["scheduler", "api"] {
+                if let Some(span) = top.key_span(section) {
+                    top.get(section);
+                    d.error(
+                        span,
+                        None,
+                        format!("[{section}] may only be set in the main config, {}", main.path.display()),
+                    );
                 }
-                other => d.error(value.span(), Some(name), format!("a job must be a table, not {}", type_name(other))),
             }
         }
+        if let Some((t, _)) = top.table(d, "notifiers") {
+            for (key, value) in t {
+                let name = key.get_ref().as_ref();
+                if let Some(first) = defined_twice(&mut seen, "notifier", name, d, key.span()) {
+                    d.error(key.span(), None, format!("notifier \"{name}\" is also defined at {first}"));
+                    continue;
+                }
+                match value.get_ref() {
+                    DeValue::Table(nt) => {
+                        let mut nt = Table::new(nt, key.span(), None).section("notifier");
+                        if let Some(n) = Notifier::parse(name, &mut nt, d) {
+                            notifiers.insert(name.to_string(), n);
+                        }
+                    }
+                    other => d.error(
+                        value.span(),
+                        None,
+                        format!("notifier \"{name}\" must be a table, not {}", type_name(other)),
+                    ),
+                }
+            }
+        }
+        if let Some((t, _)) = top.table(d, "jobs") {
+            let cx = ParseContext { base, job_names: &job_names };
+            for (key, value) in t {
+                let name = key.get_ref().as_ref();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                    d.error(
+                        key.span(),
+                        Some(name),
+                        "job names may only contain letters, digits, \".\", \"_\" and \"-\"",
+                    );
+                    continue;
+                }
+                if let Some(first) = defined_twice(&mut seen, "job", name, d, key.span()) {
+                    d.error(key.span(), Some(name), format!("defined twice: also at {first}"));
+                    continue;
+                }
+                match value.get_ref() {
+                    DeValue::Table(jt) => {
+                        let mut t = Table::new(jt, key.span(), Some(name));
+                        if let Some(mut job) = parse_job(name, &mut t, d, &cx, &notifier_names, default_zone) {
+                            let mut definition = String::new();
+                            table::canonical(value.get_ref(), &mut definition);
+                            job.definition =
+                                format!("{definition} zone={} base={}", job.timezone.name(), base.display());
+                            jobs.push(job);
+                        }
+                    }
+                    other => {
+                        d.error(value.span(), Some(name), format!("a job must be a table, not {}", type_name(other)))
+                    }
+                }
+            }
+        }
+        top.finish(d, &[]);
     }
-    let api = top
-        .table(&mut d, "api")
-        .and_then(|(t, span)| parse_api(&mut Table::new(t, span, None).section("api"), &mut d, base));
-    top.finish(&mut d, &[]);
-    d.finish()?;
-    Ok(Config {
-        path: path.to_path_buf(),
-        scheduler: scheduler.expect("no errors means the scheduler section parsed"),
-        jobs,
-        notifiers,
-        api,
-    })
+    let mut errors = Vec::new();
+    for d in diags {
+        if let Err(e) = d.finish() {
+            errors.extend(e.0);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let scheduler = scheduler.expect("no errors means the scheduler section parsed");
+    let files = sources.iter().map(|s| s.path.clone()).collect();
+    Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, api })
+}
+
+/// Notes where `kind name` is defined; if it already was, returns that place.
+fn defined_twice(
+    seen: &mut HashMap<String, String>,
+    kind: &str,
+    name: &str,
+    d: &Diags<'_>,
+    span: std::ops::Range<usize>,
+) -> Option<String> {
+    let (line, col) = d.position(span.start);
+    let here = format!("{}:{line}:{col}", d.file());
+    match seen.entry(format!("{kind} {name}")) {
+        std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(here);
+            None
+        }
+    }
 }
 
 fn parse_scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<SchedulerConfig> {
@@ -272,8 +446,19 @@ fn parse_scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<
         }
     });
     let history_keep = t.duration(d, "history_keep").map_or(defaults.history_keep, |(v, _)| v);
+    let mut include = Vec::new();
+    for pattern in t.str_list(d, "include").map(|(l, _)| l).unwrap_or_default() {
+        if let Err(e) = glob::Pattern::new(pattern.value) {
+            t.error(d, pattern.span, format!("invalid include pattern \"{}\": {}", pattern.value, e.msg));
+        } else if Path::new(pattern.value).is_absolute() || pattern.value.split('/').any(|p| p == "..") {
+            // Drop-ins live beside the config: the folder a team is given to write in.
+            t.error(d, pattern.span, format!("include \"{}\" must stay inside the config's folder", pattern.value));
+        } else {
+            include.push(pattern.value.to_string());
+        }
+    }
     t.finish(d, &[]);
-    Some(SchedulerConfig { timezone: timezone?, state_dir, shutdown_grace, max_running, history_keep })
+    Some(SchedulerConfig { timezone: timezone?, state_dir, shutdown_grace, max_running, history_keep, include })
 }
 
 fn parse_api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<ApiConfig> {
@@ -442,6 +627,7 @@ fn parse_job(
         policy,
         notify,
         notify_on,
+        definition: String::new(),
     })
 }
 
@@ -534,4 +720,31 @@ pub fn system_zone() -> Tz {
         }
     }
     iana_time_zone::get_timezone().ok().and_then(|n| n.parse().ok()).unwrap_or(Tz::UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(text: &str) -> String {
+        let config = parse_str(text, Path::new("t.toml"), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        config.jobs[0].definition.clone()
+    }
+
+    #[test]
+    fn a_definition_ignores_layout_but_not_values_or_the_zone() {
+        let a =
+            definition("[jobs.a]\nevery = \"5m\"\naction = \"command\"\ncommand = \"echo hi\"\ntimeout = \"10s\"\n");
+        let b = definition(
+            "# moved around\n[jobs]\na = { timeout = \"10s\", command = \"echo hi\",   action = \"command\", every = \"5m\" }\n",
+        );
+        assert_eq!(a, b);
+        let c =
+            definition("[jobs.a]\nevery = \"5m\"\naction = \"command\"\ncommand = \"echo ho\"\ntimeout = \"10s\"\n");
+        assert_ne!(a, c);
+        let d = definition(
+            "[scheduler]\ntimezone = \"Europe/Berlin\"\n[jobs.a]\nevery = \"5m\"\naction = \"command\"\ncommand = \"echo hi\"\ntimeout = \"10s\"\n",
+        );
+        assert_ne!(a, d, "the default zone the job is read in is part of it");
+    }
 }

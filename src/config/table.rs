@@ -234,6 +234,55 @@ pub fn type_name(v: &DeValue<'_>) -> &'static str {
     }
 }
 
+/// Writes `v` as text that ignores layout and key order: the same keys and values give the
+/// same text however they are written (inline or as a section, in any order, with comments).
+pub fn canonical(v: &DeValue<'_>, out: &mut String) {
+    use std::fmt::Write;
+    match v {
+        DeValue::String(s) => {
+            let _ = write!(out, "{:?}", s.as_ref());
+        }
+        DeValue::Integer(i) => {
+            let digits = i.as_str().replace('_', "");
+            match i64::from_str_radix(
+                digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b"),
+                i.radix(),
+            ) {
+                Ok(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                Err(_) => out.push_str(&digits),
+            }
+        }
+        DeValue::Float(f) => out.push_str(f.as_str()),
+        DeValue::Boolean(b) => {
+            let _ = write!(out, "{b}");
+        }
+        DeValue::Datetime(d) => {
+            let _ = write!(out, "{d}");
+        }
+        DeValue::Array(items) => {
+            out.push('[');
+            for item in items {
+                canonical(item.get_ref(), out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        DeValue::Table(t) => {
+            let mut entries: Vec<_> = t.iter().collect();
+            entries.sort_by(|a, b| a.0.get_ref().cmp(b.0.get_ref()));
+            out.push('{');
+            for (k, v) in entries {
+                let _ = write!(out, "{:?}=", k.get_ref().as_ref());
+                canonical(v.get_ref(), out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+    }
+}
+
 /// Parses `90s`, `5m`, `1h30m`, `2d`, `1h 30m`, `500ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| e.to_string())

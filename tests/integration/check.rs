@@ -205,3 +205,79 @@ fn cleanup_refuses_the_root_and_paths_that_are_not_folders() {
         b.path("beatd.toml").display()
     ));
 }
+
+/// A main config with `include = ["conf.d/*.toml"]` and the drop-ins given as (name, text).
+fn with_dropins(main_jobs: &str, dropins: &[(&str, &str)]) -> Beatd {
+    let b = Beatd::with_config(&format!(
+        "[scheduler]\ntimezone = \"UTC\"\ninclude = [\"conf.d/*.toml\"]\n\n[notifiers.ops]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n{main_jobs}"
+    ));
+    std::fs::create_dir(b.path("conf.d")).expect("conf.d");
+    for (name, text) in dropins {
+        std::fs::write(b.path("conf.d").join(name), text).expect("drop-in");
+    }
+    b
+}
+
+#[test]
+fn drop_ins_are_merged_and_may_use_the_main_files_notifiers() {
+    let b = with_dropins(
+        "\n[jobs.main-job]\nevery = \"1m\"\naction = \"noop\"\n",
+        &[
+            ("a.toml", "[jobs.from-a]\nevery = \"5m\"\naction = \"noop\"\nnotify = \"ops\"\n"),
+            ("b.toml", "[jobs.from-b]\ncron = \"0 3 * * *\"\naction = \"noop\"\n"),
+            ("notes.txt", "not toml, and not included"),
+        ],
+    );
+    b.cmd(&["check", "--config", "beatd.toml"]).assert().success().stdout("ok: 3 jobs\n");
+    let out = b.cmd(&["next", "--config", "beatd.toml", "--count", "3", "--json"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    for job in ["main-job", "from-a", "from-b"] {
+        assert!(text.contains(job), "{job} missing from {text}");
+    }
+}
+
+#[test]
+fn a_job_defined_in_two_files_names_both() {
+    let b = with_dropins(
+        "\n[jobs.report]\nevery = \"1m\"\naction = \"noop\"\n",
+        &[
+            ("a.toml", "[jobs.report]\nevery = \"5m\"\naction = \"noop\"\n"),
+            ("b.toml", "[jobs.other]\nevery = \"5m\"\naction = \"noop\"\n\n[jobs.other]\n"),
+        ],
+    );
+    let out = b.cmd(&["check", "--config", "beatd.toml"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("conf.d/a.toml:1:7: job \"report\": defined twice: also at beatd.toml:9:7"), "{stderr}");
+}
+
+#[test]
+fn drop_ins_report_their_own_errors_and_may_not_set_the_scheduler() {
+    let b = with_dropins(
+        "",
+        &[(
+            "bad.toml",
+            "[scheduler]\ntimezone = \"UTC\"\n\n[jobs.typo]\nevery = \"5m\"\naction = \"nop\"\nnotify = \"opz\"\n",
+        )],
+    );
+    let out = b.cmd(&["check", "--config", "beatd.toml"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(
+        stderr,
+        "conf.d/bad.toml:1:2: [scheduler] may only be set in the main config, beatd.toml\n\
+         conf.d/bad.toml:6:10: job \"typo\": unknown action \"nop\" (did you mean \"noop\"?)\n\
+         conf.d/bad.toml:7:10: job \"typo\": no notifier \"opz\" (define it as [notifiers.opz]) (did you mean \"ops\"?)\n\
+         3 errors\n"
+    );
+}
+
+#[test]
+fn an_include_folder_that_does_not_exist_is_an_error() {
+    let b = Beatd::with_config("[scheduler]\ninclude = [\"confd/*.toml\", \"/etc/x/*.toml\"]\n");
+    let out = b.cmd(&["check", "--config", "beatd.toml"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("beatd.toml:2:28: scheduler: include \"/etc/x/*.toml\" must stay inside the config's folder"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("beatd.toml: include \"confd/*.toml\": no folder confd"), "{stderr}");
+}
