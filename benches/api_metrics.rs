@@ -27,7 +27,7 @@ async fn measure(per_job: bool) -> (Vec<Duration>, usize) {
     let jobs = parse_str(&text, Path::new("bench.toml"), Path::new(".")).expect("valid").jobs;
     let board = Board::new(jobs, Metrics::new(per_job));
     let now = Utc::now();
-    for e in &board.jobs {
+    for e in &board.jobs().jobs {
         e.status.set_next_fire(Some(now + chrono::Duration::minutes(1)));
         e.status.finished(now, Some(now), now + chrono::Duration::milliseconds(120), RunOutcome::Success, None);
     }

@@ -8,7 +8,8 @@
 //! - [`clock`]: the one seam for wall-clock time (system timerfd, or a manual test clock).
 //! - [`timers`]: the min-heap of next fires.
 //! - [`scheduler`]: the timer loop, and the runner that executes fires.
-//! - [`state`]: the embedded SQLite state: run history.
+//! - [`state`]: the embedded SQLite state: run history and the fire journal.
+//! - [`reload`]: re-reading the config on SIGHUP or when a file changes.
 //! - [`policy`]: timeouts, overlap, retries and jitter; [`notify`]: webhooks.
 //! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
 //! - [`api`]: the HTTP API (axum).
@@ -24,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod reload;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;

@@ -96,14 +96,28 @@ impl Metrics {
             l
         };
         let fires = OUTCOMES.map(|o| self.fires.get_or_create(&labels(o)).clone());
-        let duration = (self.per_job && !matches!(job.action, Action::Noop(_)))
-            .then(|| self.durations.get_or_create(&vec![("job".into(), job.name.clone())]).clone());
-        (fires, duration)
+        (fires, self.duration_handle(job))
+    }
+
+    /// The job's duration histogram, for jobs that are not instant, with per-job metrics.
+    pub fn duration_handle(&self, job: &Job) -> Option<Histogram> {
+        (self.per_job && !matches!(job.action, Action::Noop(_)))
+            .then(|| self.durations.get_or_create(&vec![("job".into(), job.name.clone())]).clone())
+    }
+
+    /// Drops the series of a job that is gone (after a reload).
+    pub fn forget(&self, job: &str) {
+        if !self.per_job {
+            return;
+        }
+        for o in OUTCOMES {
+            self.fires.remove(&vec![("job".into(), job.to_string()), ("outcome".into(), o.to_string())]);
+        }
+        self.durations.remove(&vec![("job".into(), job.to_string())]);
     }
 
     /// Registers the gauges read from `board` at scrape time.
     pub fn watch(&self, board: &Arc<Board>) {
-        self.jobs.set(board.jobs.len() as i64);
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         registry.register("beatd_loop_iterations", "Completed timer loop iterations", board.health.iterations.clone());
         registry.register_collector(Box::new(BoardGauges { board: Arc::downgrade(board), per_job: self.per_job }));
@@ -133,6 +147,7 @@ struct BoardGauges {
 impl Collector for BoardGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(board) = self.board.upgrade() else { return Ok(()) };
+        let board = board.jobs();
         if !self.per_job {
             let running: i64 =
                 board.jobs.iter().map(|e| e.status.running.load(std::sync::atomic::Ordering::Relaxed) as i64).sum();

@@ -83,7 +83,8 @@ pub struct Notifications {
 
 #[derive(Debug)]
 struct Inner {
-    notifiers: HashMap<String, Notifier>,
+    /// Replaced whole by a reload.
+    notifiers: std::sync::RwLock<Arc<HashMap<String, Notifier>>>,
     http: reqwest::Client,
     tracker: TaskTracker,
     /// Waits between attempts; one attempt more than there are waits.
@@ -93,7 +94,14 @@ struct Inner {
 impl Notifications {
     pub fn new(notifiers: HashMap<String, Notifier>, http: reqwest::Client) -> Self {
         let backoff = (0..5).map(|i| Duration::from_secs(1 << i)).collect();
-        Notifications { inner: Arc::new(Inner { notifiers, http, tracker: TaskTracker::new(), backoff }) }
+        Notifications {
+            inner: Arc::new(Inner {
+                notifiers: std::sync::RwLock::new(Arc::new(notifiers)),
+                http,
+                tracker: TaskTracker::new(),
+                backoff,
+            }),
+        }
     }
 
     /// Waits up to `limit` for deliveries in progress; what is left is logged as lost.
@@ -110,7 +118,7 @@ impl Notifications {
         let inner = &self.inner;
         Notifications {
             inner: Arc::new(Inner {
-                notifiers: inner.notifiers.clone(),
+                notifiers: std::sync::RwLock::new(inner.notifiers()),
                 http: inner.http.clone(),
                 tracker: inner.tracker.clone(),
                 backoff: delays,
@@ -118,14 +126,25 @@ impl Notifications {
         }
     }
 
+    /// Replaces the notifiers (a reload); deliveries in progress finish with the old ones.
+    pub fn set_notifiers(&self, notifiers: HashMap<String, Notifier>) {
+        *self.inner.notifiers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(notifiers);
+    }
+
     /// Queues `message` for the notifier `name`.
     pub fn send(&self, name: &str, message: Message) {
-        let Some(notifier) = self.inner.notifiers.get(name).cloned() else {
+        let Some(notifier) = self.inner.notifiers().get(name).cloned() else {
             tracing::error!(job = %message.job, "no notifier \"{name}\"; message dropped: {}", message.text);
             return;
         };
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move { deliver(&inner, &notifier, &message).await });
+    }
+}
+
+impl Inner {
+    fn notifiers(&self) -> Arc<HashMap<String, Notifier>> {
+        self.notifiers.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

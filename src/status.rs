@@ -5,8 +5,8 @@
 //! collector read it whenever they are asked.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
@@ -34,7 +34,8 @@ pub struct JobStatus {
     pub running: AtomicUsize,
     /// `beatd_fires_total` for this job, by outcome (success, failure, timeout, skipped).
     fires: [Counter; 4],
-    duration: Option<Histogram>,
+    /// Set for jobs that are not instant, with per-job metrics (a reload may set it later).
+    duration: OnceLock<Histogram>,
 }
 
 /// The last finished run of a job.
@@ -70,6 +71,10 @@ impl JobStatus {
     }
 
     fn new(fires: [Counter; 4], duration: Option<Histogram>) -> JobStatus {
+        let cell = OnceLock::new();
+        if let Some(h) = duration {
+            let _ = cell.set(h);
+        }
         JobStatus {
             paused: AtomicBool::new(false),
             next_fire_ms: AtomicI64::new(NONE),
@@ -81,7 +86,7 @@ impl JobStatus {
             check_up: AtomicI64::new(-1),
             running: AtomicUsize::new(0),
             fires,
-            duration,
+            duration: cell,
         }
     }
 
@@ -122,7 +127,7 @@ impl JobStatus {
         if let Some(up) = up {
             self.check_up.store(i64::from(up), Ordering::Relaxed);
         }
-        if let (Some(h), Some(s)) = (&self.duration, started) {
+        if let (Some(h), Some(s)) = (self.duration.get(), started) {
             h.observe((finished - s).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
         (previous != u8::MAX).then_some(previous == 0)
@@ -164,31 +169,80 @@ pub struct Entry {
     pub status: Arc<JobStatus>,
 }
 
-/// Every job of the config (enabled or not) and the loop's health.
-#[derive(Debug)]
-pub struct Board {
+/// The jobs of the config (enabled or not), by name. A reload replaces the whole set at once,
+/// so a reader sees either the old jobs or the new ones.
+#[derive(Debug, Default)]
+pub struct JobSet {
     pub jobs: Vec<Entry>,
     by_name: HashMap<String, usize>,
+}
+
+impl JobSet {
+    fn new(jobs: Vec<Entry>) -> JobSet {
+        let by_name = jobs.iter().enumerate().map(|(i, e)| (e.job.name.clone(), i)).collect();
+        JobSet { jobs, by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.by_name.get(name).map(|&i| &self.jobs[i])
+    }
+}
+
+/// Every job's live status, the loop's health and the metrics: shared by the loop, the runner
+/// and the API for the daemon's whole life, across reloads.
+#[derive(Debug)]
+pub struct Board {
+    jobs: RwLock<Arc<JobSet>>,
     pub health: LoopHealth,
     pub metrics: Metrics,
 }
 
 impl Board {
     pub fn new(jobs: Vec<Job>, metrics: Metrics) -> Arc<Board> {
-        let mut entries = Vec::with_capacity(jobs.len());
-        let mut by_name = HashMap::with_capacity(jobs.len());
-        for job in jobs {
-            let (fires, duration) = metrics.job_handles(&job);
-            by_name.insert(job.name.clone(), entries.len());
-            entries.push(Entry { job: Arc::new(job), status: Arc::new(JobStatus::new(fires, duration)) });
-        }
-        let board = Arc::new(Board { jobs: entries, by_name, health: LoopHealth::default(), metrics });
+        let board = Arc::new(Board { jobs: Default::default(), health: LoopHealth::default(), metrics });
+        board.replace(jobs);
         board.metrics.watch(&board);
         board
     }
 
-    pub fn get(&self, name: &str) -> Option<&Entry> {
-        self.by_name.get(name).map(|&i| &self.jobs[i])
+    /// The current jobs.
+    pub fn jobs(&self) -> Arc<JobSet> {
+        self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Entry> {
+        self.jobs().get(name).cloned()
+    }
+
+    /// Replaces the jobs (a reload). A job whose name was there before keeps its status (last
+    /// run, running count, paused), and, if its definition is the same, its `Arc<Job>` too; the
+    /// metrics of jobs no longer there are dropped. Returns the new set.
+    pub fn replace(&self, jobs: Vec<Job>) -> Arc<JobSet> {
+        let old = self.jobs();
+        let mut entries = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let entry = match old.get(&job.name) {
+                Some(e) => {
+                    if let Some(h) = self.metrics.duration_handle(&job) {
+                        let _ = e.status.duration.set(h);
+                    }
+                    let job = if e.job.definition == job.definition { e.job.clone() } else { Arc::new(job) };
+                    Entry { job, status: e.status.clone() }
+                }
+                None => {
+                    let (fires, duration) = self.metrics.job_handles(&job);
+                    Entry { job: Arc::new(job), status: Arc::new(JobStatus::new(fires, duration)) }
+                }
+            };
+            entries.push(entry);
+        }
+        let set = Arc::new(JobSet::new(entries));
+        for gone in old.jobs.iter().filter(|e| set.get(&e.job.name).is_none()) {
+            self.metrics.forget(&gone.job.name);
+        }
+        self.metrics.jobs.set(set.jobs.len() as i64);
+        *self.jobs.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
+        set
     }
 }
 

@@ -52,6 +52,19 @@ impl Systemd {
         }
     }
 
+    /// A reload starts: systemd waits for the READY=1 of [`Systemd::reloaded`].
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => send(&[NotifyState::Reloading, now, NotifyState::Status("reloading the config")]),
+            Err(e) => tracing::warn!("cannot read the monotonic clock for systemd: {e}"),
+        }
+    }
+
+    /// A reload is over (applied or refused); `status` says which.
+    pub fn reloaded(&self, status: &str) {
+        self.ready(status);
+    }
+
     pub fn stopping(&self) {
         send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     }

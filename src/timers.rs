@@ -69,6 +69,11 @@ impl Timers {
         found
     }
 
+    /// Takes every entry out (a reload rebuilds the heap).
+    pub fn drain(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.heap).into_iter().map(|Reverse(e)| e).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }

@@ -52,7 +52,10 @@ pub struct ApiState {
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token.
-        f.debug_struct("ApiState").field("jobs", &self.board.jobs.len()).field("auth", &self.token.is_some()).finish()
+        f.debug_struct("ApiState")
+            .field("jobs", &self.board.jobs().jobs.len())
+            .field("auth", &self.token.is_some())
+            .finish()
     }
 }
 
@@ -175,7 +178,7 @@ fn view(e: &Entry) -> JobView {
 }
 
 async fn list_jobs(State(state): State<ApiState>) -> Response {
-    axum::Json(state.board.jobs.iter().map(view).collect::<Vec<_>>()).into_response()
+    axum::Json(state.board.jobs().jobs.iter().map(view).collect::<Vec<_>>()).into_response()
 }
 
 fn not_found(name: &str) -> Response {
@@ -184,7 +187,7 @@ fn not_found(name: &str) -> Response {
 
 async fn one_job(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
     match state.board.get(&name) {
-        Some(e) => axum::Json(view(e)).into_response(),
+        Some(e) => axum::Json(view(&e)).into_response(),
         None => not_found(&name),
     }
 }
@@ -242,7 +245,7 @@ async fn resume(state: State<ApiState>, name: Path<String>) -> Response {
 }
 
 async fn set_paused(State(state): State<ApiState>, Path(name): Path<String>, paused: bool) -> Response {
-    let Some(entry) = state.board.get(&name).cloned() else { return not_found(&name) };
+    let Some(entry) = state.board.get(&name) else { return not_found(&name) };
     let dir = state.state_dir.clone();
     let now = state.clock.now();
     let job = name.clone();

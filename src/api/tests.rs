@@ -106,8 +106,8 @@ fn openapi_schemas_match_what_the_api_answers() {
     let spec = openapi();
     let board = board();
     let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
-    board.jobs[0].status.finished(t, Some(t), t, crate::state::history::RunOutcome::Success, None);
-    let job = serde_json::to_value(view(&board.jobs[0])).expect("json");
+    board.jobs().jobs[0].status.finished(t, Some(t), t, crate::state::history::RunOutcome::Success, None);
+    let job = serde_json::to_value(view(&board.jobs().jobs[0])).expect("json");
     let (required, all) = schema_keys(&spec, "Job");
     assert_eq!(keys(&job), all);
     assert_eq!(required, all, "every Job field is always present (null when unknown)");

@@ -1,7 +1,8 @@
 //! `beatd run`: the daemon in the foreground.
 //!
 //! SIGINT or SIGTERM stops new fires; running jobs get `shutdown_grace` to finish and are then
-//! killed; the process exits 0. A second signal kills running jobs at once.
+//! killed; the process exits 0. A second signal kills running jobs at once. SIGHUP (and, with
+//! `--watch`, a change to a config file) reloads the config: see [`crate::reload`].
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use crate::config::Config;
 use crate::jobs::{Actions, Services};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
+use crate::reload::{self, Reloader, Trigger};
 use crate::scheduler::Scheduler;
 use crate::scheduler::runner::Runner;
 use crate::state::journal::Journal;
@@ -35,6 +37,9 @@ pub struct Args {
     /// Log level or filter (overrides RUST_LOG), e.g. `debug` or `beatd=debug`.
     #[arg(long)]
     log_level: Option<String>,
+    /// Also reload when a config file (the main one or a drop-in) changes.
+    #[arg(long)]
+    watch: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Failed> {
@@ -47,28 +52,22 @@ pub fn run(args: Args) -> Result<(), Failed> {
         .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
     let sched = &config.scheduler;
     let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep).map_err(fail)?;
-    let result = runtime.block_on(serve(config, history));
+    let result = runtime.block_on(serve(config, history, args.watch));
     // Every sender is gone once `serve` returns: the writer flushes and stops.
     writer.finish();
     result
 }
 
-async fn serve(config: Config, history: History) -> Result<(), Failed> {
+async fn serve(config: Config, history: History, watch: bool) -> Result<(), Failed> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| fail(format!("cannot handle SIGTERM: {e}")))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(format!("cannot handle SIGINT: {e}")))?;
-    // SIGHUP's default action would end the daemon; until reload exists, say so and go on.
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| fail(format!("cannot handle SIGHUP: {e}")))?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::warn!("SIGHUP: reloading the config is not supported yet; restart beatd to apply changes");
-        }
-    });
+    let hup = signal(SignalKind::hangup()).map_err(|e| fail(format!("cannot handle SIGHUP: {e}")))?;
     let sched = &config.scheduler;
     let services = Arc::new(Services::new(Clock::System, sched.state_dir.clone(), config.notifiers.clone()));
-    let runner = Runner::new(Actions, services, history, sched.max_running);
+    let runner = Runner::new(Actions, services.clone(), history, sched.max_running);
     let grace = sched.shutdown_grace;
     let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
-    let board = Board::new(config.jobs, Metrics::new(per_job));
+    let board = Board::new(config.jobs.clone(), Metrics::new(per_job));
     // Paused jobs stay paused across restarts.
     match state::open_read_only(&sched.state_dir).and_then(|c| {
         state::paused_jobs(&c).map_err(|source| state::StateError::Sqlite { path: sched.state_dir.clone(), source })
@@ -104,10 +103,20 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
     };
     let journal = Journal::open(&sched.state_dir).map_err(fail)?;
     let systemd = Arc::new(Systemd::from_env());
-    let mut scheduler = Scheduler::with_board(board, Clock::System, runner.clone()).with_journal(journal);
+    let (reloads, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut scheduler = Scheduler::with_board(board.clone(), Clock::System, runner.clone())
+        .with_journal(journal)
+        .with_reloads(reload_rx);
     if systemd.is_active() {
         let systemd = systemd.clone();
-        scheduler = scheduler.with_status_line(Box::new(move |line| systemd.status(line)));
+        let board = board.clone();
+        scheduler = scheduler.with_status_line(Box::new(move |line| {
+            if board.health.reload_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                systemd.status(&format!("reload failed, previous config running; {line}"));
+            } else {
+                systemd.status(line);
+            }
+        }));
     }
     if let Some(interval) = systemd.watchdog_interval() {
         tracing::info!("systemd watchdog: pinging every {}", humantime::format_duration(interval));
@@ -117,6 +126,8 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
     let summary = scheduler.summary();
     systemd.ready(&summary);
     tracing::info!("beatd started from {}: {summary}", config.path.display());
+    let reloader = Reloader::new(config, board, services, systemd.clone(), reloads);
+    let reloading = tokio::spawn(reload_on_signal(reloader, hup, watch));
 
     let stop = CancellationToken::new();
     let kill = runner.kill_token();
@@ -147,7 +158,46 @@ async fn serve(config: Config, history: History) -> Result<(), Failed> {
         let _ = api.await;
     }
     signals.abort();
+    reloading.abort();
     drop(runner);
     tracing::info!("beatd stopped");
     Ok(())
+}
+
+/// Reloads on each SIGHUP and, with `watch`, once a changed config file has settled.
+async fn reload_on_signal(mut reloader: Reloader, mut hup: tokio::signal::unix::Signal, watch: bool) {
+    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+    let mut watching = None;
+    let mut folders = Vec::new();
+    loop {
+        if watch && folders != reloader.watched_folders() {
+            folders = reloader.watched_folders();
+            watching = match reload::watch(&folders, changed_tx.clone()) {
+                Ok(w) => {
+                    let shown: Vec<String> = folders.iter().map(|f| f.display().to_string()).collect();
+                    tracing::info!("watching {} for config changes", shown.join(", "));
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::error!("cannot watch the config for changes ({e}); SIGHUP still reloads");
+                    None
+                }
+            };
+        }
+        let trigger = tokio::select! {
+            s = hup.recv() => match s {
+                Some(()) => Trigger::Signal,
+                None => return,
+            },
+            Some(paths) = changed.recv(), if watching.is_some() => {
+                if !paths.iter().any(|p| reloader.concerns(p)) {
+                    continue;
+                }
+                // Wait until the files are quiet: one save is several events.
+                while let Ok(Some(_)) = tokio::time::timeout(reload::SETTLE, changed.recv()).await {}
+                Trigger::FileChanged
+            }
+        };
+        reloader.reload(trigger).await;
+    }
 }

@@ -224,7 +224,7 @@ fn include_patterns(text: &str) -> Vec<String> {
 /// The files an `include` pattern names, sorted. A pattern whose folder does not exist is an
 /// error (a typo would otherwise include nothing, silently); a folder with no match is not.
 pub fn expand_include(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
-    let full = if base == Path::new(".") { PathBuf::from(pattern) } else { base.join(pattern) };
+    let full = resolve(base, pattern);
     let text = full.to_str().ok_or_else(|| format!("include \"{pattern}\": the path is not UTF-8"))?;
     let paths = glob::glob(text).map_err(|e| format!("include \"{pattern}\": invalid pattern: {}", e.msg))?;
     let mut out: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| !p.is_dir()).collect();
@@ -239,6 +239,12 @@ pub fn expand_include(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String
         }
     }
     Ok(out)
+}
+
+/// A path (or include pattern) of the config, relative to the config's folder `base`; with a
+/// config in the current folder it stays as written.
+pub fn resolve(base: &Path, pattern: &str) -> PathBuf {
+    if base == Path::new(".") { PathBuf::from(pattern) } else { base.join(pattern) }
 }
 
 fn glob_chars(s: &str) -> bool {

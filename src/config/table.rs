@@ -203,7 +203,7 @@ impl<'t, 'i> Table<'t, 'i> {
             self.error(d, s.span, format!("\"{key}\" must not be empty"));
             return None;
         }
-        Some((base.join(s.value), s.span))
+        Some((super::resolve(base, s.value), s.span))
     }
 
     /// Reports every key nobody asked for, with a hint. `also_known` are keys that are valid

@@ -73,7 +73,7 @@ impl std::fmt::Debug for Hooks<'_> {
 impl Cleanup {
     pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Self> {
         let path = t.req_str(d, "path").and_then(|p| {
-            let path = base.join(p.value);
+            let path = crate::config::resolve(base, p.value);
             if is_root(&path) {
                 t.error(d, p.span.clone(), "refusing to clean up \"/\"");
                 return None;

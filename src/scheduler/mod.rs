@@ -5,6 +5,10 @@
 //! each fire to a [`Dispatch`] and never waits for the job, so a slow job cannot delay another
 //! job's fire.
 //!
+//! Reload: a new set of jobs arrives on a channel and is applied between two ticks, as a diff
+//! (see [`Scheduler::apply`]): jobs whose definition is unchanged keep their pending fire and
+//! their running instances, a changed schedule starts from now, a removed job fires no more.
+//!
 //! Wall-clock steps: when the wall clock jumps forward past several slots of a job (an NTP
 //! correction, a resume from suspend), those slots run once, for the latest of them, and the
 //! skipped count is logged. When it jumps back, the heap keeps the slots after the ones already
@@ -12,6 +16,7 @@
 
 pub mod runner;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +30,7 @@ use crate::policy::CatchUp;
 use crate::schedule::Schedule;
 use crate::state::journal::Journal;
 use crate::status::{Board, Entry};
-use crate::timers::Timers;
+use crate::timers::{self, Timers};
 
 /// Where fires go. The daemon's [`runner::Runner`] runs the job's action; tests record.
 pub trait Dispatch: Send + Sync {
@@ -45,6 +50,57 @@ pub type Ping = Box<dyn Fn() + Send + Sync>;
 /// Called by the loop after each iteration with a one-line summary (systemd's STATUS=).
 pub type StatusLine = Box<dyn Fn(&str) + Send + Sync>;
 
+/// A validated set of jobs for the running loop, and where to report what changed.
+#[derive(Debug)]
+pub struct Reload {
+    pub jobs: Vec<Job>,
+    pub done: tokio::sync::oneshot::Sender<Diff>,
+}
+
+/// What a reload changed, job by job (names in config order).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Changed jobs, and whether their schedule (and so their next fire) changed.
+    pub changed: Vec<(String, bool)>,
+    pub unchanged: Vec<String>,
+}
+
+impl Diff {
+    /// Logs the diff job by job; unchanged jobs are listed by name up to a point, then counted.
+    pub fn log(&self) {
+        for name in &self.added {
+            tracing::info!(job = %name, "reload: added");
+        }
+        for name in &self.removed {
+            tracing::info!(job = %name, "reload: removed; fires no more (a running instance finishes)");
+        }
+        for (name, schedule) in &self.changed {
+            if *schedule {
+                tracing::info!(job = %name, "reload: changed, schedule too: next fire computed from now");
+            } else {
+                tracing::info!(job = %name, "reload: changed; keeps its next fire");
+            }
+        }
+        const LISTED: usize = 20;
+        if self.unchanged.len() <= LISTED {
+            for name in &self.unchanged {
+                tracing::info!(job = %name, "reload: unchanged");
+            }
+        } else {
+            tracing::info!("reload: {} jobs unchanged", self.unchanged.len());
+        }
+        tracing::info!(
+            "reloaded: {} added, {} removed, {} changed, {} unchanged",
+            self.added.len(),
+            self.removed.len(),
+            self.changed.len(),
+            self.unchanged.len()
+        );
+    }
+}
+
 pub struct Scheduler<D: Dispatch> {
     /// The enabled jobs; timer entries index into it.
     jobs: Vec<Entry>,
@@ -57,6 +113,7 @@ pub struct Scheduler<D: Dispatch> {
     due: Vec<(u32, DateTime<Utc>)>,
     watchdog: Option<(std::time::Duration, Ping)>,
     status_line: Option<StatusLine>,
+    reloads: Option<tokio::sync::mpsc::UnboundedReceiver<Reload>>,
     board: Arc<Board>,
     timers: Timers,
     clock: Clock,
@@ -78,7 +135,7 @@ impl<D: Dispatch> Scheduler<D> {
 
     /// Like [`Scheduler::new`], on a board the caller shares (with the HTTP API).
     pub fn with_board(board: Arc<Board>, clock: Clock, dispatch: D) -> Self {
-        let jobs: Vec<Entry> = board.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
+        let jobs: Vec<Entry> = board.jobs().jobs.iter().filter(|e| e.job.enabled).cloned().collect();
         let now = clock.now();
         let mut timers = Timers::with_capacity(jobs.len());
         for (i, entry) in jobs.iter().enumerate() {
@@ -87,7 +144,7 @@ impl<D: Dispatch> Scheduler<D> {
                 entry.status.set_next_fire(Some(at));
             }
         }
-        let keys = jobs.iter().map(|e| format!("{} {}", e.job.schedule_text, e.job.timezone.name())).collect();
+        let keys = jobs.iter().map(|e| schedule_key(&e.job)).collect();
         Scheduler {
             jobs,
             keys,
@@ -96,6 +153,7 @@ impl<D: Dispatch> Scheduler<D> {
             due: Vec::new(),
             watchdog: None,
             status_line: None,
+            reloads: None,
             board,
             timers,
             clock,
@@ -169,6 +227,78 @@ impl<D: Dispatch> Scheduler<D> {
         self
     }
 
+    /// Applies each [`Reload`] sent on `reloads`, between two ticks.
+    pub fn with_reloads(mut self, reloads: tokio::sync::mpsc::UnboundedReceiver<Reload>) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// Replaces the jobs with `jobs` as a diff against the current ones:
+    /// - a job whose definition is unchanged keeps its pending fire (and, in the runner, its
+    ///   running instances, which are keyed by name);
+    /// - a changed job with the same schedule keeps its pending slot; one whose schedule (or
+    ///   zone) changed is scheduled from now;
+    /// - a new job, or one enabled by the reload, starts from now;
+    /// - a removed or disabled job fires no more; a run in progress finishes.
+    ///
+    /// The journal learns the new schedules, so a restart catches up the same jobs.
+    pub fn apply(&mut self, jobs: Vec<Job>) -> Diff {
+        let now = self.clock.now();
+        let old_set = self.board.jobs();
+        let old_index: HashMap<&str, usize> =
+            self.jobs.iter().enumerate().map(|(i, e)| (e.job.name.as_str(), i)).collect();
+        let mut pending: HashMap<u32, timers::Entry> = HashMap::with_capacity(self.timers.len());
+        for e in self.timers.drain() {
+            pending.insert(e.job, e);
+        }
+        let set = self.board.replace(jobs);
+
+        let mut diff = Diff::default();
+        for e in &set.jobs {
+            match old_set.get(&e.job.name) {
+                None => diff.added.push(e.job.name.clone()),
+                Some(old) if Arc::ptr_eq(&old.job, &e.job) => diff.unchanged.push(e.job.name.clone()),
+                Some(old) => diff.changed.push((e.job.name.clone(), schedule_key(&old.job) != schedule_key(&e.job))),
+            }
+        }
+        diff.removed =
+            old_set.jobs.iter().filter(|e| set.get(&e.job.name).is_none()).map(|e| e.job.name.clone()).collect();
+
+        let jobs: Vec<Entry> = set.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
+        let keys: Vec<String> = jobs.iter().map(|e| schedule_key(&e.job)).collect();
+        let mut timers = Timers::with_capacity(jobs.len());
+        for (i, (e, key)) in jobs.iter().zip(&keys).enumerate() {
+            let kept = old_index
+                .get(e.job.name.as_str())
+                .filter(|&&oi| self.keys[oi] == *key)
+                .and_then(|&oi| pending.get(&(oi as u32)));
+            let next = match kept {
+                // Same schedule: the same slot, at the (possibly new) jitter's time.
+                Some(p) => Some((p.slot, e.job.run_at(p.slot))),
+                None => e.job.next_fire(now),
+            };
+            if let Some((slot, at)) = next {
+                timers.push_slot(slot, at, i as u32);
+            }
+            e.status.set_next_fire(next.map(|(_, at)| at));
+        }
+        for old in &self.jobs {
+            if !jobs.iter().any(|e| Arc::ptr_eq(&e.status, &old.status)) {
+                old.status.set_next_fire(None);
+            }
+        }
+        if let Some(journal) = &mut self.journal {
+            let names = jobs.iter().zip(&keys).map(|(e, k)| (e.job.name.as_str(), k.as_str()));
+            if let Err(e) = journal.set_jobs(names, now) {
+                tracing::error!("cannot record the reloaded jobs in the fire journal: {e}");
+            }
+        }
+        self.jobs = jobs;
+        self.keys = keys;
+        self.timers = timers;
+        diff
+    }
+
     /// `12 jobs, next: cleanup-every-day at 02:00 CET`.
     pub fn summary(&self) -> String {
         let n = self.jobs.len();
@@ -236,6 +366,10 @@ impl<D: Dispatch> Scheduler<D> {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                Some(reload) = next_reload(&mut self.reloads) => {
+                    let diff = self.apply(reload.jobs);
+                    let _ = reload.done.send(diff);
+                }
                 () = sleep_until(&self.clock, next) => {}
             }
         }
@@ -355,6 +489,18 @@ fn missed_slots(job: &Job, until: DateTime<Utc>, now: DateTime<Utc>) -> (Vec<Dat
         }
     };
     (run, missed)
+}
+
+/// The schedule as the journal compares it: text and zone.
+fn schedule_key(job: &Job) -> String {
+    format!("{} {}", job.schedule_text, job.timezone.name())
+}
+
+async fn next_reload(reloads: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Reload>>) -> Option<Reload> {
+    match reloads {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(clock: &Clock, next: Option<DateTime<Utc>>) {

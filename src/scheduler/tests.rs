@@ -365,3 +365,88 @@ async fn a_slot_in_the_journal_never_runs_again_even_if_the_clock_went_back() {
         second.of("tick").iter().map(|(s, _)| (*s - at("2026-01-01T00:00:00Z")).num_seconds()).collect();
     assert_eq!(slots, [11, 12, 13]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_is_applied_as_a_diff() {
+    let before = r#"
+        [jobs.same]
+        every = "10s"
+        action = "noop"
+        [jobs.reworded]
+        every = "1m"
+        action = "command"
+        command = "echo a"
+        [jobs.rescheduled]
+        every = "1h"
+        action = "noop"
+        [jobs.dropped]
+        every = "5s"
+        action = "noop"
+    "#;
+    // Same jobs, written differently; one command changed, one schedule changed, one job gone,
+    // one new.
+    let after = r#"
+        [jobs]
+        same = { action = "noop", every = "10s" }
+        [jobs.reworded]
+        every = "1m"
+        action = "command"
+        command = "echo b"
+        [jobs.rescheduled]
+        every = "2h"
+        action = "noop"
+        [jobs.added]
+        every = "30s"
+        action = "noop"
+    "#;
+    let clock = Clock::manual(at("2026-05-01T00:00:00Z"));
+    let rec = Recorder::default();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let scheduler = Scheduler::new(jobs(before), clock.clone(), rec.clone()).with_reloads(rx);
+    let board = scheduler.board();
+    let same_before = board.get("same").expect("same");
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            scheduler.run(stop).await;
+        }
+    });
+    run_until(&clock, at("2026-05-01T00:00:35Z")).await;
+    let (done, diff) = tokio::sync::oneshot::channel();
+    tx.send(super::Reload { jobs: jobs(after), done }).expect("loop listens");
+    let diff = diff.await.expect("applied");
+    assert_eq!(
+        diff,
+        super::Diff {
+            added: vec!["added".into()],
+            removed: vec!["dropped".into()],
+            changed: vec![("reworded".into(), false), ("rescheduled".into(), true)],
+            unchanged: vec!["same".into()],
+        }
+    );
+    // The unchanged job is the same job with the same status; its pending fire is kept.
+    let same_after = board.get("same").expect("same");
+    assert!(Arc::ptr_eq(&same_before.job, &same_after.job) && Arc::ptr_eq(&same_before.status, &same_after.status));
+    assert_eq!(same_after.status.next_fire(), Some(at("2026-05-01T00:00:40Z")));
+    assert_eq!(board.get("reworded").expect("r").status.next_fire(), Some(at("2026-05-01T00:01:00Z")));
+    assert_eq!(board.get("rescheduled").expect("r").status.next_fire(), Some(at("2026-05-01T02:00:00Z")));
+    assert_eq!(board.get("added").expect("a").status.next_fire(), Some(at("2026-05-01T00:01:00Z")));
+    assert!(board.get("dropped").is_none());
+    assert_eq!(same_before.status.next_fire(), Some(at("2026-05-01T00:00:40Z")));
+
+    run_until(&clock, at("2026-05-01T00:02:00Z")).await;
+    stop.cancel();
+    handle.await.expect("loop ends");
+    let secs = |v: Vec<(DateTime<Utc>, DateTime<Utc>)>| v.iter().map(|(s, _)| s.timestamp() % 1000).collect::<Vec<_>>();
+    // Every 10 s, no slot lost or doubled around the reload.
+    let same: Vec<i64> = (0..=12).map(|i| (at("2026-05-01T00:00:00Z").timestamp() + i * 10) % 1000).skip(1).collect();
+    assert_eq!(secs(rec.of("same")), same);
+    // The dropped job fired at 5..35 s and never after.
+    assert_eq!(rec.of("dropped").len(), 7);
+    assert_eq!(
+        rec.of("added").iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [at("2026-05-01T00:01:00Z"), at("2026-05-01T00:01:30Z"), at("2026-05-01T00:02:00Z")]
+    );
+    assert_eq!(rec.of("rescheduled").len(), 0);
+}

@@ -7,11 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{Beatd, signal, wait_exit, wait_for};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use crate::util::{Beatd, free_port, signal, wait_exit, wait_for};
 
 /// One HTTP request; the body as JSON when it is JSON, else as a string.
 fn http(method: &str, url: &str, token: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
@@ -29,7 +25,7 @@ fn http(method: &str, url: &str, token: Option<&str>) -> (u16, Value, reqwest::h
     })
 }
 
-fn get(url: &str) -> (u16, Value) {
+pub fn get(url: &str) -> (u16, Value) {
     let (s, v, _) = http("GET", url, None);
     (s, v)
 }

@@ -1,5 +1,6 @@
 //! Checks and notifications against real servers on 127.0.0.1, started by the tests.
 
+use crate::util::free_port;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,12 +144,6 @@ async fn http_check_against_an_unresolvable_host_and_a_closed_port() {
     let refused = check(&http_job(&format!("http://127.0.0.1:{closed}/"), "")).await;
     let err = refused.result.expect_err("fails");
     assert!(err.contains("Connection refused"), "{err}");
-}
-
-/// A port nothing listens on: bound, then released.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 #[tokio::test]

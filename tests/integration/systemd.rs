@@ -53,6 +53,31 @@ fn ready_status_watchdog_and_stopping() {
     assert!((4..=10).contains(&pings), "{pings} pings in 1.5 s: {more:?}");
     assert!(more.iter().any(|m| m.starts_with("STATUS=1 job, next: tick at ")), "{more:?}");
 
+    // A reload: RELOADING=1 with MONOTONIC_USEC, then READY=1.
+    b.write(
+        "beatd.toml",
+        "[jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n[jobs.tock]\nevery = \"1h\"\naction = \"noop\"\n",
+    );
+    signal(&child, Signal::SIGHUP);
+    let reload = receive(&sock, Duration::from_secs(5), |m| m.iter().any(|x| x.contains("READY=1")));
+    let reloading = reload.iter().position(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="));
+    let ready = reload.iter().position(|m| m.contains("READY=1") && m.contains("STATUS=reloaded: 2 jobs"));
+    assert!(matches!((reloading, ready), (Some(a), Some(b)) if a < b), "{reload:?}");
+
+    // A broken config: READY=1 again (the daemon runs on), and the status says so until fixed.
+    b.write("beatd.toml", "[jobs.tick]\nevery = \"1 fortnight\"\naction = \"noop\"\n");
+    signal(&child, Signal::SIGHUP);
+    let failed = receive(&sock, Duration::from_secs(5), |m| m.iter().any(|x| x.contains("READY=1")));
+    assert!(
+        failed.iter().any(|m| m.contains("READY=1") && m.contains("STATUS=reload failed (1 error in the config)")),
+        "{failed:?}"
+    );
+    let later = receive(&sock, Duration::from_millis(1500), |_| false);
+    assert!(
+        later.iter().any(|m| m.starts_with("STATUS=reload failed, previous config running; 2 jobs, next: ")),
+        "{later:?}"
+    );
+
     signal(&child, Signal::SIGTERM);
     let last = receive(&sock, Duration::from_secs(5), |m| m.iter().any(|x| x.contains("STOPPING=1")));
     assert!(last.iter().any(|m| m.contains("STOPPING=1")), "{last:?}");

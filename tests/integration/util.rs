@@ -24,6 +24,13 @@ impl Beatd {
         self.dir.path().join(name)
     }
 
+    /// Replaces `name` the way editors save: a new file renamed over the old one.
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.path(&format!(".{}.tmp", name.replace('/', "_")));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, self.path(name)).expect("rename");
+    }
+
     pub fn config(&self) -> PathBuf {
         self.path("beatd.toml")
     }
@@ -44,8 +51,7 @@ impl Beatd {
             .env_remove("BEATD_CONFIG")
             .env_remove("RUST_LOG")
             .arg("run")
-            .arg("--config")
-            .arg(self.config())
+            .args(["--config", "beatd.toml"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -90,4 +96,9 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     }
     let _ = child.kill();
     None
+}
+
+/// A port nothing listens on: bound, then released.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
