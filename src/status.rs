@@ -53,6 +53,8 @@ fn outcome_index(o: RunOutcome) -> usize {
         RunOutcome::Failure => 1,
         RunOutcome::Timeout => 2,
         RunOutcome::Skipped => 3,
+        // Only ever written to the history at start, for a run a crash cut short.
+        RunOutcome::Interrupted => 1,
     }
 }
 

@@ -51,6 +51,8 @@ pub fn run(args: Args) -> Result<(), Failed> {
         .build()
         .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
     let sched = &config.scheduler;
+    // Before the history writer starts: runs a crash cut short are recorded first.
+    state::recover_interrupted(&sched.state_dir, Clock::System.now()).map_err(fail)?;
     let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep).map_err(fail)?;
     let result = runtime.block_on(serve(config, history, args.watch));
     // Every sender is gone once `serve` returns: the writer flushes and stops.

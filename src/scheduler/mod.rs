@@ -39,7 +39,16 @@ pub trait Dispatch: Send + Sync {
 
     /// Called once after each tick's fires: a place to send per-fire bookkeeping as one batch.
     fn end_tick(&self) {}
+
+    /// The dispatch instant of the oldest fire whose run is not yet recorded, if any: the
+    /// journal keeps the fire lists of that tick and later ones.
+    fn oldest_in_flight(&self) -> Option<DateTime<Utc>> {
+        None
+    }
 }
+
+/// How long a finished run may take to reach the history database (the writer batches).
+const RECORD_SLACK: chrono::Duration = chrono::Duration::seconds(60);
 
 /// A wall-clock discrepancy larger than this, between two loop iterations, is logged as a step.
 const STEP_TOLERANCE_MS: i64 = 1000;
@@ -106,7 +115,11 @@ pub struct Scheduler<D: Dispatch> {
     jobs: Vec<Entry>,
     /// Each job's schedule as the journal knows it (text and zone); parallel to `jobs`.
     keys: Vec<String>,
+    /// Each job's id in the journal's fire lists; parallel to `jobs` (empty without journal).
+    ids: Vec<u32>,
     journal: Option<Journal>,
+    /// This tick's (journal id, slot) list, reused.
+    journal_fires: Vec<(u32, DateTime<Utc>)>,
     /// Missed slots to run at start, in slot order: (job index, slot).
     catch_up: Vec<(u32, DateTime<Utc>)>,
     /// This tick's (job index, slot), reused from tick to tick.
@@ -148,7 +161,9 @@ impl<D: Dispatch> Scheduler<D> {
         Scheduler {
             jobs,
             keys,
+            ids: Vec::new(),
             journal: None,
+            journal_fires: Vec::new(),
             catch_up: Vec::new(),
             due: Vec::new(),
             watchdog: None,
@@ -164,7 +179,7 @@ impl<D: Dispatch> Scheduler<D> {
     /// Records each tick in `journal` before dispatching it, and handles the fires missed
     /// since the journal's watermark by each job's `catch_up`. A job the journal does not know,
     /// or whose schedule changed, starts from now.
-    pub fn with_journal(mut self, mut journal: Journal) -> Self {
+    pub fn with_journal(mut self, journal: Journal) -> Self {
         let now = self.clock.now();
         let known = journal.load().unwrap_or_else(|e| {
             tracing::error!("cannot read the fire journal ({e}); every job starts from now");
@@ -206,12 +221,25 @@ impl<D: Dispatch> Scheduler<D> {
             }
             self.catch_up.sort_by_key(|(_, s)| *s);
         }
+        self.journal = Some(journal);
+        self.record_jobs(now);
+        self
+    }
+
+    /// Tells the journal the current jobs' schedules, and takes their ids for fire lists.
+    fn record_jobs(&mut self, now: DateTime<Utc>) {
+        let Some(journal) = &mut self.journal else { return };
         let jobs = self.jobs.iter().zip(&self.keys).map(|(e, k)| (e.job.name.as_str(), k.as_str()));
         if let Err(e) = journal.set_jobs(jobs, now) {
             tracing::error!("cannot record the jobs in the fire journal: {e}");
         }
-        self.journal = Some(journal);
-        self
+        match journal.ids(self.jobs.iter().map(|e| e.job.name.as_str())) {
+            Ok(ids) => self.ids = ids,
+            Err(e) => {
+                tracing::error!("cannot read job ids from the fire journal ({e}); fires are not listed in it");
+                self.ids.clear();
+            }
+        }
     }
 
     /// Makes the loop call `ping` every `interval`, from its own iterations: a loop that stops
@@ -287,15 +315,10 @@ impl<D: Dispatch> Scheduler<D> {
                 old.status.set_next_fire(None);
             }
         }
-        if let Some(journal) = &mut self.journal {
-            let names = jobs.iter().zip(&keys).map(|(e, k)| (e.job.name.as_str(), k.as_str()));
-            if let Err(e) = journal.set_jobs(names, now) {
-                tracing::error!("cannot record the reloaded jobs in the fire journal: {e}");
-            }
-        }
         self.jobs = jobs;
         self.keys = keys;
         self.timers = timers;
+        self.record_jobs(now);
         diff
     }
 
@@ -329,7 +352,7 @@ impl<D: Dispatch> Scheduler<D> {
             self.dispatch.end_tick();
         }
         let catch_up = std::mem::take(&mut self.catch_up);
-        self.mark_handled(start);
+        self.mark_handled(start, &catch_up);
         self.handle(&catch_up, start);
         let mut last = (start, self.clock.monotonic());
         let mut next_ping = self.clock.monotonic();
@@ -402,22 +425,35 @@ impl<D: Dispatch> Scheduler<D> {
             due.push((entry.job, slot));
         }
         if !due.is_empty() {
-            self.mark_handled(now);
+            self.mark_handled(now, &due);
         }
         let fired = self.handle(&due, now);
         self.due = due;
         fired
     }
 
-    /// Writes the journal's watermark: every fire due at or before `now` is handled. Called
-    /// before that tick's fires are dispatched.
-    fn mark_handled(&mut self, now: DateTime<Utc>) {
-        if let Some(journal) = &mut self.journal
-            && let Err(e) = journal.handled_until(now)
-        {
+    /// Writes the journal's watermark (every fire due at or before `now` is handled) and the
+    /// list of `slots` about to run, in one transaction, before they are dispatched; then
+    /// forgets the lists of ticks whose runs are all recorded.
+    fn mark_handled(&mut self, now: DateTime<Utc>, slots: &[(u32, DateTime<Utc>)]) {
+        let Some(journal) = &mut self.journal else { return };
+        let fires = &mut self.journal_fires;
+        fires.clear();
+        if self.ids.len() == self.jobs.len() {
+            for &(i, slot) in slots {
+                if !self.jobs[i as usize].status.is_paused() {
+                    fires.push((self.ids[i as usize], slot));
+                }
+            }
+        }
+        if let Err(e) = journal.handled_until(now, fires.iter().copied()) {
             // Running the jobs matters more than remembering them: go on, but loudly, since a
             // crash now could run this tick's fires again.
             tracing::error!("cannot record fires in the journal: {e}");
+        }
+        let recorded_before = self.dispatch.oldest_in_flight().map_or(now, |t| t.min(now)) - RECORD_SLACK;
+        if let Err(e) = journal.forget_fired_before(recorded_before) {
+            tracing::warn!("cannot prune the fire journal: {e}");
         }
     }
 

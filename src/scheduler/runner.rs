@@ -49,6 +49,9 @@ struct Inner {
     /// Fires that had to wait for `max_running`.
     waited: AtomicU64,
     jobs: Mutex<HashMap<String, JobState>>,
+    /// Scheduled fires whose run is not recorded yet, by the tick (dispatch instant, ms) that
+    /// sent them: the journal keeps those ticks' fire lists until they are.
+    in_flight: Mutex<std::collections::BTreeMap<i64, usize>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -80,6 +83,7 @@ impl Runner {
                 instant: Mutex::new(Vec::new()),
                 waited: AtomicU64::new(0),
                 jobs: Mutex::new(HashMap::new()),
+                in_flight: Mutex::default(),
             }),
         }
     }
@@ -115,6 +119,33 @@ impl Runner {
 }
 
 impl Inner {
+    /// A scheduled fire's run is about to be recorded one way or another (or not: manual).
+    fn track(&self, fire: &Fire) {
+        if fire.manual.is_none() {
+            *self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(fire.fired_at.timestamp_millis())
+                .or_default() += 1;
+        }
+    }
+
+    /// The run of a tracked fire has been sent to the history.
+    fn landed(&self, fire: &Fire) {
+        if fire.manual.is_some() {
+            return;
+        }
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let tick = fire.fired_at.timestamp_millis();
+        if let Some(n) = in_flight.get_mut(&tick) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&tick);
+            }
+        }
+    }
+
     fn jobs(&self) -> MutexGuard<'_, HashMap<String, JobState>> {
         self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -184,6 +215,7 @@ impl Inner {
                 fire.status.finished(fire.scheduled_at, Some(started), self.services.clock.now(), outcome, up);
             self.after_run(&fire, outcome, &result, previous);
         }
+        self.landed(&fire);
         fire.status.running.fetch_sub(1, Ordering::Relaxed);
         let mut jobs = self.jobs();
         let state = jobs.entry(fire.job.name.clone()).or_default();
@@ -194,6 +226,7 @@ impl Inner {
             if self.tracker.is_closed() {
                 drop(jobs);
                 self.skip(&next, "beatd is shutting down");
+                self.landed(&next);
             } else {
                 self.start(state, next);
             }
@@ -304,6 +337,11 @@ async fn run_attempt(
 }
 
 impl Dispatch for Runner {
+    fn oldest_in_flight(&self) -> Option<DateTime<Utc>> {
+        let in_flight = self.inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight.keys().next().and_then(|&ms| DateTime::from_timestamp_millis(ms))
+    }
+
     fn end_tick(&self) {
         let batch = {
             let mut pending = self.inner.instant.lock().unwrap_or_else(|p| p.into_inner());
@@ -340,6 +378,7 @@ impl Dispatch for Runner {
             return;
         }
         let job = &fire.job;
+        inner.track(&fire);
         let mut jobs = inner.jobs();
         let state = jobs.entry(job.name.clone()).or_default();
         if !state.running.is_empty() {
@@ -347,12 +386,14 @@ impl Dispatch for Runner {
                 Overlap::Skip => {
                     drop(jobs);
                     inner.skip(&fire, "the previous run is still going (overlap = \"skip\")");
+                    inner.landed(&fire);
                     return;
                 }
                 Overlap::Queue => {
                     if state.pending.is_some() {
                         drop(jobs);
                         inner.skip(&fire, "a run is already queued (overlap = \"queue\")");
+                        inner.landed(&fire);
                     } else {
                         tracing::info!(job = %job.name, slot = %fire.scheduled_at, "queued behind the running one");
                         state.pending = Some(fire);

@@ -25,15 +25,27 @@ pub enum RunOutcome {
     Failure,
     Timeout,
     Skipped,
+    /// beatd stopped (a crash, a kill) after dispatching the fire and before its end was
+    /// recorded: the run may or may not have happened. Recorded at the next start.
+    Interrupted,
 }
 
 impl RunOutcome {
+    pub const ALL: [RunOutcome; 5] = [
+        RunOutcome::Success,
+        RunOutcome::Failure,
+        RunOutcome::Timeout,
+        RunOutcome::Skipped,
+        RunOutcome::Interrupted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunOutcome::Success => "success",
             RunOutcome::Failure => "failure",
             RunOutcome::Timeout => "timeout",
             RunOutcome::Skipped => "skipped",
+            RunOutcome::Interrupted => "interrupted",
         }
     }
 
@@ -42,6 +54,7 @@ impl RunOutcome {
             "success" => RunOutcome::Success,
             "timeout" => RunOutcome::Timeout,
             "skipped" => RunOutcome::Skipped,
+            "interrupted" => RunOutcome::Interrupted,
             _ => RunOutcome::Failure,
         }
     }

@@ -72,6 +72,49 @@ pub fn set_paused(
     Ok(())
 }
 
+/// Records, as interrupted, every fire the journal lists whose run the history lacks: beatd
+/// stopped between dispatching it and recording its end. Runs at start, before anything else
+/// writes, so that the history holds every handled fire exactly once. Returns how many.
+pub fn recover_interrupted(state_dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StateError> {
+    let sqlite = |source| StateError::Sqlite { path: state_dir.to_path_buf(), source };
+    let mut journal = journal::Journal::open(state_dir)?;
+    let fired = journal.load().map_err(sqlite)?.fired;
+    if fired.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = open(state_dir)?;
+    let mut missing = Vec::new();
+    {
+        let mut has =
+            conn.prepare("SELECT EXISTS (SELECT 1 FROM runs WHERE job = ?1 AND scheduled_at = ?2)").map_err(sqlite)?;
+        for (job, slot) in fired {
+            if !has
+                .query_row(rusqlite::params![job, slot.timestamp_millis()], |r| r.get::<_, bool>(0))
+                .map_err(sqlite)?
+            {
+                missing.push(history::RunRecord {
+                    job,
+                    fire_id: String::new(),
+                    scheduled_at: slot,
+                    started_at: None,
+                    finished_at: now,
+                    outcome: history::RunOutcome::Interrupted,
+                    attempt: 1,
+                    exit_code: None,
+                    error: Some("beatd stopped before this run's end was recorded; it may or may not have run".into()),
+                    details: Default::default(),
+                });
+            }
+        }
+    }
+    history::insert(&mut conn, &missing).map_err(sqlite)?;
+    for r in &missing {
+        tracing::warn!(job = %r.job, slot = %r.scheduled_at, "recorded as interrupted: beatd stopped while it ran");
+    }
+    journal.clear_fired().map_err(sqlite)?;
+    Ok(missing.len())
+}
+
 /// Opens (creating if needed) the state database for writing, migrated to the latest schema.
 pub fn open(state_dir: &Path) -> Result<Connection, StateError> {
     open_file(state_dir, DB_FILE, MIGRATIONS)

@@ -10,16 +10,7 @@ use axum::routing::post;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{Beatd, lines, signal, wait_exit, wait_for};
-
-/// `beatd history --json` as values, newest first.
-fn history(b: &Beatd, job: &str) -> Vec<Value> {
-    let out = b.cmd(&["history", "-c", "beatd.toml", "--job", job, "--json", "-n", "100"]).assert().success();
-    String::from_utf8_lossy(&out.get_output().stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
+use crate::util::{Beatd, history, lines, signal, wait_exit, wait_for};
 
 /// A webhook receiver that always answers 500, counting the attempts.
 fn failing_webhook() -> (String, Arc<Mutex<u32>>) {

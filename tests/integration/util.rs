@@ -102,3 +102,12 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
+
+/// `beatd history --json` of `job` as values, newest first.
+pub fn history(b: &Beatd, job: &str) -> Vec<serde_json::Value> {
+    let out = b.cmd(&["history", "-c", "beatd.toml", "--job", job, "--json", "-n", "100000"]).assert().success();
+    String::from_utf8_lossy(&out.get_output().stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
