@@ -31,13 +31,8 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
-    pub const ALL: [RunOutcome; 5] = [
-        RunOutcome::Success,
-        RunOutcome::Failure,
-        RunOutcome::Timeout,
-        RunOutcome::Skipped,
-        RunOutcome::Interrupted,
-    ];
+    pub const ALL: [RunOutcome; 5] =
+        [RunOutcome::Success, RunOutcome::Failure, RunOutcome::Timeout, RunOutcome::Skipped, RunOutcome::Interrupted];
 
     pub fn as_str(self) -> &'static str {
         match self {
