@@ -4,6 +4,7 @@
 //! - [`schedule`]: cron and interval schedules; pure `next_after`; time-zone segment tables.
 //! - [`config`]: the TOML file, validated into [`config::Config`] with every error located.
 //! - [`jobs`]: the actions a job runs, one file each.
+//! - [`broker`]: queue jobs' messages to Redis, with the durable outbox.
 //! - [`fire`]: one run of one job for one slot, and its deterministic id.
 //! - [`clock`]: the one seam for wall-clock time (system timerfd, or a manual test clock).
 //! - [`timers`]: the min-heap of next fires.
@@ -16,6 +17,7 @@
 //! - [`systemd`]: sd_notify readiness, status and watchdog.
 //! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.
 pub mod api;
+pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;

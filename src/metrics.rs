@@ -41,6 +41,7 @@ pub struct Metrics {
     pub jobs: Gauge,
     pub reloads: Family<Labels, Counter>,
     pub outbox: Gauge,
+    pub outbox_dropped: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -80,10 +81,26 @@ impl Metrics {
         );
         registry.register("beatd_config_reloads", "Config reloads by result", reloads.clone());
         registry.register("beatd_outbox_messages", "Queue messages waiting for their broker", outbox.clone());
+        let outbox_dropped = Counter::default();
+        registry.register(
+            "beatd_outbox_dropped",
+            "Queue messages dropped because the outbox was full",
+            outbox_dropped.clone(),
+        );
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&vec![("result".into(), result.into())]);
         }
-        Metrics { registry: Mutex::new(registry), per_job, fires, durations, lateness, jobs, reloads, outbox }
+        Metrics {
+            registry: Mutex::new(registry),
+            per_job,
+            fires,
+            durations,
+            lateness,
+            jobs,
+            reloads,
+            outbox,
+            outbox_dropped,
+        }
     }
 
     /// The per-job counters (by outcome) and duration histogram a job's status holds.

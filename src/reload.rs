@@ -159,6 +159,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if a.history_keep != b.history_keep {
         changed.push("[scheduler] history_keep");
     }
+    if a.max_outbox != b.max_outbox {
+        changed.push("[scheduler] max_outbox");
+    }
+    if old.brokers != new.brokers {
+        changed.push("[brokers]");
+    }
     let api = |c: &Config| {
         c.api.as_ref().map(|a| (a.listen, a.token_file.clone(), a.allow_unauthenticated, a.per_job_metrics))
     };

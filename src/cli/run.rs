@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::{ConfigArg, Failed, fail};
 use crate::api::ApiState;
+use crate::broker::{self, delivery::Brokers};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::jobs::{Actions, Services};
@@ -52,7 +53,10 @@ pub fn run(args: Args) -> Result<(), Failed> {
         .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
     let sched = &config.scheduler;
     // Before the history writer starts: runs a crash cut short are recorded first.
-    state::recover_interrupted(&sched.state_dir, Clock::System.now()).map_err(fail)?;
+    let requeue = |job: &str, slot| {
+        config.jobs.iter().find(|j| j.name == job).and_then(|j| broker::delivery::message_for(j, slot))
+    };
+    state::recover_interrupted(&sched.state_dir, Clock::System.now(), &requeue).map_err(fail)?;
     let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep).map_err(fail)?;
     let result = runtime.block_on(serve(config, history, args.watch));
     // Every sender is gone once `serve` returns: the writer flushes and stops.
@@ -65,11 +69,20 @@ async fn serve(config: Config, history: History, watch: bool) -> Result<(), Fail
     let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(format!("cannot handle SIGINT: {e}")))?;
     let hup = signal(SignalKind::hangup()).map_err(|e| fail(format!("cannot handle SIGHUP: {e}")))?;
     let sched = &config.scheduler;
-    let services = Arc::new(Services::new(Clock::System, sched.state_dir.clone(), config.notifiers.clone()));
-    let runner = Runner::new(Actions, services.clone(), history, sched.max_running);
-    let grace = sched.shutdown_grace;
     let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
     let board = Board::new(config.jobs.clone(), Metrics::new(per_job));
+    let mut services = Services::new(Clock::System, sched.state_dir.clone(), config.notifiers.clone());
+    let shared = broker::delivery::Shared {
+        history: history.clone(),
+        clock: Clock::System,
+        max_outbox: sched.max_outbox,
+        waiting: board.metrics.outbox.clone(),
+        dropped: board.metrics.outbox_dropped.clone(),
+    };
+    services.brokers = Brokers::start(&config.brokers, &sched.state_dir, shared).map_err(fail)?;
+    let services = Arc::new(services);
+    let runner = Runner::new(Actions, services.clone(), history, sched.max_running);
+    let grace = sched.shutdown_grace;
     // Paused jobs stay paused across restarts.
     match state::open_read_only(&sched.state_dir).and_then(|c| {
         state::paused_jobs(&c).map_err(|source| state::StateError::Sqlite { path: sched.state_dir.clone(), source })
@@ -128,7 +141,7 @@ async fn serve(config: Config, history: History, watch: bool) -> Result<(), Fail
     let summary = scheduler.summary();
     systemd.ready(&summary);
     tracing::info!("beatd started from {}: {summary}", config.path.display());
-    let reloader = Reloader::new(config, board, services, systemd.clone(), reloads);
+    let reloader = Reloader::new(config, board, services.clone(), systemd.clone(), reloads);
     let reloading = tokio::spawn(reload_on_signal(reloader, hup, watch));
 
     let stop = CancellationToken::new();
@@ -155,6 +168,7 @@ async fn serve(config: Config, history: History, watch: bool) -> Result<(), Fail
     });
     scheduler.run(stop).await;
     runner.shutdown(grace).await;
+    services.brokers.shutdown(std::time::Duration::from_secs(15)).await;
     api_stop.cancel();
     if let Some(api) = api {
         let _ = api.await;

@@ -36,6 +36,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub jobs: Vec<Job>,
     pub notifiers: HashMap<String, Notifier>,
+    /// `[brokers.NAME]`: where queue jobs send messages.
+    pub brokers: crate::broker::BrokerConfigs,
     /// `[api]`: absent means no HTTP API.
     pub api: Option<ApiConfig>,
 }
@@ -85,6 +87,8 @@ pub struct SchedulerConfig {
     pub history_keep: Duration,
     /// Drop-in files merged into this one: glob patterns, relative to the config's folder.
     pub include: Vec<String>,
+    /// At most this many queue messages wait in the outbox; past it the oldest are dropped.
+    pub max_outbox: u64,
 }
 
 impl SchedulerConfig {
@@ -96,6 +100,7 @@ impl SchedulerConfig {
             max_running: None,
             history_keep: Duration::from_secs(30 * 86_400),
             include: Vec::new(),
+            max_outbox: 100_000,
         }
     }
 }
@@ -319,8 +324,11 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path) -> Result<C
     // Names across every file: a job may name a notifier (or, for reports, a job) of another.
     let mut notifier_names: Vec<String> = Vec::new();
     let mut job_names: Vec<String> = Vec::new();
+    let mut broker_names: Vec<String> = Vec::new();
     for root in roots.iter().flatten() {
-        for (section, names) in [("notifiers", &mut notifier_names), ("jobs", &mut job_names)] {
+        for (section, names) in
+            [("notifiers", &mut notifier_names), ("jobs", &mut job_names), ("brokers", &mut broker_names)]
+        {
             if let Some(t) = root.get_ref().get(section).and_then(|v| v.get_ref().as_table()) {
                 names.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
             }
@@ -328,6 +336,7 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path) -> Result<C
     }
 
     let mut notifiers = HashMap::new();
+    let mut brokers = HashMap::new();
     let mut jobs = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new(); // "notifier x" / "job x" -> FILE:LINE:COL
     for (i, (root, d)) in roots.iter().zip(&mut diags).enumerate() {
@@ -346,30 +355,18 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path) -> Result<C
                 }
             }
         }
-        if let Some((t, _)) = top.table(d, "notifiers") {
-            for (key, value) in t {
-                let name = key.get_ref().as_ref();
-                if let Some(first) = defined_twice(&mut seen, "notifier", name, d, key.span()) {
-                    d.error(key.span(), None, format!("notifier \"{name}\" is also defined at {first}"));
-                    continue;
-                }
-                match value.get_ref() {
-                    DeValue::Table(nt) => {
-                        let mut nt = Table::new(nt, key.span(), None).section("notifier");
-                        if let Some(n) = Notifier::parse(name, &mut nt, d) {
-                            notifiers.insert(name.to_string(), n);
-                        }
-                    }
-                    other => d.error(
-                        value.span(),
-                        None,
-                        format!("notifier \"{name}\" must be a table, not {}", type_name(other)),
-                    ),
-                }
+        named_tables(&mut top, d, &mut seen, "notifiers", "notifier", |name, t, d| {
+            if let Some(n) = Notifier::parse(name, t, d) {
+                notifiers.insert(name.to_string(), n);
             }
-        }
+        });
+        named_tables(&mut top, d, &mut seen, "brokers", "broker", |name, t, d| {
+            if let Some(b) = crate::broker::BrokerConfig::parse(name, t, d) {
+                brokers.insert(name.to_string(), b);
+            }
+        });
         if let Some((t, _)) = top.table(d, "jobs") {
-            let cx = ParseContext { base, job_names: &job_names };
+            let cx = ParseContext { base, job_names: &job_names, broker_names: &broker_names };
             for (key, value) in t {
                 let name = key.get_ref().as_ref();
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
@@ -414,7 +411,33 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path) -> Result<C
     }
     let scheduler = scheduler.expect("no errors means the scheduler section parsed");
     let files = sources.iter().map(|s| s.path.clone()).collect();
-    Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, api })
+    Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, brokers, api })
+}
+
+/// Reads each `[SECTION.NAME]` table of a file with `parse`; a name defined twice (in any file)
+/// or a value that is not a table is an error.
+fn named_tables<'t, 'i>(
+    top: &mut Table<'t, 'i>,
+    d: &mut Diags<'_>,
+    seen: &mut HashMap<String, String>,
+    section: &'static str,
+    kind: &'static str,
+    mut parse: impl FnMut(&str, &mut Table<'t, 'i>, &mut Diags<'_>),
+) {
+    let Some((t, _)) = top.table(d, section) else { return };
+    for (key, value) in t {
+        let name = key.get_ref().as_ref();
+        if let Some(first) = defined_twice(seen, kind, name, d, key.span()) {
+            d.error(key.span(), None, format!("{kind} \"{name}\" is also defined at {first}"));
+            continue;
+        }
+        match value.get_ref() {
+            DeValue::Table(nt) => parse(name, &mut Table::new(nt, key.span(), None).section(kind), d),
+            other => {
+                d.error(value.span(), None, format!("{kind} \"{name}\" must be a table, not {}", type_name(other)))
+            }
+        }
+    }
 }
 
 /// Notes where `kind name` is defined; if it already was, returns that place.
@@ -463,8 +486,22 @@ fn parse_scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<
             include.push(pattern.value.to_string());
         }
     }
+    let max_outbox = t.integer(d, "max_outbox").map_or(defaults.max_outbox, |(n, span)| {
+        u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or_else(|| {
+            t.error(d, span, "\"max_outbox\" must be 1 or more");
+            defaults.max_outbox
+        })
+    });
     t.finish(d, &[]);
-    Some(SchedulerConfig { timezone: timezone?, state_dir, shutdown_grace, max_running, history_keep, include })
+    Some(SchedulerConfig {
+        timezone: timezone?,
+        state_dir,
+        shutdown_grace,
+        max_running,
+        history_keep,
+        include,
+        max_outbox,
+    })
 }
 
 fn parse_api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<ApiConfig> {

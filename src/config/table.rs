@@ -180,6 +180,23 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    /// Any TOML value as JSON, if `fits` it (else an error saying it must be `what`).
+    pub fn json(
+        &mut self,
+        d: &mut Diags,
+        key: &'static str,
+        what: &str,
+        fits: fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let v = self.get(key)?;
+        let json = to_json(v.get_ref());
+        if fits(&json) {
+            return Some(json);
+        }
+        self.error(d, v.span(), format!("\"{key}\" must be {what}"));
+        None
+    }
+
     pub fn table(&mut self, d: &mut Diags, key: &'static str) -> Option<(&'t DeTable<'i>, Range<usize>)> {
         self.typed(d, key, "a table", |v| v.as_table())
     }
@@ -279,6 +296,29 @@ pub fn canonical(v: &DeValue<'_>, out: &mut String) {
                 out.push(',');
             }
             out.push('}');
+        }
+    }
+}
+
+/// A TOML value as JSON (date-times become their TOML text), for message payloads.
+pub fn to_json(v: &DeValue<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        DeValue::String(s) => Value::String(s.to_string()),
+        DeValue::Integer(i) => {
+            let digits = i.as_str().replace('_', "");
+            let body = digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b");
+            i64::from_str_radix(body, i.radix()).map_or(Value::String(digits.clone()), Value::from)
+        }
+        DeValue::Float(f) => {
+            let text = f.as_str().replace('_', "");
+            text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+        }
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::String(d.to_string()),
+        DeValue::Array(items) => Value::Array(items.iter().map(|i| to_json(i.get_ref())).collect()),
+        DeValue::Table(t) => {
+            Value::Object(t.iter().map(|(k, v)| (k.get_ref().to_string(), to_json(v.get_ref()))).collect())
         }
     }
 }

@@ -4,10 +4,12 @@
 //! runs one attempt of a fire to a [`RunResult`]. Everything around an attempt (timeouts,
 //! retries, overlap, history, notifications) is the runner's, the same for every action.
 
+pub mod celery;
 pub mod cleanup;
 pub mod command;
 pub mod http_check;
 pub mod noop;
+pub mod push;
 pub mod report;
 pub mod tcp_check;
 
@@ -26,7 +28,7 @@ use crate::notify::Notifications;
 use crate::state::history::Details;
 
 /// The names `action = "..."` accepts.
-pub const ACTIONS: &[&str] = &["command", "noop", "cleanup", "http_check", "tcp_check", "report"];
+pub const ACTIONS: &[&str] = &["command", "noop", "cleanup", "http_check", "tcp_check", "report", "celery", "push"];
 
 /// Variants are boxed: a `Job` stays small, so the timer loop touches few cache lines per fire
 /// (10 000 jobs of ~460 bytes each cost 50 % more loop time than of ~230).
@@ -38,6 +40,10 @@ pub enum Action {
     HttpCheck(Box<http_check::HttpCheck>),
     TcpCheck(Box<tcp_check::TcpCheck>),
     Report(Box<report::Report>),
+    /// A Celery task message to a broker (sent by the broker's delivery task, not run here).
+    Celery(Box<celery::Celery>),
+    /// A JSON message onto a Redis list.
+    Push(Box<push::Push>),
 }
 
 /// How one attempt ended.
@@ -72,13 +78,16 @@ pub struct Services {
     pub notifications: Notifications,
     /// The state folder, for reports that read the history.
     pub state_dir: PathBuf,
+    /// Where queue jobs' fires go.
+    pub brokers: crate::broker::delivery::Brokers,
 }
 
 impl Services {
     /// One HTTP client, shared by checks and notifications.
     pub fn new(clock: Clock, state_dir: PathBuf, notifiers: HashMap<String, crate::notify::Notifier>) -> Self {
         let http = http_client();
-        Services { clock, notifications: Notifications::new(notifiers, http.clone()), http, state_dir }
+        let notifications = Notifications::new(notifiers, http.clone());
+        Services { clock, notifications, http, state_dir, brokers: Default::default() }
     }
 }
 
@@ -150,6 +159,17 @@ impl Action {
             Action::HttpCheck(_) => "http_check",
             Action::TcpCheck(_) => "tcp_check",
             Action::Report(_) => "report",
+            Action::Celery(_) => "celery",
+            Action::Push(_) => "push",
+        }
+    }
+
+    /// For queue actions, the broker their messages go to.
+    pub fn broker(&self) -> Option<&str> {
+        match self {
+            Action::Celery(c) => Some(&c.broker),
+            Action::Push(p) => Some(&p.broker),
+            _ => None,
         }
     }
 
@@ -161,7 +181,20 @@ impl Action {
     /// Every key any action takes, so a job with a mistyped action is not also buried in
     /// "unknown key" errors for keys that are fine once the action is fixed.
     pub fn all_keys() -> Vec<&'static str> {
-        [command::KEYS, noop::KEYS, cleanup::KEYS, http_check::KEYS, tcp_check::KEYS, report::KEYS].concat()
+        let mut keys = [
+            command::KEYS,
+            noop::KEYS,
+            cleanup::KEYS,
+            http_check::KEYS,
+            tcp_check::KEYS,
+            report::KEYS,
+            celery::KEYS,
+            push::KEYS,
+        ]
+        .concat();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// Parses the action `kind` from the job's table; errors go to `d`.
@@ -173,6 +206,8 @@ impl Action {
             "http_check" => http_check::HttpCheck::parse(t, d).map(|a| Action::HttpCheck(Box::new(a))),
             "tcp_check" => tcp_check::TcpCheck::parse(t, d).map(|a| Action::TcpCheck(Box::new(a))),
             "report" => report::Report::parse(t, d, cx).map(|a| Action::Report(Box::new(a))),
+            "celery" => celery::Celery::parse(t, d, cx.broker_names).map(|a| Action::Celery(Box::new(a))),
+            "push" => push::Push::parse(t, d, cx.broker_names).map(|a| Action::Push(Box::new(a))),
             _ => None,
         }
     }
@@ -185,6 +220,11 @@ impl Action {
             Action::HttpCheck(h) => h.run(cx).await,
             Action::TcpCheck(t) => t.run(cx).await,
             Action::Report(r) => r.run(fire, cx).await,
+            Action::Celery(_) | Action::Push(_) => {
+                // The runner hands queue fires to their broker; reaching here means it did not.
+                cx.services.brokers.send(fire.clone());
+                RunResult::ok()
+            }
         }
     }
 }
@@ -196,4 +236,6 @@ pub struct ParseContext<'a> {
     pub base: &'a Path,
     /// Every job name in the file (for reports that name jobs).
     pub job_names: &'a [String],
+    /// Every `[brokers.NAME]` (for queue jobs).
+    pub broker_names: &'a [String],
 }

@@ -355,6 +355,12 @@ impl Dispatch for Runner {
 
     fn dispatch(&self, fire: Fire) {
         let inner = &self.inner;
+        if fire.job.action.broker().is_some() {
+            // Queue jobs: the broker's delivery task sends, retries and records.
+            tracing::debug!(job = %fire.job.name, slot = %fire.scheduled_at, "to the broker");
+            inner.services.brokers.send(fire);
+            return;
+        }
         if inner.exec.is_instant(&fire) {
             tracing::debug!(job = %fire.job.name, slot = %fire.scheduled_at, "fired");
             fire.status.finished(fire.scheduled_at, Some(fire.fired_at), fire.fired_at, RunOutcome::Success, None);

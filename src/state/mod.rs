@@ -72,10 +72,19 @@ pub fn set_paused(
     Ok(())
 }
 
-/// Records, as interrupted, every fire the journal lists whose run the history lacks: beatd
-/// stopped between dispatching it and recording its end. Runs at start, before anything else
-/// writes, so that the history holds every handled fire exactly once. Returns how many.
-pub fn recover_interrupted(state_dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StateError> {
+/// Builds a queue job's message for a slot: (broker, message); `None` for other jobs.
+pub type Requeue<'a> = dyn Fn(&str, chrono::DateTime<chrono::Utc>) -> Option<(String, crate::broker::Message)> + 'a;
+
+/// Deals with every fire the journal lists whose run the history lacks: beatd stopped between
+/// dispatching it and recording its end. A queue job's message (`requeue` builds it) goes to the
+/// outbox unless it is there already: delivery is at-least-once. Any other fire is recorded as
+/// interrupted. Runs at start, before anything else writes, so that the history holds every
+/// handled fire exactly once. Returns how many were recorded or queued.
+pub fn recover_interrupted(
+    state_dir: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+    requeue: &Requeue<'_>,
+) -> Result<usize, StateError> {
     let sqlite = |source| StateError::Sqlite { path: state_dir.to_path_buf(), source };
     let mut journal = journal::Journal::open(state_dir)?;
     let fired = journal.load().map_err(sqlite)?.fired;
@@ -83,15 +92,27 @@ pub fn recover_interrupted(state_dir: &Path, now: chrono::DateTime<chrono::Utc>)
         return Ok(0);
     }
     let mut conn = open(state_dir)?;
+    let mut outbox = crate::broker::outbox::Outbox::open(state_dir)?;
+    let outbox_err = |source| StateError::Sqlite { path: state_dir.join(crate::broker::outbox::FILE), source };
     let mut missing = Vec::new();
+    let mut queued = 0;
     {
         let mut has =
             conn.prepare("SELECT EXISTS (SELECT 1 FROM runs WHERE job = ?1 AND scheduled_at = ?2)").map_err(sqlite)?;
         for (job, slot) in fired {
-            if !has
+            if has
                 .query_row(rusqlite::params![job, slot.timestamp_millis()], |r| r.get::<_, bool>(0))
                 .map_err(sqlite)?
             {
+                continue;
+            }
+            if let Some((broker, message)) = requeue(&job, slot) {
+                if !outbox.contains(&job, slot).map_err(outbox_err)? {
+                    tracing::warn!(job = %job, %slot, "message possibly not sent before beatd stopped: queued again (same task id)");
+                    outbox.push(&broker, &[message]).map_err(outbox_err)?;
+                    queued += 1;
+                }
+            } else {
                 missing.push(history::RunRecord {
                     job,
                     fire_id: String::new(),
@@ -112,7 +133,7 @@ pub fn recover_interrupted(state_dir: &Path, now: chrono::DateTime<chrono::Utc>)
         tracing::warn!(job = %r.job, slot = %r.scheduled_at, "recorded as interrupted: beatd stopped while it ran");
     }
     journal.clear_fired().map_err(sqlite)?;
-    Ok(missing.len())
+    Ok(missing.len() + queued)
 }
 
 /// Opens (creating if needed) the state database for writing, migrated to the latest schema.
@@ -121,7 +142,7 @@ pub fn open(state_dir: &Path) -> Result<Connection, StateError> {
 }
 
 /// Opens `file` under `state_dir` in WAL mode, migrated with `migrations`.
-fn open_file(state_dir: &Path, file: &str, migrations: &[&str]) -> Result<Connection, StateError> {
+pub(crate) fn open_file(state_dir: &Path, file: &str, migrations: &[&str]) -> Result<Connection, StateError> {
     std::fs::create_dir_all(state_dir)
         .map_err(|source| StateError::CreateDir { path: state_dir.to_path_buf(), source })?;
     let path = state_dir.join(file);

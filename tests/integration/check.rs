@@ -103,7 +103,7 @@ catch_up = "never"
         "30:9: job \"short\": \"every\" must be at least 1s, not \"500ms\"",
         "35:10: job \"wide-offset\": \"offset\" must be smaller than \"every\" (1m)",
         "40:12: job \"zone\": unknown time zone \"America/NewYork\" (did you mean \"America/New_York\"?)",
-        "43:7: job \"no-action\": missing key \"action\" (one of: command, noop, cleanup, http_check, tcp_check, report)",
+        "43:7: job \"no-action\": missing key \"action\" (one of: command, noop, cleanup, http_check, tcp_check, report, celery, push)",
         "46:7: job \"cmd\": missing key \"command\"",
         "49:1: job \"cmd\": unknown key \"comand\" (did you mean \"command\"?)",
         "50:1: job \"cmd\": unknown key \"retires\" (did you mean \"retries\"?)",
@@ -280,4 +280,42 @@ fn an_include_folder_that_does_not_exist_is_an_error() {
         "{stderr}"
     );
     assert!(stderr.contains("beatd.toml: include \"confd/*.toml\": no folder confd"), "{stderr}");
+}
+
+#[test]
+fn broker_and_queue_job_errors_never_show_a_password() {
+    let b = Beatd::with_config(
+        r#"[brokers.main]
+url = "redis://:hunter2@127.0.0.1:6379/0"
+
+[brokers.odd]
+url = "kafka://user:hunter2@127.0.0.1:9092"
+
+[jobs.send]
+every = "1m"
+action = "celery"
+broker = "mian"
+task = "tasks.x"
+priority = 12
+args = { a = 1 }
+
+[jobs.beat]
+every = "1m"
+action = "push"
+broker = "main"
+on_broker_down = "ignore"
+"#,
+    );
+    let out = b.cmd(&["check", "--config", "beatd.toml"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(
+        stderr,
+        "beatd.toml:5:7: broker: unsupported broker scheme \"kafka\" (one of: redis://, rediss://, unix://)\n\
+         beatd.toml:10:10: job \"send\": no broker \"mian\" (define it as [brokers.mian]) (did you mean \"main\"?)\n\
+         beatd.toml:12:12: job \"send\": \"priority\" must be 0 to 9, not 12\n\
+         beatd.toml:13:8: job \"send\": \"args\" must be a list, such as [1, \"two\"]\n\
+         beatd.toml:15:7: job \"beat\": missing key \"queue\"\n\
+         beatd.toml:19:18: job \"beat\": unknown on_broker_down \"ignore\" (one of: outbox, drop)\n\
+         6 errors\n"
+    );
 }

@@ -5,6 +5,7 @@ mod builtins;
 mod check;
 mod checks;
 mod next;
+mod queue;
 mod reload;
 mod restart;
 mod run;

@@ -111,3 +111,100 @@ pub fn history(b: &Beatd, job: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect()
 }
+
+/// A `redis-server` of the test's own, on a free port, that it can stop and start again
+/// (the same port, the same data folder: it keeps an append-only file, so a restart keeps
+/// what the test has not read yet).
+pub struct RedisServer {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer { port: free_port(), dir: tempfile::tempdir().expect("temp dir"), child: None };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again) and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = StdCommand::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).expect("url");
+        assert!(
+            wait_for(Duration::from_secs(10), || client
+                .get_connection()
+                .is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())),
+            "redis-server did not start on port {}",
+            self.port
+        );
+    }
+
+    /// Stops it at once (SIGKILL after the append-only file is written by SHUTDOWN).
+    pub fn stop(&mut self) {
+        if let Ok(mut c) = redis::Client::open(self.url()).expect("url").get_connection() {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut c);
+        }
+        if let Some(mut child) = self.child.take() {
+            wait_exit(&mut child, Duration::from_secs(5));
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).expect("url").get_connection().expect("redis answers")
+    }
+
+    /// Every entry of `list`, oldest first for LPUSH producers (the order BRPOP takes them).
+    pub fn lpushed(&self, list: &str) -> Vec<String> {
+        let mut items: Vec<String> =
+            redis::cmd("LRANGE").arg(list).arg(0).arg(-1).query(&mut self.conn()).expect("lrange");
+        items.reverse();
+        items
+    }
+
+    /// Every entry of `list` in list order (oldest first for RPUSH producers).
+    pub fn rpushed(&self, list: &str) -> Vec<String> {
+        redis::cmd("LRANGE").arg(list).arg(0).arg(-1).query(&mut self.conn()).expect("lrange")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `celery` program of a virtualenv with Celery and its Redis client, made on first use
+/// under `target/` (in CI too: a missing Python or package index fails the test, loudly).
+pub fn celery_bin() -> PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("celery-venv");
+        let celery = venv.join("bin").join("celery");
+        if !celery.exists() {
+            let ok = StdCommand::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
+                && StdCommand::new(venv.join("bin").join("pip"))
+                    .args(["install", "-q", "celery[redis]>=5.4,<6"])
+                    .status()
+                    .is_ok_and(|s| s.success());
+            assert!(ok && celery.exists(), "cannot make the Celery virtualenv at {}", venv.display());
+        }
+        celery
+    })
+    .clone()
+}

@@ -1,0 +1,78 @@
+//! The Redis transport: one connection per broker, and a batch of messages sent as one
+//! MULTI/EXEC pipeline: one round trip, all or nothing.
+//!
+//! After any error the connection is dropped and the next send makes a new one (the delivery
+//! task paces those sends with its backoff), and every send has a deadline: a broker that
+//! went away mid-request cannot hold the messages behind it.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{BrokerUrl, Message, Side};
+
+/// Messages per pipeline: a burst of 50 000 goes out as a few round trips of bounded size.
+const CHUNK: usize = 10_000;
+
+pub struct Redis {
+    client: redis::Client,
+    conn: Option<ConnectionManager>,
+}
+
+/// The most a send of one pipeline may take.
+const SEND_DEADLINE: Duration = Duration::from_secs(15);
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redis")
+    }
+}
+
+impl Redis {
+    /// Connects lazily: a broker that is down at start is not an error, its messages wait.
+    pub fn new(url: &BrokerUrl) -> Result<Redis, String> {
+        let client = redis::Client::open(url.secret()).map_err(|e| format!("broker url: {:?}", e.kind()))?;
+        Ok(Redis { client, conn: None })
+    }
+
+    fn connection(&mut self) -> Result<&mut ConnectionManager, String> {
+        if self.conn.is_none() {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(10)))
+                .set_number_of_retries(0);
+            let conn =
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|e| e.to_string())?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    /// Pushes `messages` in order, in transactions of at most [`CHUNK`]. On error, the chunks
+    /// before the failing one were delivered: returns how many messages that is.
+    pub async fn push(&mut self, messages: &[&Message]) -> Result<(), (usize, String)> {
+        let mut sent = 0;
+        for chunk in messages.chunks(CHUNK) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for m in chunk {
+                match m.side {
+                    Side::Left => pipe.lpush(&m.key, &m.payload).ignore(),
+                    Side::Right => pipe.rpush(&m.key, &m.payload).ignore(),
+                };
+            }
+            let conn = self.connection().map_err(|e| (sent, e))?;
+            let result = match tokio::time::timeout(SEND_DEADLINE, pipe.query_async::<()>(conn)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {}s", SEND_DEADLINE.as_secs())),
+            };
+            if let Err(e) = result {
+                self.conn = None;
+                return Err((sent, e));
+            }
+            sent += chunk.len();
+        }
+        Ok(())
+    }
+}

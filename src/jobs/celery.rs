@@ -1,0 +1,191 @@
+//! `action = "celery"`: a Celery task message, for unmodified Celery workers.
+//!
+//! The message follows Celery's protocol version 2 as `celery beat` sends it (the task id is
+//! the fire id, so a re-sent fire is recognisable; `celery_beat_task: true` marks it), wrapped
+//! in kombu's Redis envelope and pushed with LPUSH onto the queue's list, or onto the list of
+//! its priority step. The envelope is built here, as plain data: the broker only moves bytes.
+
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::broker::{Message, OnBrokerDown, Side};
+use crate::config::diag::Diags;
+use crate::config::table::Table;
+
+pub const KEYS: &[&str] = &[
+    "broker",
+    "task",
+    "args",
+    "kwargs",
+    "queue",
+    "priority",
+    "expires",
+    "time_limit",
+    "soft_time_limit",
+    "headers",
+    "on_broker_down",
+];
+
+#[derive(Debug, Clone)]
+pub struct Celery {
+    pub broker: String,
+    pub task: String,
+    /// A JSON array.
+    pub args: Value,
+    /// A JSON object.
+    pub kwargs: Value,
+    pub queue: String,
+    pub priority: Option<u8>,
+    /// The message expires this long after its slot.
+    pub expires: Option<Duration>,
+    pub time_limit: Option<Duration>,
+    pub soft_time_limit: Option<Duration>,
+    /// Extra headers, merged over the standard ones.
+    pub headers: serde_json::Map<String, Value>,
+    pub on_broker_down: OnBrokerDown,
+}
+
+impl Celery {
+    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<Celery> {
+        let broker = crate::broker::parse_broker_name(t, d, brokers);
+        let task = t.req_str(d, "task").map(|s| s.value.to_string());
+        let args = t.json(d, "args", "a list, such as [1, \"two\"]", Value::is_array).unwrap_or(json!([]));
+        let kwargs = t.json(d, "kwargs", "a table, such as { days = 30 }", Value::is_object).unwrap_or(json!({}));
+        let headers = match t.json(d, "headers", "a table", Value::is_object) {
+            Some(Value::Object(o)) => o,
+            _ => Default::default(),
+        };
+        let queue = t.str(d, "queue").map_or_else(|| "celery".to_string(), |q| q.value.to_string());
+        let priority = t.integer(d, "priority").and_then(|(p, span)| match u8::try_from(p) {
+            Ok(p) if p <= 9 => Some(p),
+            _ => {
+                t.error(d, span, format!("\"priority\" must be 0 to 9, not {p}"));
+                None
+            }
+        });
+        let expires = t.duration(d, "expires").map(|(v, _)| v);
+        let time_limit = t.duration(d, "time_limit").map(|(v, _)| v);
+        let soft_time_limit = t.duration(d, "soft_time_limit").map(|(v, _)| v);
+        let on_broker_down = OnBrokerDown::parse(t, d);
+        Some(Celery {
+            broker: broker?,
+            task: task?,
+            args,
+            kwargs,
+            queue,
+            priority,
+            expires,
+            time_limit,
+            soft_time_limit,
+            headers,
+            on_broker_down,
+        })
+    }
+
+    /// The Redis list the message goes to: the queue, or its priority step's list. On Redis
+    /// lower is more urgent: workers pop the steps in the order 0, 3, 6, 9.
+    pub fn redis_key(&self) -> (String, u8) {
+        let step = priority_step(self.priority.unwrap_or(0));
+        if step == 0 { (self.queue.clone(), 0) } else { (format!("{}\x06\x16{step}", self.queue), step) }
+    }
+
+    /// The kombu envelope for `job`'s `slot`, task id `id`. `delivery_tag` must be unique per
+    /// message; `origin` is `beatd@HOST`.
+    pub fn envelope(&self, id: &str, slot: DateTime<Utc>, origin: &str, delivery_tag: &str) -> String {
+        let step = self.redis_key().1;
+        let expires = self.expires.map(|e| iso(slot + chrono::Duration::from_std(e).unwrap_or_default()));
+        let mut headers = serde_json::Map::new();
+        let secs = |d: Option<Duration>| d.map_or(Value::Null, seconds);
+        for (k, v) in [
+            ("lang", json!("py")),
+            ("task", json!(self.task)),
+            ("id", json!(id)),
+            ("shadow", Value::Null),
+            ("eta", Value::Null),
+            ("expires", expires.map_or(Value::Null, Value::String)),
+            ("group", Value::Null),
+            ("group_index", Value::Null),
+            ("retries", json!(0)),
+            ("timelimit", json!([secs(self.time_limit), secs(self.soft_time_limit)])),
+            ("root_id", json!(id)),
+            ("parent_id", Value::Null),
+            ("argsrepr", json!(self.args.to_string())),
+            ("kwargsrepr", json!(self.kwargs.to_string())),
+            ("origin", json!(origin)),
+            ("ignore_result", json!(false)),
+            ("replaced_task_nesting", json!(0)),
+            ("stamped_headers", Value::Null),
+            ("stamps", json!({})),
+            ("celery_beat_task", json!(true)),
+        ] {
+            headers.insert(k.to_string(), v);
+        }
+        for (k, v) in &self.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        let body = json!([self.args, self.kwargs, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]);
+        let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
+        json!({
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                "correlation_id": id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": self.queue},
+                "priority": step,
+                "body_encoding": "base64",
+                "delivery_tag": delivery_tag,
+            },
+        })
+        .to_string()
+    }
+
+    /// The message for the broker: envelope, list, and when it goes stale.
+    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>) -> Message {
+        let tag = uuid::Uuid::new_v4().to_string();
+        let payload = self.envelope(&id, slot, &origin(), &tag);
+        Message {
+            job: job.to_string(),
+            fire_id: id,
+            slot,
+            key: self.redis_key().0,
+            side: Side::Left,
+            payload,
+            expires_at: self.expires.map(|e| slot + chrono::Duration::from_std(e).unwrap_or_default()),
+        }
+    }
+}
+
+/// Priority 0-9 to kombu's Redis steps [0, 3, 6, 9]: the largest step not above it.
+pub fn priority_step(p: u8) -> u8 {
+    [0, 3, 6, 9].into_iter().rev().find(|s| *s <= p.min(9)).unwrap_or(0)
+}
+
+/// ISO 8601 with an explicit `+00:00`: without an offset a worker reads its own zone.
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, false)
+}
+
+fn seconds(d: Duration) -> Value {
+    if d.subsec_nanos() == 0 { json!(d.as_secs()) } else { json!(d.as_secs_f64()) }
+}
+
+/// `beatd@HOST`, as Celery's `name@host`.
+pub fn origin() -> String {
+    static ORIGIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ORIGIN
+        .get_or_init(|| {
+            let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+            format!("beatd@{host}")
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! The envelope byte for byte (golden JSON), so a format change is caught without Python, and
+//! the parts the protocol notes call out: priority steps, expires with an offset, timelimit
+//! order, the base64 body.
+
+use std::path::Path;
+
+use base64::Engine;
+use chrono::DateTime;
+use serde_json::Value;
+
+use crate::config::parse_str;
+use crate::jobs::Action;
+
+fn celery(keys: &str) -> super::Celery {
+    let text = format!(
+        "[brokers.main]\nurl = \"redis://127.0.0.1:6379/0\"\n[jobs.nightly]\ncron = \"0 3 * * *\"\naction = \"celery\"\nbroker = \"main\"\n{keys}"
+    );
+    let config = parse_str(&text, Path::new("t.toml"), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    match &config.jobs[0].action {
+        Action::Celery(c) => (**c).clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+const ID: &str = "0b4c4d2e-3f7a-5d1e-9c55-6a7e0f1d2c3b";
+const TAG: &str = "5e0f7c1a-8a44-4b4e-a0a2-93e1b2f0c6d4";
+
+fn slot() -> DateTime<chrono::Utc> {
+    DateTime::parse_from_rfc3339("2026-11-24T03:00:00Z").expect("valid").into()
+}
+
+#[test]
+fn the_default_envelope_is_byte_for_byte_the_golden_one() {
+    let c = celery("task = \"tasks.cleanup\"\nargs = [30, \"uploads\"]\nkwargs = { dry_run = false }\n");
+    let got = c.envelope(ID, slot(), "beatd@host", TAG);
+    assert_eq!(got, include_str!("golden-default.json").trim_end());
+    assert_eq!(c.redis_key(), ("celery".to_string(), 0));
+}
+
+#[test]
+fn every_option_is_byte_for_byte_the_golden_one() {
+    let c = celery(
+        "task = \"reports.weekly\"\nqueue = \"reports\"\npriority = 7\nexpires = \"10m\"\ntime_limit = \"5m\"\n\
+         soft_time_limit = \"4m30s\"\nheaders = { team = \"ops\" }\n",
+    );
+    let got = c.envelope(ID, slot(), "beatd@host", TAG);
+    assert_eq!(got, include_str!("golden-options.json").trim_end());
+    let v: Value = serde_json::from_str(&got).expect("json");
+    // timelimit is [hard, soft]; expires carries its offset; the step's key and priority.
+    assert_eq!(v["headers"]["timelimit"], serde_json::json!([300, 270]));
+    assert_eq!(v["headers"]["expires"], "2026-11-24T03:10:00.000000+00:00");
+    assert_eq!(v["properties"]["priority"], 6);
+    assert_eq!(c.redis_key(), ("reports\x06\x166".to_string(), 6));
+    let body = base64::engine::general_purpose::STANDARD.decode(v["body"].as_str().expect("body")).expect("base64");
+    let body: Value = serde_json::from_slice(&body).expect("body json");
+    assert_eq!(body, serde_json::json!([[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]));
+}
+
+#[test]
+fn priorities_map_to_kombus_redis_steps() {
+    let steps: Vec<u8> = (0..=9).map(super::priority_step).collect();
+    assert_eq!(steps, [0, 0, 0, 3, 3, 3, 6, 6, 6, 9]);
+}
+
+#[test]
+fn the_task_id_is_the_fire_id_and_delivery_tags_are_unique() {
+    let c = celery("task = \"t\"\n");
+    let id = crate::fire::fire_id("nightly", slot()).to_string();
+    let (a, b) = (c.message("nightly", id.clone(), slot()), c.message("nightly", id.clone(), slot()));
+    let (a, b): (Value, Value) =
+        (serde_json::from_str(&a.payload).expect("json"), serde_json::from_str(&b.payload).expect("json"));
+    assert_eq!(a["headers"]["id"], id.as_str());
+    assert_eq!(a["headers"]["root_id"], id.as_str());
+    assert_eq!(a["headers"]["celery_beat_task"], true);
+    assert_ne!(a["properties"]["delivery_tag"], b["properties"]["delivery_tag"]);
+}

@@ -1,0 +1,58 @@
+//! `action = "push"`: a plain JSON message onto a Redis list, for workers that read Redis
+//! directly (`BRPOP` / `BLPOP` loops).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::broker::{Message, OnBrokerDown, Side};
+use crate::config::diag::Diags;
+use crate::config::table::Table;
+
+pub const KEYS: &[&str] = &["broker", "queue", "payload", "method", "on_broker_down"];
+
+#[derive(Debug, Clone)]
+pub struct Push {
+    pub broker: String,
+    pub queue: String,
+    pub payload: Value,
+    pub side: Side,
+    pub on_broker_down: OnBrokerDown,
+}
+
+impl Push {
+    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<Push> {
+        let broker = crate::broker::parse_broker_name(t, d, brokers);
+        let queue = t.req_str(d, "queue").map(|q| q.value.to_string());
+        let payload = t.json(d, "payload", "a table", Value::is_object).unwrap_or(json!({}));
+        let side =
+            t.choice(d, "method", "method", &[("rpush", Side::Right), ("lpush", Side::Left)]).unwrap_or(Side::Right);
+        let on_broker_down = OnBrokerDown::parse(t, d);
+        Some(Push { broker: broker?, queue: queue?, payload, side, on_broker_down })
+    }
+
+    /// `{"job", "fire_id", "scheduled_at", "fired_at", "payload"}`.
+    pub fn body(&self, job: &str, id: &str, slot: DateTime<Utc>, fired_at: DateTime<Utc>) -> String {
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+        json!({
+            "job": job,
+            "fire_id": id,
+            "scheduled_at": at(slot),
+            "fired_at": at(fired_at),
+            "payload": self.payload,
+        })
+        .to_string()
+    }
+
+    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>, fired_at: DateTime<Utc>) -> Message {
+        let payload = self.body(job, &id, slot, fired_at);
+        Message {
+            job: job.to_string(),
+            fire_id: id,
+            slot,
+            key: self.queue.clone(),
+            side: self.side,
+            payload,
+            expires_at: None,
+        }
+    }
+}

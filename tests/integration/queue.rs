@@ -1,0 +1,246 @@
+//! Queue jobs against real brokers: a `redis-server` of the test's own (stopped and started
+//! to make outages), and unmodified Celery workers.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::DateTime;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::util::{Beatd, RedisServer, celery_bin, history, signal, wait_exit, wait_for};
+
+fn stop(child: &mut Child, b: &Beatd) {
+    signal(child, Signal::SIGTERM);
+    assert_eq!(wait_exit(child, Duration::from_secs(20)).and_then(|s| s.code()), Some(0), "{}", b.log());
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).expect("json")
+}
+
+#[test]
+fn push_and_celery_messages_reach_redis_as_documented() {
+    let redis = RedisServer::start();
+    let b = Beatd::with_config(&format!(
+        r#"
+[brokers.main]
+url = "{}"
+
+[jobs.ping]
+every = "1s"
+action = "push"
+broker = "main"
+queue = "pings"
+payload = {{ hello = "world", n = 3 }}
+
+[jobs.urgent]
+every = "1s"
+action = "celery"
+broker = "main"
+task = "tasks.record"
+args = [1, "two"]
+priority = 9
+"#,
+        redis.url()
+    ));
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(6), || redis.rpushed("pings").len() >= 2), "{}", b.log());
+    stop(&mut child, &b);
+
+    let pings = redis.rpushed("pings");
+    for p in &pings {
+        let p = json(p);
+        assert_eq!((p["job"].as_str(), &p["payload"]), (Some("ping"), &serde_json::json!({"hello": "world", "n": 3})));
+        let slot = DateTime::parse_from_rfc3339(p["scheduled_at"].as_str().expect("slot")).expect("rfc3339");
+        assert_eq!(slot.timestamp_subsec_millis(), 0, "{p}");
+        assert!(p["fired_at"].is_string() && p["fire_id"].as_str().is_some_and(|id| id.len() == 36), "{p}");
+    }
+    // Priority 9 is its own list on Redis.
+    let urgent = redis.lpushed("celery\x06\x169");
+    assert!(!urgent.is_empty() && redis.lpushed("celery").is_empty());
+    let e = json(&urgent[0]);
+    assert_eq!(e["headers"]["task"], "tasks.record");
+    assert_eq!(e["properties"]["priority"], 9);
+    // Every message is in the history once, as a success, with the message's id.
+    let runs = history(&b, "ping");
+    assert_eq!(runs.len(), pings.len(), "{runs:?}");
+    assert!(runs.iter().all(|r| r["outcome"] == "success"));
+    let ids: Vec<&str> = runs.iter().rev().map(|r| r["fire_id"].as_str().unwrap_or("")).collect();
+    let sent: Vec<String> = pings.iter().map(|p| json(p)["fire_id"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(ids, sent);
+    assert!(!b.log().contains("s3cret"));
+}
+
+const TICK: &str = r#"
+[jobs.tick]
+every = "1s"
+action = "push"
+broker = "main"
+queue = "ticks"
+catch_up = "all"
+"#;
+
+/// The `scheduled_at` of every message on `ticks`, in delivery order.
+fn ticks(redis: &RedisServer) -> Vec<i64> {
+    redis
+        .rpushed("ticks")
+        .iter()
+        .map(|m| {
+            DateTime::parse_from_rfc3339(json(m)["scheduled_at"].as_str().expect("slot")).expect("rfc3339").timestamp()
+        })
+        .collect()
+}
+
+/// Each slot once, in order, none missing.
+fn in_order_once(got: &[i64], log: &str) {
+    assert!(got.len() >= 10, "{got:?}");
+    let expected: Vec<i64> = (got[0]..got[0] + got.len() as i64).collect();
+    assert_eq!(got, expected, "slots out of order, doubled or missing\n{log}");
+}
+
+#[test]
+fn a_ten_second_outage_loses_nothing_and_keeps_slot_order() {
+    let mut redis = RedisServer::start();
+    let b = Beatd::with_config(&format!("[brokers.main]\nurl = \"{}\"\n{TICK}", redis.url()));
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(5), || ticks(&redis).len() >= 2), "{}", b.log());
+    redis.stop();
+    std::thread::sleep(Duration::from_secs(10));
+    redis.restart();
+    let before = ticks(&redis).len();
+    // The outage's slots arrive at the next retry (backoff at most 8 s by then).
+    assert!(wait_for(Duration::from_secs(15), || ticks(&redis).len() >= before + 10), "{}", b.log());
+    std::thread::sleep(Duration::from_millis(1500));
+    stop(&mut child, &b);
+    let log = b.log();
+    assert!(log.contains("broker \"main\" is unreachable"), "{log}");
+    assert!(log.contains("broker \"main\" is back"), "{log}");
+    in_order_once(&ticks(&redis), &log);
+}
+
+#[test]
+fn an_outage_with_a_sigkill_of_beatd_in_the_middle_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let b = Beatd::with_config(&format!("[brokers.main]\nurl = \"{}\"\n{TICK}", redis.url()));
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(5), || ticks(&redis).len() >= 2), "{}", b.log());
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(4500));
+    signal(&child, Signal::SIGKILL);
+    wait_exit(&mut child, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    let mut child = b.spawn_run(&[]);
+    std::thread::sleep(Duration::from_secs(4));
+    redis.restart();
+    let before = ticks(&redis).len();
+    assert!(wait_for(Duration::from_secs(15), || ticks(&redis).len() >= before + 9), "{}", b.log());
+    std::thread::sleep(Duration::from_millis(1500));
+    stop(&mut child, &b);
+    in_order_once(&ticks(&redis), &b.log());
+}
+
+/// A Celery worker (`--pool solo`) on `broker` whose task `tasks.record` appends its
+/// arguments, as JSON, to `record.jsonl` in `dir`.
+fn celery_worker(b: &Beatd, broker: &str) -> Child {
+    std::fs::write(
+        b.path("tasks.py"),
+        r#"import json, os
+from celery import Celery
+
+app = Celery("tasks", broker=os.environ["BROKER"])
+
+@app.task(name="tasks.record")
+def record(*args, **kwargs):
+    with open("record.jsonl", "a") as f:
+        f.write(json.dumps({"args": args, "kwargs": kwargs}) + "\n")
+"#,
+    )
+    .expect("tasks.py");
+    let log = std::fs::File::create(b.path("worker.log")).expect("log");
+    Command::new(celery_bin())
+        .current_dir(b.dir.path())
+        .env("BROKER", broker)
+        .args([
+            "-A",
+            "tasks",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("celery worker")
+}
+
+#[test]
+fn an_unmodified_celery_worker_runs_the_tasks_on_redis() {
+    let redis = RedisServer::start();
+    let b = Beatd::with_config(&format!(
+        r#"
+[brokers.main]
+url = "{}"
+
+[jobs.record]
+every = "1s"
+action = "celery"
+broker = "main"
+task = "tasks.record"
+args = [1, "two"]
+kwargs = {{ three = 3 }}
+
+[jobs.urgent]
+every = "1s"
+action = "celery"
+broker = "main"
+task = "tasks.record"
+args = ["urgent"]
+priority = 9
+
+[jobs.stale]
+every = "1s"
+action = "celery"
+broker = "main"
+task = "tasks.record"
+args = ["stale"]
+expires = "0s"
+"#,
+        redis.url()
+    ));
+    let mut worker = celery_worker(&b, &redis.url());
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
+    assert!(wait_for(Duration::from_secs(8), || history(&b, "record").len() >= 3), "{}", b.log());
+    stop(&mut child, &b);
+    let sent = |job: &str| history(&b, job).iter().filter(|r| r["outcome"] == "success").count();
+    let (records, urgents, stales) = (sent("record"), sent("urgent"), sent("stale"));
+    let runs = || -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for l in crate::util::lines(&b.path("record.jsonl")) {
+            *seen.entry(l).or_default() += 1;
+        }
+        seen
+    };
+    let done = wait_for(Duration::from_secs(30), || runs().values().sum::<usize>() >= records + urgents);
+    let worker_log = std::fs::read_to_string(b.path("worker.log")).unwrap_or_default();
+    assert!(done, "the worker ran {:?}\n{worker_log}", runs());
+    // Let a stale message that was wrongly executed show up before judging.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let got = runs();
+    assert_eq!(got.get(r#"{"args": [1, "two"], "kwargs": {"three": 3}}"#), Some(&records), "{got:?}");
+    assert_eq!(got.get(r#"{"args": ["urgent"], "kwargs": {}}"#), Some(&urgents), "{got:?}");
+    assert_eq!(got.len(), 2, "an expired message ran: {got:?}");
+    assert!(stales >= 1);
+    let worker_log = std::fs::read_to_string(b.path("worker.log")).unwrap_or_default();
+    assert!(worker_log.contains("Discarding revoked task") || worker_log.contains("expired"), "{worker_log}");
+}
