@@ -24,9 +24,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use super::amqp::Amqp;
 use super::outbox::Outbox;
 use super::redis::Redis;
-use super::{BrokerConfigs, Message, OnBrokerDown};
+use super::{BrokerConfigs, Kind, Message, OnBrokerDown};
 use crate::clock::Clock;
 use crate::fire::Fire;
 use crate::jobs::Action;
@@ -64,7 +65,12 @@ impl Brokers {
         let brokers = Brokers::default();
         let mut senders = HashMap::new();
         for (name, config) in configs {
-            let transport = Redis::new(&config.url).map_err(|e| format!("broker \"{name}\": {e}"))?;
+            let transport = match config.url.kind {
+                Kind::Redis => {
+                    Transport::Redis(Box::new(Redis::new(&config.url).map_err(|e| format!("broker \"{name}\": {e}"))?))
+                }
+                Kind::Amqp => Transport::Amqp(Box::new(Amqp::new(&config.url))),
+            };
             let outbox = Outbox::open(state_dir).map_err(|e| e.to_string())?;
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(name.clone(), tx);
@@ -111,9 +117,32 @@ struct Item {
     on_down: OnBrokerDown,
 }
 
+/// The connection a task sends through.
+#[derive(Debug)]
+enum Transport {
+    Redis(Box<Redis>),
+    Amqp(Box<Amqp>),
+}
+
+impl Transport {
+    fn kind(&self) -> Kind {
+        match self {
+            Transport::Redis(_) => Kind::Redis,
+            Transport::Amqp(_) => Kind::Amqp,
+        }
+    }
+
+    async fn push(&mut self, messages: &[&Message]) -> Result<(), (usize, String)> {
+        match self {
+            Transport::Redis(r) => r.push(messages).await,
+            Transport::Amqp(a) => a.push(messages).await,
+        }
+    }
+}
+
 struct Task {
     name: String,
-    transport: Redis,
+    transport: Transport,
     outbox: Outbox,
     shared: Shared,
     /// Messages of this broker in the outbox.
@@ -125,7 +154,7 @@ struct Task {
 }
 
 impl Task {
-    fn new(name: String, transport: Redis, outbox: Outbox, shared: Shared) -> Task {
+    fn new(name: String, transport: Transport, outbox: Outbox, shared: Shared) -> Task {
         let waiting = outbox.len(Some(&name)).unwrap_or_else(|e| {
             tracing::error!("broker \"{name}\": cannot read the outbox: {e}");
             0
@@ -157,7 +186,8 @@ impl Task {
                 },
                 () = sleep_until(self.retry_at) => Vec::new(),
             };
-            let items: Vec<Item> = fires.into_iter().filter_map(build).collect();
+            let kind = self.transport.kind();
+            let items: Vec<Item> = fires.into_iter().filter_map(|f| build(f, kind)).collect();
             if self.waiting == 0 {
                 self.send_direct(items).await;
             } else {
@@ -367,22 +397,23 @@ impl Task {
     }
 }
 
-/// The message of a queue job's fire.
-fn build(fire: Fire) -> Option<Item> {
+/// The message of a queue job's fire, for a broker of `kind`.
+fn build(fire: Fire, kind: Kind) -> Option<Item> {
     let id = fire.id().to_string();
     let (message, on_down) = match &fire.job.action {
-        Action::Celery(c) => (c.message(&fire.job.name, id, fire.scheduled_at), c.on_broker_down),
+        Action::Celery(c) => (c.message(&fire.job.name, id, fire.scheduled_at, kind), c.on_broker_down),
         Action::Push(p) => (p.message(&fire.job.name, id, fire.scheduled_at, fire.fired_at), p.on_broker_down),
         _ => return None,
     };
     Some(Item { message, fire: Some(fire), on_down })
 }
 
-/// The message a queue job would send for `slot`, for fires a crash left unsent.
-pub fn message_for(job: &crate::config::Job, slot: DateTime<Utc>) -> Option<(String, Message)> {
+/// The message a queue job would send for `slot` to its broker of `kind`, for fires a crash
+/// left unsent.
+pub fn message_for(job: &crate::config::Job, slot: DateTime<Utc>, kind: Kind) -> Option<(String, Message)> {
     let id = crate::fire::fire_id(&job.name, slot).to_string();
     match &job.action {
-        Action::Celery(c) => Some((c.broker.clone(), c.message(&job.name, id, slot))),
+        Action::Celery(c) => Some((c.broker.clone(), c.message(&job.name, id, slot, kind))),
         Action::Push(p) => Some((p.broker.clone(), p.message(&job.name, id, slot, slot))),
         _ => None,
     }

@@ -7,6 +7,7 @@
 //! the durable outbox ([`outbox`]), which is retried with backoff, in slot order, and survives
 //! restarts; delivery is at-least-once, and a re-sent fire carries the same deterministic id.
 
+pub mod amqp;
 pub mod delivery;
 pub mod outbox;
 pub mod redis;
@@ -23,6 +24,8 @@ pub const KEYS: &[&str] = &["url"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Redis,
+    /// AMQP 0-9-1: RabbitMQ.
+    Amqp,
 }
 
 /// A broker URL. Shown (in logs, errors and the API) with its password replaced.
@@ -37,11 +40,14 @@ impl BrokerUrl {
         let url = reqwest::Url::parse(text).map_err(|e| format!("invalid broker url: {e}"))?;
         let kind = match url.scheme() {
             "redis" | "rediss" | "unix" | "redis+unix" => Kind::Redis,
+            "amqp" | "amqps" => Kind::Amqp,
             other => {
-                return Err(format!("unsupported broker scheme \"{other}\" (one of: redis://, rediss://, unix://)"));
+                return Err(format!(
+                    "unsupported broker scheme \"{other}\" (one of: redis://, rediss://, unix://, amqp://, amqps://)"
+                ));
             }
         };
-        if kind == Kind::Redis && !url.scheme().ends_with("unix") && url.host_str().is_none_or(str::is_empty) {
+        if !url.scheme().ends_with("unix") && url.host_str().is_none_or(str::is_empty) {
             return Err("the broker url has no host".into());
         }
         Ok(BrokerUrl { url, kind })
@@ -169,11 +175,13 @@ pub struct Message {
     pub job: String,
     pub fire_id: String,
     pub slot: chrono::DateTime<chrono::Utc>,
-    /// The Redis list.
+    /// The Redis list, or the AMQP routing key (the queue).
     pub key: String,
     pub side: Side,
     /// The list entry.
     pub payload: String,
+    /// `payload` is a kombu envelope (Celery): AMQP unwraps it into body, headers, properties.
+    pub envelope: bool,
     /// Past this instant, a message still waiting in the outbox is dropped (Celery `expires`).
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -195,5 +203,7 @@ mod tests {
         let e = BrokerUrl::parse("kafka://x:pw@h:1").expect_err("refused");
         assert!(e.starts_with("unsupported broker scheme \"kafka\"") && !e.contains("pw"), "{e}");
         assert!(BrokerUrl::parse("redis://").is_err());
+        let u = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").expect("valid");
+        assert_eq!((u.kind, u.to_string()), (Kind::Amqp, "amqp://guest:***@127.0.0.1:5672/%2f".to_string()));
     }
 }

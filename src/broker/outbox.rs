@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE outbox (
         key TEXT NOT NULL,               -- the Redis list
         side TEXT NOT NULL,              -- lpush | rpush
         payload TEXT NOT NULL,
+        envelope INTEGER NOT NULL,       -- 1: payload is a kombu envelope
         expires_at INTEGER               -- unix milliseconds; dropped when still here after it
     );
     CREATE INDEX outbox_order ON outbox (broker, slot, id);
@@ -44,8 +45,8 @@ impl Outbox {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO outbox (broker, job, fire_id, slot, key, side, payload, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO outbox (broker, job, fire_id, slot, key, side, payload, expires_at, envelope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for m in messages {
                 stmt.execute(params![
@@ -57,6 +58,7 @@ impl Outbox {
                     m.side.as_str(),
                     m.payload,
                     m.expires_at.map(|t| t.timestamp_millis()),
+                    m.envelope,
                 ])?;
             }
         }
@@ -73,7 +75,7 @@ impl Outbox {
     /// The oldest `n` messages of `broker`, in slot order, with their row ids.
     pub fn oldest(&self, broker: &str, n: usize) -> rusqlite::Result<Vec<(i64, Message)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, job, fire_id, slot, key, side, payload, expires_at FROM outbox
+            "SELECT id, job, fire_id, slot, key, side, payload, expires_at, envelope FROM outbox
              WHERE broker = ?1 ORDER BY slot, id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![broker, n as i64], |r| {
@@ -90,6 +92,7 @@ impl Outbox {
                     side: Side::parse(&r.get::<_, String>(5)?),
                     payload: r.get(6)?,
                     expires_at: ms(7)?,
+                    envelope: r.get(8)?,
                 },
             ))
         })?;
@@ -117,7 +120,7 @@ impl Outbox {
         let dropped = {
             let mut stmt = tx.prepare(
                 "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY slot, id LIMIT ?1)
-                 RETURNING broker, job, fire_id, slot, key, side, payload, expires_at",
+                 RETURNING broker, job, fire_id, slot, key, side, payload, expires_at, envelope",
             )?;
             let rows = stmt.query_map([excess as i64], |r| {
                 Ok((
@@ -130,6 +133,7 @@ impl Outbox {
                         side: Side::parse(&r.get::<_, String>(5)?),
                         payload: r.get(6)?,
                         expires_at: r.get::<_, Option<i64>>(7)?.and_then(DateTime::from_timestamp_millis),
+                        envelope: r.get(8)?,
                     },
                 ))
             })?;
@@ -164,6 +168,7 @@ mod tests {
             side: Side::Left,
             payload: format!("{{\"s\":{s}}}"),
             expires_at: None,
+            envelope: false,
         }
     }
 

@@ -11,7 +11,7 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::broker::{Message, OnBrokerDown, Side};
+use crate::broker::{Kind, Message, OnBrokerDown, Side};
 use crate::config::diag::Diags;
 use crate::config::table::Table;
 
@@ -93,9 +93,20 @@ impl Celery {
     }
 
     /// The kombu envelope for `job`'s `slot`, task id `id`. `delivery_tag` must be unique per
-    /// message; `origin` is `beatd@HOST`.
+    /// message; `origin` is `beatd@HOST`. Its priority is the Redis step (lower is more
+    /// urgent); [`Celery::message`] puts the plain priority there for AMQP.
     pub fn envelope(&self, id: &str, slot: DateTime<Utc>, origin: &str, delivery_tag: &str) -> String {
-        let step = self.redis_key().1;
+        self.envelope_with_priority(id, slot, origin, delivery_tag, self.redis_key().1)
+    }
+
+    fn envelope_with_priority(
+        &self,
+        id: &str,
+        slot: DateTime<Utc>,
+        origin: &str,
+        delivery_tag: &str,
+        step: u8,
+    ) -> String {
         let expires = self.expires.map(|e| iso(slot + chrono::Duration::from_std(e).unwrap_or_default()));
         let mut headers = serde_json::Map::new();
         let secs = |d: Option<Duration>| d.map_or(Value::Null, seconds);
@@ -146,17 +157,24 @@ impl Celery {
         .to_string()
     }
 
-    /// The message for the broker: envelope, list, and when it goes stale.
-    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>) -> Message {
+    /// The message for a broker of `kind`: envelope, list or routing key, and when it goes
+    /// stale. On RabbitMQ the priority is Celery's own (higher is more urgent) and the routing
+    /// key is the queue.
+    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>, kind: Kind) -> Message {
         let tag = uuid::Uuid::new_v4().to_string();
-        let payload = self.envelope(&id, slot, &origin(), &tag);
+        let (key, priority) = match kind {
+            Kind::Redis => self.redis_key(),
+            Kind::Amqp => (self.queue.clone(), self.priority.unwrap_or(0)),
+        };
+        let payload = self.envelope_with_priority(&id, slot, &origin(), &tag, priority);
         Message {
             job: job.to_string(),
             fire_id: id,
             slot,
-            key: self.redis_key().0,
+            key,
             side: Side::Left,
             payload,
+            envelope: true,
             expires_at: self.expires.map(|e| slot + chrono::Duration::from_std(e).unwrap_or_default()),
         }
     }

@@ -53,6 +53,7 @@ impl Push {
             side: self.side,
             payload,
             expires_at: None,
+            envelope: false,
         }
     }
 }

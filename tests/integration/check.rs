@@ -310,7 +310,7 @@ on_broker_down = "ignore"
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert_eq!(
         stderr,
-        "beatd.toml:5:7: broker: unsupported broker scheme \"kafka\" (one of: redis://, rediss://, unix://)\n\
+        "beatd.toml:5:7: broker: unsupported broker scheme \"kafka\" (one of: redis://, rediss://, unix://, amqp://, amqps://)\n\
          beatd.toml:10:10: job \"send\": no broker \"mian\" (define it as [brokers.mian]) (did you mean \"main\"?)\n\
          beatd.toml:12:12: job \"send\": \"priority\" must be 0 to 9, not 12\n\
          beatd.toml:13:8: job \"send\": \"args\" must be a list, such as [1, \"two\"]\n\

@@ -66,11 +66,25 @@ fn priorities_map_to_kombus_redis_steps() {
 fn the_task_id_is_the_fire_id_and_delivery_tags_are_unique() {
     let c = celery("task = \"t\"\n");
     let id = crate::fire::fire_id("nightly", slot()).to_string();
-    let (a, b) = (c.message("nightly", id.clone(), slot()), c.message("nightly", id.clone(), slot()));
+    let kind = crate::broker::Kind::Redis;
+    let (a, b) = (c.message("nightly", id.clone(), slot(), kind), c.message("nightly", id.clone(), slot(), kind));
     let (a, b): (Value, Value) =
         (serde_json::from_str(&a.payload).expect("json"), serde_json::from_str(&b.payload).expect("json"));
     assert_eq!(a["headers"]["id"], id.as_str());
     assert_eq!(a["headers"]["root_id"], id.as_str());
     assert_eq!(a["headers"]["celery_beat_task"], true);
     assert_ne!(a["properties"]["delivery_tag"], b["properties"]["delivery_tag"]);
+}
+
+#[test]
+fn on_rabbitmq_the_priority_is_celerys_own_and_the_key_the_queue() {
+    let c = celery("task = \"t\"\nqueue = \"reports\"\npriority = 7\n");
+    let m = c.message("nightly", ID.into(), slot(), crate::broker::Kind::Amqp);
+    assert_eq!(m.key, "reports");
+    let (body, props) = crate::broker::amqp::from_envelope(&m.payload);
+    assert_eq!(props.priority(), &Some(7));
+    let body: Value = serde_json::from_slice(&body).expect("raw JSON body, not base64");
+    assert_eq!(body[0], serde_json::json!([]));
+    let headers = props.headers().as_ref().expect("headers");
+    assert!(headers.inner().contains_key("task") && headers.inner().contains_key("celery_beat_task"));
 }
