@@ -57,12 +57,14 @@ pub struct Shared {
 pub struct Brokers {
     senders: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Fire>>>>,
     tracker: TaskTracker,
+    /// Where a fire no task can take is recorded as failed.
+    shared: Option<Shared>,
 }
 
 impl Brokers {
     /// Starts a delivery task per broker, with the outbox in `state_dir`.
     pub fn start(configs: &BrokerConfigs, state_dir: &Path, shared: Shared) -> Result<Brokers, String> {
-        let brokers = Brokers::default();
+        let brokers = Brokers { shared: Some(shared.clone()), ..Brokers::default() };
         let mut senders = HashMap::new();
         for (name, config) in configs {
             let transport = match config.url.kind {
@@ -85,18 +87,34 @@ impl Brokers {
     /// Hands a fire of a queue job to its broker's task.
     pub fn send(&self, fire: Fire) {
         let Some(broker) = fire.job.action.broker().map(str::to_string) else { return };
-        let broker = broker.as_str();
-        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        match senders.get(broker) {
-            Some(tx) => {
-                if tx.send(fire).is_err() {
-                    tracing::error!(job = %broker, "broker \"{broker}\" has stopped; a message was not sent");
-                }
-            }
-            None => tracing::error!(
-                "no broker \"{broker}\" is running (brokers added by a reload start at the next restart); \
-                 a message of this job was not sent"
+        let sender = self.senders.lock().unwrap_or_else(|p| p.into_inner()).get(&broker).cloned();
+        let why = match sender {
+            Some(tx) => match tx.send(fire) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(fire)) => (fire, format!("broker \"{broker}\" has stopped")),
+            },
+            None => (
+                fire,
+                format!("no broker \"{broker}\" is running (brokers added by a reload start at the next restart)"),
             ),
+        };
+        let (fire, why) = why;
+        tracing::error!(job = %fire.job.name, slot = %fire.scheduled_at, "message not sent: {why}");
+        if let Some(shared) = &self.shared {
+            let now = shared.clock.now();
+            fire.status.finished(fire.scheduled_at, None, now, RunOutcome::Failure, None);
+            shared.history.record(RunRecord {
+                job: fire.job.name.clone(),
+                fire_id: fire.id().to_string(),
+                scheduled_at: fire.scheduled_at,
+                started_at: None,
+                finished_at: now,
+                outcome: RunOutcome::Failure,
+                attempt: 1,
+                exit_code: None,
+                error: Some(format!("message not sent: {why}")),
+                details: Default::default(),
+            });
         }
     }
 

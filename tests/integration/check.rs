@@ -319,3 +319,28 @@ on_broker_down = "ignore"
          6 errors\n"
     );
 }
+
+#[test]
+fn the_example_config_and_every_commented_example_in_it_are_valid() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/beatd.toml")).expect("example");
+    // Uncomment the TOML lines (a table header or `key = value`), not the prose.
+    fn toml_line(l: &str) -> Option<&str> {
+        l.strip_prefix("# ").filter(|rest| {
+            rest.starts_with('[')
+                || rest.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        })
+    }
+    let uncommented: String = example
+        .lines()
+        .map(|l| toml_line(l).unwrap_or(l))
+        .filter(|l| !l.starts_with("include =") && !l.starts_with("token_file ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(uncommented.contains("[jobs.celery-cleanup]") && uncommented.contains("[brokers.main]"));
+    let b = Beatd::with_config(&uncommented);
+    std::fs::create_dir_all(b.path("var/uploads")).expect("cleanup folder");
+    let out = b.cmd(&["check", "--config", "beatd.toml"]).output().expect("check");
+    assert!(out.status.success(), "{}\n{uncommented}", String::from_utf8_lossy(&out.stderr));
+    let jobs = example.lines().filter(|l| toml_line(l).unwrap_or(l).starts_with("[jobs.")).count();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("ok: {jobs} jobs\n"));
+}

@@ -266,3 +266,92 @@ fn an_unmodified_celery_worker_runs_the_tasks_on_redis() {
 fn an_unmodified_celery_worker_runs_the_tasks_on_rabbitmq() {
     celery_end_to_end("amqp://guest:guest@127.0.0.1:5672//", &unique_queue());
 }
+
+#[test]
+fn a_full_outbox_drops_the_oldest_loudly() {
+    let port = crate::util::free_port();
+    let api = crate::util::free_port();
+    // Nothing listens on the broker's port: every message goes to the outbox, which holds two.
+    let b = Beatd::with_config(&format!(
+        "[scheduler]\nmax_outbox = 2\n[api]\nlisten = \"127.0.0.1:{api}\"\n[brokers.main]\nurl = \"redis://127.0.0.1:{port}/0\"\n{TICK}"
+    ));
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(8), || b.log().matches("the outbox is full").count() >= 2), "{}", b.log());
+    let (_, metrics) = crate::api::get(&format!("http://127.0.0.1:{api}/metrics"));
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    stop(&mut child, &b);
+    assert!(b.log().contains("the outbox is full (2 messages): dropped the 1 oldest"), "{}", b.log());
+    assert!(metrics.contains("beatd_outbox_messages 2"), "{metrics}");
+    assert!(metrics.lines().any(|l| l.starts_with("beatd_outbox_dropped_total ") && !l.ends_with(" 0")), "{metrics}");
+    let dropped = history(&b, "tick");
+    assert!(
+        dropped
+            .iter()
+            .filter(|r| r["outcome"] == "failure" && r["error"] == "dropped: the outbox was full (max_outbox)")
+            .count()
+            >= 2,
+        "{dropped:?}"
+    );
+    // What is left is the newest two, kept for the next start.
+    let outbox = rusqlite::Connection::open(b.path("state/outbox.sqlite3")).expect("outbox");
+    let left: i64 = outbox.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)).expect("count");
+    assert_eq!(left, 2);
+}
+
+#[test]
+fn a_redis_unix_socket_is_a_broker_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("redis.sock");
+    let mut server = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let url = format!("unix://{}", socket.display());
+    let client = redis::Client::open(url.as_str()).expect("url");
+    assert!(wait_for(Duration::from_secs(10), || client.get_connection().is_ok()));
+    let b = Beatd::with_config(&format!("[brokers.main]\nurl = \"{url}\"\n{TICK}"));
+    let mut child = b.spawn_run(&[]);
+    let len = || -> usize {
+        client.get_connection().ok().and_then(|mut c| redis::cmd("LLEN").arg("ticks").query(&mut c).ok()).unwrap_or(0)
+    };
+    assert!(wait_for(Duration::from_secs(6), || len() >= 2), "{}", b.log());
+    stop(&mut child, &b);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn push_messages_reach_a_rabbitmq_queue() {
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+    let queue = unique_queue();
+    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let ch = rt.block_on(async {
+        let conn = lapin::Connection::connect(url, Default::default()).await.expect("RabbitMQ on 127.0.0.1:5672");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), Default::default())
+            .await
+            .expect("declare");
+        std::mem::forget(conn); // kept open for the test's length
+        ch
+    });
+    let b = Beatd::with_config(&format!(
+        "[brokers.rabbit]\nurl = \"{url}\"\n[jobs.tick]\nevery = \"1s\"\naction = \"push\"\nbroker = \"rabbit\"\nqueue = \"{queue}\"\npayload = {{ n = 1 }}\n"
+    ));
+    let mut child = b.spawn_run(&[]);
+    assert!(wait_for(Duration::from_secs(8), || history(&b, "tick").len() >= 2), "{}", b.log());
+    stop(&mut child, &b);
+    let sent = history(&b, "tick").len();
+    let got: Vec<Value> = rt.block_on(async {
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await {
+            got.push(serde_json::from_slice(&m.delivery.data).expect("json"));
+        }
+        let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        got
+    });
+    assert_eq!(got.len(), sent, "{got:?}");
+    assert!(got.iter().all(|m| m["job"] == "tick" && m["payload"] == serde_json::json!({"n": 1})), "{got:?}");
+}
