@@ -260,8 +260,13 @@ impl Task {
         } else {
             tracing::debug!("broker \"{}\" still unreachable ({error})", self.name);
         }
-        self.retry_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        // A retry already planned stands: failures of direct sends in between (jobs that drop)
+        // must not push the outbox's next attempt further out.
+        let now = Instant::now();
+        if self.retry_at.is_none_or(|t| t <= now) {
+            self.retry_at = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        }
     }
 
     /// Stores `items` in the outbox; on a full outbox, drops the oldest messages.

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
 
 use super::{BrokerUrl, Message, Side};
 
@@ -16,7 +17,7 @@ const CHUNK: usize = 10_000;
 
 pub struct Redis {
     client: redis::Client,
-    conn: Option<ConnectionManager>,
+    conn: Option<MultiplexedConnection>,
 }
 
 /// The most a send of one pipeline may take.
@@ -29,20 +30,19 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// Connects lazily: a broker that is down at start is not an error, its messages wait.
+    /// Connects at the first send: a broker that is down at start is not an error.
     pub fn new(url: &BrokerUrl) -> Result<Redis, String> {
         let client = redis::Client::open(url.secret()).map_err(|e| format!("broker url: {:?}", e.kind()))?;
         Ok(Redis { client, conn: None })
     }
 
-    fn connection(&mut self) -> Result<&mut ConnectionManager, String> {
+    async fn connection(&mut self) -> Result<&mut MultiplexedConnection, String> {
         if self.conn.is_none() {
-            let config = ConnectionManagerConfig::new()
+            let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(10)))
-                .set_number_of_retries(0);
+                .set_response_timeout(Some(Duration::from_secs(10)));
             let conn =
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|e| e.to_string())?;
+                self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string())?;
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just set"))
@@ -61,7 +61,11 @@ impl Redis {
                     Side::Right => pipe.rpush(&m.key, &m.payload).ignore(),
                 };
             }
-            let conn = self.connection().map_err(|e| (sent, e))?;
+            let conn = match tokio::time::timeout(SEND_DEADLINE, self.connection()).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return Err((sent, e)),
+                Err(_) => return Err((sent, format!("no connection within {}s", SEND_DEADLINE.as_secs()))),
+            };
             let result = match tokio::time::timeout(SEND_DEADLINE, pipe.query_async::<()>(conn)).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),

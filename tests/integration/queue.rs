@@ -355,3 +355,58 @@ fn push_messages_reach_a_rabbitmq_queue() {
     assert_eq!(got.len(), sent, "{got:?}");
     assert!(got.iter().all(|m| m["job"] == "tick" && m["payload"] == serde_json::json!({"n": 1})), "{got:?}");
 }
+
+#[test]
+fn stale_messages_and_drop_jobs_do_not_wait_for_the_broker() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let b = Beatd::with_config(&format!(
+        r#"[brokers.main]
+url = "{}"
+
+[jobs.fresh]
+every = "1s"
+action = "celery"
+broker = "main"
+queue = "fresh"
+task = "t.fresh"
+
+[jobs.stale]
+every = "1s"
+action = "celery"
+broker = "main"
+queue = "stale"
+task = "t.stale"
+expires = "2s"
+
+[jobs.beat]
+every = "1s"
+action = "push"
+broker = "main"
+queue = "beats"
+on_broker_down = "drop"
+"#,
+        redis.url()
+    ));
+    let mut child = b.spawn_run(&[]);
+    std::thread::sleep(Duration::from_millis(4500));
+    redis.restart();
+    assert!(wait_for(Duration::from_secs(12), || b.log().contains("broker \"main\" is back")), "{}", b.log());
+    std::thread::sleep(Duration::from_millis(1200));
+    stop(&mut child, &b);
+    let runs = |job: &str, outcome: &str| history(&b, job).iter().filter(|r| r["outcome"] == outcome).count();
+    // Everything of `fresh` arrives; `stale` lost the messages older than 2 s by the time the
+    // broker came back; `beat` dropped every fire of the outage at once.
+    assert_eq!((runs("fresh", "failure"), redis.lpushed("fresh").len()), (0, runs("fresh", "success")));
+    assert!(runs("fresh", "success") >= 5);
+    let expired = history(&b, "stale")
+        .iter()
+        .filter(|r| r["outcome"] == "failure" && r["error"] == "expired while waiting in the outbox")
+        .count();
+    assert!(expired >= 2, "{}", b.log());
+    assert_eq!(redis.lpushed("stale").len(), runs("stale", "success"));
+    let dropped = history(&b, "beat");
+    assert!(dropped.iter().filter(|r| r["outcome"] == "failure").count() >= 3, "{dropped:?}");
+    assert!(dropped.iter().any(|r| r["error"].as_str().is_some_and(|e| e.contains("on_broker_down = \"drop\""))));
+    assert_eq!(redis.rpushed("beats").len(), runs("beat", "success"));
+}
