@@ -46,6 +46,8 @@ pub struct Celery {
     /// Extra headers, merged over the standard ones.
     pub headers: serde_json::Map<String, Value>,
     pub on_broker_down: OnBrokerDown,
+    /// The envelope templates for Redis and for AMQP, made at the first message.
+    templates: [std::sync::OnceLock<Template>; 2],
 }
 
 impl Celery {
@@ -82,6 +84,7 @@ impl Celery {
             soft_time_limit,
             headers,
             on_broker_down,
+            templates: Default::default(),
         })
     }
 
@@ -96,18 +99,15 @@ impl Celery {
     /// message; `origin` is `beatd@HOST`. Its priority is the Redis step (lower is more
     /// urgent); [`Celery::message`] puts the plain priority there for AMQP.
     pub fn envelope(&self, id: &str, slot: DateTime<Utc>, origin: &str, delivery_tag: &str) -> String {
-        self.envelope_with_priority(id, slot, origin, delivery_tag, self.redis_key().1)
+        let expires = self.expires_at(slot).map(iso);
+        self.envelope_with(id, expires.as_deref(), origin, delivery_tag, self.redis_key().1)
     }
 
-    fn envelope_with_priority(
-        &self,
-        id: &str,
-        slot: DateTime<Utc>,
-        origin: &str,
-        delivery_tag: &str,
-        step: u8,
-    ) -> String {
-        let expires = self.expires.map(|e| iso(slot + chrono::Duration::from_std(e).unwrap_or_default()));
+    fn expires_at(&self, slot: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.expires.map(|e| slot + chrono::Duration::from_std(e).unwrap_or_default())
+    }
+
+    fn envelope_with(&self, id: &str, expires: Option<&str>, origin: &str, delivery_tag: &str, step: u8) -> String {
         let mut headers = serde_json::Map::new();
         let secs = |d: Option<Duration>| d.map_or(Value::Null, seconds);
         for (k, v) in [
@@ -116,7 +116,7 @@ impl Celery {
             ("id", json!(id)),
             ("shadow", Value::Null),
             ("eta", Value::Null),
-            ("expires", expires.map_or(Value::Null, Value::String)),
+            ("expires", expires.map_or(Value::Null, |e| json!(e))),
             ("group", Value::Null),
             ("group_index", Value::Null),
             ("retries", json!(0)),
@@ -166,17 +166,85 @@ impl Celery {
             Kind::Redis => self.redis_key(),
             Kind::Amqp => (self.queue.clone(), self.priority.unwrap_or(0)),
         };
-        let payload = self.envelope_with_priority(&id, slot, &origin(), &tag, priority);
-        Message {
-            job: job.to_string(),
-            fire_id: id,
-            slot,
-            key,
-            side: Side::Left,
-            payload,
-            envelope: true,
-            expires_at: self.expires.map(|e| slot + chrono::Duration::from_std(e).unwrap_or_default()),
+        let expires_at = self.expires_at(slot);
+        let expires = expires_at.map(iso);
+        let build = |id: &str, exp: Option<&str>, tag: &str| self.envelope_with(id, exp, &origin(), tag, priority);
+        let template = self.templates[usize::from(kind == Kind::Amqp)].get_or_init(|| Template::new(&build));
+        let payload = match template.render(&id, expires.as_deref(), &tag) {
+            Some(p) => p,
+            None => build(&id, expires.as_deref(), &tag),
+        };
+        Message { job: job.to_string(), fire_id: id, slot, key, side: Side::Left, payload, envelope: true, expires_at }
+    }
+}
+
+/// A job's envelope with holes for what changes from message to message (the id, `expires`,
+/// the delivery tag): the rest (headers, the base64 body) is the same for every fire, so it is
+/// serialized once per job instead of once per message, and a message is a few copies.
+#[derive(Debug, Default, Clone)]
+pub struct Template {
+    /// Text around the holes (one more than the holes). `None` when the job's own values
+    /// happen to contain a marker: then every message is built in full.
+    parts: Option<(Vec<String>, Vec<Hole>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hole {
+    Id,
+    Expires,
+    Tag,
+}
+
+/// Markers start with a control character, which JSON writes escaped (`\u0001`).
+const MARKS: [(&str, Hole); 3] =
+    [("\u{1}beatd-id", Hole::Id), ("\u{1}beatd-expires", Hole::Expires), ("\u{1}beatd-tag", Hole::Tag)];
+
+impl Template {
+    fn new(build: &dyn Fn(&str, Option<&str>, &str) -> String) -> Template {
+        let text = build(MARKS[0].0, Some(MARKS[1].0), MARKS[2].0);
+        let marks: Vec<(String, Hole)> = MARKS
+            .iter()
+            .map(|(m, h)| (serde_json::to_string(m).expect("a string").trim_matches('"').to_string(), *h))
+            .collect();
+        let (mut parts, mut holes) = (Vec::new(), Vec::new());
+        let mut rest = text.as_str();
+        while let Some((at, len, hole)) =
+            marks.iter().filter_map(|(m, h)| rest.find(m.as_str()).map(|at| (at, m.len(), *h))).min_by_key(|x| x.0)
+        {
+            parts.push(rest[..at].to_string());
+            holes.push(hole);
+            rest = &rest[at + len..];
         }
+        parts.push(rest.to_string());
+        // The id is in three places (id, root_id, correlation_id), the others in one.
+        let count = |h| holes.iter().filter(|x| **x == h).count();
+        let sound = count(Hole::Id) == 3 && count(Hole::Expires) == 1 && count(Hole::Tag) == 1;
+        Template { parts: sound.then_some((parts, holes)) }
+    }
+
+    /// The envelope with the holes filled; `None` if this job has no usable template.
+    fn render(&self, id: &str, expires: Option<&str>, tag: &str) -> Option<String> {
+        let (parts, holes) = self.parts.as_ref()?;
+        let mut out = String::with_capacity(parts.iter().map(String::len).sum::<usize>() + 128);
+        let mut skip_quote = false;
+        for (part, hole) in parts.iter().zip(holes) {
+            out.push_str(if skip_quote { &part[1..] } else { part });
+            skip_quote = false;
+            match (hole, expires) {
+                (Hole::Id, _) => out.push_str(id),
+                (Hole::Tag, _) => out.push_str(tag),
+                (Hole::Expires, Some(e)) => out.push_str(e),
+                (Hole::Expires, None) => {
+                    // The hole sits in quotes; `null` replaces them too.
+                    out.pop();
+                    out.push_str("null");
+                    skip_quote = true;
+                }
+            }
+        }
+        let last = parts.last()?;
+        out.push_str(if skip_quote { &last[1..] } else { last });
+        Some(out)
     }
 }
 

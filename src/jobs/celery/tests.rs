@@ -88,3 +88,32 @@ fn on_rabbitmq_the_priority_is_celerys_own_and_the_key_the_queue() {
     let headers = props.headers().as_ref().expect("headers");
     assert!(headers.inner().contains_key("task") && headers.inner().contains_key("celery_beat_task"));
 }
+
+#[test]
+fn messages_from_the_template_equal_envelopes_built_in_full() {
+    for keys in [
+        "task = \"t\"\nargs = [1, \"two\"]\n",
+        "task = \"t\"\nexpires = \"90s\"\npriority = 4\nheaders = { x = [1, 2] }\n",
+        // A job whose own values contain a marker falls back to building in full.
+        "task = \"t\"\nargs = [\"\\u0001beatd-id\"]\n",
+    ] {
+        let c = celery(keys);
+        for kind in [crate::broker::Kind::Redis, crate::broker::Kind::Amqp] {
+            for s in [slot(), slot() + chrono::Duration::seconds(60)] {
+                let id = crate::fire::fire_id("nightly", s).to_string();
+                let m = c.message("nightly", id.clone(), s, kind);
+                let got: Value = serde_json::from_str(&m.payload).expect("json");
+                let tag = got["properties"]["delivery_tag"].as_str().expect("tag").to_string();
+                let full = c.envelope(&id, s, &super::origin(), &tag);
+                if kind == crate::broker::Kind::Redis {
+                    assert_eq!(m.payload, full, "byte for byte");
+                }
+                let mut want: Value = serde_json::from_str(&full).expect("json");
+                if kind == crate::broker::Kind::Amqp {
+                    want["properties"]["priority"] = serde_json::json!(c.priority.unwrap_or(0));
+                }
+                assert_eq!(got, want, "{keys}");
+            }
+        }
+    }
+}
