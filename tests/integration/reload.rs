@@ -36,7 +36,8 @@ fn count(log: &str, needle: &str) -> usize {
 #[test]
 fn a_valid_reload_is_applied_as_a_diff_and_logged_job_by_job() {
     let b = Beatd::with_config(&format!(
-        "{KEEP}\n[jobs.change]\nevery = \"1h\"\naction = \"noop\"\n\n[jobs.drop]\nevery = \"1h\"\naction = \"noop\"\n"
+        "{KEEP}\n[jobs.change]\nevery = \"1h\"\naction = \"noop\"\n\n[jobs.drop]\ncron = \"@reboot\"\naction = \"command\"\n\
+         command = \"sleep 2; echo finished > drop.txt\"\n"
     ));
     let mut child = b.spawn_run(&[]);
     assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
@@ -49,7 +50,9 @@ fn a_valid_reload_is_applied_as_a_diff_and_logged_job_by_job() {
     );
     signal(&child, Signal::SIGHUP);
     assert!(wait_for(Duration::from_secs(5), || b.log().contains("reloaded: ")), "{}", b.log());
-    std::thread::sleep(Duration::from_millis(1200));
+    // The removed job's run, going since the start, was left to finish.
+    assert!(!b.path("drop.txt").exists(), "the run ended before the reload: the test shows nothing");
+    assert!(wait_for(Duration::from_secs(3), || b.path("drop.txt").exists()), "{}", b.log());
     signal(&child, Signal::SIGTERM);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
     let log = b.log();
