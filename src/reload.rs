@@ -67,7 +67,7 @@ impl Reloader {
             return true;
         }
         // Events may name files by absolute path: match against the absolute patterns too.
-        let base = base_of(&self.path);
+        let base = config::folder_of(&self.path);
         let bases = [Some(base.clone()), std::fs::canonicalize(&base).ok()];
         self.running.scheduler.include.iter().any(|pattern| {
             bases.iter().flatten().any(|b| {
@@ -121,7 +121,13 @@ impl Reloader {
             return false;
         };
         diff.log();
-        restore_paused(&self.board, &config.scheduler.state_dir, &diff.added);
+        if !diff.added.is_empty() {
+            // Jobs paused through the API stay paused when a reload brings them back.
+            match crate::state::paused(&config.scheduler.state_dir) {
+                Ok(paused) => self.board.restore_paused(&paused, Some(&diff.added), "since before it was removed"),
+                Err(e) => tracing::warn!("cannot read paused jobs: {e}"),
+            }
+        }
         health.reload_failed.store(false, Ordering::Relaxed);
         self.board.metrics.reloads.get_or_create(&vec![("result".into(), "success".into())]).inc();
         let n = self.board.jobs().jobs.len();
@@ -174,37 +180,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     changed
 }
 
-/// Jobs paused through the API stay paused when a reload brings them back.
-fn restore_paused(board: &Board, state_dir: &Path, added: &[String]) {
-    if added.is_empty() {
-        return;
-    }
-    let paused = crate::state::open_read_only(state_dir).and_then(|c| {
-        crate::state::paused_jobs(&c)
-            .map_err(|source| crate::state::StateError::Sqlite { path: state_dir.to_path_buf(), source })
-    });
-    match paused {
-        Ok(paused) => {
-            for name in added.iter().filter(|n| paused.contains(n)) {
-                if let Some(e) = board.get(name) {
-                    e.status.paused.store(true, Ordering::Relaxed);
-                    tracing::info!(job = %name, "paused (since before it was removed)");
-                }
-            }
-        }
-        Err(e) => tracing::warn!("cannot read paused jobs: {e}"),
-    }
-}
-
-fn base_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 fn watched_folders(c: &Config) -> Vec<PathBuf> {
-    let base = base_of(&c.path);
+    let base = config::folder_of(&c.path);
     let mut folders = vec![base.clone()];
     for pattern in &c.scheduler.include {
         let folder = config::include_folder(&base, pattern);

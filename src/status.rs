@@ -216,6 +216,17 @@ impl Board {
         self.jobs().get(name).cloned()
     }
 
+    /// Marks the jobs named in `paused` (and, with `among`, only those) paused: their pause,
+    /// kept in the state database, outlives a restart or a reload that removed them.
+    pub fn restore_paused(&self, paused: &[String], among: Option<&[String]>, since: &str) {
+        for name in paused.iter().filter(|n| among.is_none_or(|a| a.contains(n))) {
+            if let Some(e) = self.get(name) {
+                e.status.paused.store(true, Ordering::Relaxed);
+                tracing::info!(job = %name, "paused ({since})");
+            }
+        }
+    }
+
     /// Replaces the jobs (a reload). A job whose name was there before keeps its status (last
     /// run, running count, paused), and, if its definition is the same, its `Arc<Job>` too; the
     /// metrics of jobs no longer there are dropped. Returns the new set.

@@ -25,7 +25,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the scheduler in the foreground.
+    /// Run the scheduler in the foreground (SIGHUP reloads the config; SIGTERM stops).
     Run(run::Args),
     /// Validate a config and report every error.
     Check(check::Args),

@@ -86,17 +86,8 @@ async fn serve(config: Config, history: History, watch: bool) -> Result<(), Fail
     let runner = Runner::new(Actions, services.clone(), history, sched.max_running);
     let grace = sched.shutdown_grace;
     // Paused jobs stay paused across restarts.
-    match state::open_read_only(&sched.state_dir).and_then(|c| {
-        state::paused_jobs(&c).map_err(|source| state::StateError::Sqlite { path: sched.state_dir.clone(), source })
-    }) {
-        Ok(paused) => {
-            for name in paused {
-                if let Some(e) = board.get(&name) {
-                    e.status.paused.store(true, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(job = %name, "paused (since before this start)");
-                }
-            }
-        }
+    match state::paused(&sched.state_dir) {
+        Ok(paused) => board.restore_paused(&paused, None, "since before this start"),
         Err(e) => tracing::warn!("cannot read paused jobs: {e}"),
     }
     let api_stop = CancellationToken::new();

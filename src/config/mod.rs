@@ -165,8 +165,7 @@ pub struct Source {
 /// Reads and validates a config file and the drop-ins its `include` names.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let main = read_source(path)?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let base = folder_of(path);
     // The drop-ins are found first, so that every file's jobs are validated together: a job
     // may name a notifier of another file, and a name defined twice is caught.
     let mut dropins = Vec::new();
@@ -195,6 +194,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             e.0.extend(errors);
             Err(e)
         }
+    }
+}
+
+/// The folder a config's relative paths start from: its own (`.` for a bare file name).
+pub fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

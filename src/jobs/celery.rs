@@ -182,7 +182,7 @@ impl Celery {
 /// the delivery tag): the rest (headers, the base64 body) is the same for every fire, so it is
 /// serialized once per job instead of once per message, and a message is a few copies.
 #[derive(Debug, Default, Clone)]
-pub struct Template {
+struct Template {
     /// Text around the holes (one more than the holes). `None` when the job's own values
     /// happen to contain a marker: then every message is built in full.
     parts: Option<(Vec<String>, Vec<Hole>)>,

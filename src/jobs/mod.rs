@@ -220,11 +220,9 @@ impl Action {
             Action::HttpCheck(h) => h.run(cx).await,
             Action::TcpCheck(t) => t.run(cx).await,
             Action::Report(r) => r.run(fire, cx).await,
-            Action::Celery(_) | Action::Push(_) => {
-                // The runner hands queue fires to their broker; reaching here means it did not.
-                cx.services.brokers.send(fire.clone());
-                RunResult::ok()
-            }
+            // The runner hands queue fires to their broker's task, which sends and records them;
+            // sending from here too would send and record them twice.
+            Action::Celery(_) | Action::Push(_) => RunResult::failed("queue jobs are sent by their broker, not run"),
         }
     }
 }

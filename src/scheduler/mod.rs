@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::policy::CatchUp;
 use crate::schedule::Schedule;
 use crate::state::journal::Journal;
-use crate::status::{Board, Entry};
+use crate::status::{Board, Entry, JobStatus};
 use crate::timers::{self, Timers};
 
 /// Where fires go. The daemon's [`runner::Runner`] runs the job's action; tests record.
@@ -310,10 +310,10 @@ impl<D: Dispatch> Scheduler<D> {
             }
             e.status.set_next_fire(next.map(|(_, at)| at));
         }
-        for old in &self.jobs {
-            if !jobs.iter().any(|e| Arc::ptr_eq(&e.status, &old.status)) {
-                old.status.set_next_fire(None);
-            }
+        // Jobs that left the loop (removed or disabled) have no next fire any more.
+        let kept: std::collections::HashSet<*const JobStatus> = jobs.iter().map(|e| Arc::as_ptr(&e.status)).collect();
+        for old in self.jobs.iter().filter(|e| !kept.contains(&Arc::as_ptr(&e.status))) {
+            old.status.set_next_fire(None);
         }
         self.jobs = jobs;
         self.keys = keys;

@@ -54,6 +54,12 @@ pub fn paused_jobs(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
+/// Jobs paused through the API, from the state folder (nothing there yet is an error too).
+pub fn paused(state_dir: &Path) -> Result<Vec<String>, StateError> {
+    let conn = open_read_only(state_dir)?;
+    paused_jobs(&conn).map_err(|source| StateError::Sqlite { path: state_dir.join(DB_FILE), source })
+}
+
 /// Records `job` as paused (since `now`) or not.
 pub fn set_paused(
     conn: &Connection,
