@@ -180,7 +180,8 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
-    /// Any TOML value as JSON, if `fits` it (else an error saying it must be `what`).
+    /// Any TOML value as JSON, if `fits` it (else an error saying it must be `what`). JSON has
+    /// no infinity or NaN: a TOML `inf` or `nan` anywhere in it is an error at that value.
     pub fn json(
         &mut self,
         d: &mut Diags,
@@ -189,6 +190,11 @@ impl<'t, 'i> Table<'t, 'i> {
         fits: fn(&serde_json::Value) -> bool,
     ) -> Option<serde_json::Value> {
         let v = self.get(key)?;
+        if let Some((span, text)) = non_finite(v) {
+            let msg = format!("\"{key}\" holds {text}, which JSON cannot carry (a worker would get null)");
+            self.error(d, span, msg);
+            return None;
+        }
         let json = to_json(v.get_ref());
         if fits(&json) {
             return Some(json);
@@ -297,6 +303,19 @@ pub fn canonical(v: &DeValue<'_>, out: &mut String) {
             }
             out.push('}');
         }
+    }
+}
+
+/// The first `inf` or `nan` float in `v`, with its span and text.
+fn non_finite(v: &Spanned<DeValue<'_>>) -> Option<(Range<usize>, String)> {
+    match v.get_ref() {
+        DeValue::Float(f) => {
+            let text = f.as_str().replace('_', "");
+            (!text.parse::<f64>().is_ok_and(f64::is_finite)).then(|| (v.span(), text))
+        }
+        DeValue::Array(items) => items.iter().find_map(non_finite),
+        DeValue::Table(t) => t.iter().find_map(|(_, v)| non_finite(v)),
+        _ => None,
     }
 }
 

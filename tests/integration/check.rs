@@ -321,6 +321,48 @@ on_broker_down = "ignore"
 }
 
 #[test]
+fn infinity_and_nan_are_refused_where_json_cannot_carry_them() {
+    let b = Beatd::with_config(
+        r#"[brokers.main]
+url = "redis://127.0.0.1:6379/0"
+
+[jobs.send]
+every = "1m"
+action = "celery"
+broker = "main"
+task = "tasks.x"
+args = [1.5, inf]
+kwargs = { ratio = { limit = nan } }
+
+[jobs.beat]
+every = "1m"
+action = "push"
+broker = "main"
+queue = "beats"
+payload = { n = -inf, when = 2026-11-24T03:00:00Z }
+"#,
+    );
+    b.cmd(&["check", "--config", "beatd.toml"]).assert().failure().stdout("").stderr(
+        "beatd.toml:9:14: job \"send\": \"args\" holds inf, which JSON cannot carry (a worker would get null)\n\
+         beatd.toml:10:30: job \"send\": \"kwargs\" holds nan, which JSON cannot carry (a worker would get null)\n\
+         beatd.toml:17:17: job \"beat\": \"payload\" holds -inf, which JSON cannot carry (a worker would get null)\n\
+         3 errors\n",
+    );
+}
+
+#[test]
+fn amqp_urls_in_every_form_kombu_reads_are_valid() {
+    let forms = ["5672", "5672/", "5672//", "5672/%2F", "5672/prod"];
+    let config: String = forms
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("[brokers.b{i}]\nurl = \"amqp://guest:guest@127.0.0.1:{f}\"\n"))
+        .collect();
+    let b = Beatd::with_config(&format!("{config}[jobs.a]\nevery = \"1m\"\naction = \"noop\"\n"));
+    b.cmd(&["check", "--config", "beatd.toml"]).assert().success().stdout("ok: 1 job\n");
+}
+
+#[test]
 fn the_example_config_and_every_commented_example_in_it_are_valid() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/beatd.toml")).expect("example");
     // Uncomment the TOML lines (a table header or `key = value`), not the prose.
