@@ -161,15 +161,21 @@ pub(crate) fn open_file(state_dir: &Path, file: &str, migrations: &[&str]) -> Re
     Ok(conn)
 }
 
-/// Opens an existing state database for reading.
+/// Opens an existing state database for reading. One the daemon has created but not yet
+/// set up (it is starting) counts as missing.
 pub fn open_read_only(state_dir: &Path) -> Result<Connection, StateError> {
     let path = state_dir.join(DB_FILE);
     if !path.exists() {
         return Err(StateError::Missing(path));
     }
+    let err = |source| StateError::Sqlite { path: path.clone(), source };
     let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|source| StateError::Sqlite { path: path.clone(), source })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|source| StateError::Sqlite { path, source })?;
+        .map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+    if version == 0 {
+        return Err(StateError::Missing(path));
+    }
     Ok(conn)
 }
 
