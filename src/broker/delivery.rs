@@ -1,16 +1,25 @@
 //! Delivery: one task per broker takes fires from the runner, builds their messages, and sends
 //! each burst in one round trip; what cannot be sent goes to the outbox and is retried.
 //!
-//! States: while the outbox holds nothing for the broker, a burst is sent directly. When a send
-//! fails, the burst is stored (jobs with `on_broker_down = "drop"` drop theirs, recorded as a
-//! failure), and retries start: after 0.5 s, doubling up to 30 s. While the outbox holds
-//! messages, new ones are stored behind them, so delivery stays in slot order; each retry sends
-//! the oldest first and, once the outbox is empty, direct sending resumes. Messages that wait
-//! past their `expires` are dropped instead of sent. On shutdown, what is in memory is sent
-//! once more or stored.
+//! The transport answers for every message on its own ([`Sent`]), and each is handled on its
+//! own: a message is recorded as delivered only when the broker has it, and never sent again
+//! once it has.
+//! - **Unreachable** (no connection, no confirm): the message is stored, the outage is logged
+//!   once, and the outbox is retried after 0.5 s, doubling up to 30 s. While the broker is
+//!   down, new messages are stored behind the outbox.
+//! - **Held by its queue** (RabbitMQ returned it because no queue is bound to its routing key,
+//!   or nacked it): only that queue's messages wait. Its oldest message is sent alone as a
+//!   probe, with backoff up to 5 s, and the rest follow once the probe is taken; every other
+//!   queue keeps its direct delivery. Logged once per queue as "has no binding".
+//! - **Refused** (too large for the broker): it fails alone, recorded with why.
+//!
+//! Order: a queue's messages leave in slot order. While the outbox holds any message for a
+//! queue, new ones for that queue are stored behind it. Messages that wait past their
+//! `expires` are dropped instead of sent. On shutdown, the outbox is tried once more; what is
+//! in it stays for the next start.
 //!
 //! Every message ends in the run history exactly once: a success when the broker took it, a
-//! failure when it was dropped (expired, `drop`, the outbox bound).
+//! failure when it was dropped (expired, refused, `drop`, the outbox bound).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,14 +36,17 @@ use tokio_util::task::TaskTracker;
 use super::amqp::Amqp;
 use super::outbox::Outbox;
 use super::redis::Redis;
-use super::{BrokerConfigs, Kind, Message, OnBrokerDown};
+use super::{BrokerConfig, BrokerConfigs, Kind, Message, OnBrokerDown, Sent};
 use crate::clock::Clock;
 use crate::fire::Fire;
 use crate::jobs::Action;
 use crate::state::history::{Entry, History, RunOutcome, RunRecord};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// The longest wait between retries while the broker is unreachable.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The longest wait between probes of a queue the broker holds back (a probe is one message).
+const HELD_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Messages read from the outbox per retry round.
 const DRAIN_BATCH: usize = 10_000;
 /// Fires taken from the channel at once (a tick's burst).
@@ -67,16 +79,15 @@ impl Brokers {
         let brokers = Brokers { shared: Some(shared.clone()), ..Brokers::default() };
         let mut senders = HashMap::new();
         for (name, config) in configs {
+            let named = |e: String| format!("broker \"{name}\": {e}");
             let transport = match config.url.kind {
-                Kind::Redis => {
-                    Transport::Redis(Box::new(Redis::new(&config.url).map_err(|e| format!("broker \"{name}\": {e}"))?))
-                }
-                Kind::Amqp => Transport::Amqp(Box::new(Amqp::new(&config.url))),
+                Kind::Redis => Transport::Redis(Box::new(Redis::new(&config.url).map_err(named)?)),
+                Kind::Amqp => Transport::Amqp(Box::new(Amqp::new(&config.url).map_err(named)?)),
             };
             let outbox = Outbox::open(state_dir).map_err(|e| e.to_string())?;
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(name.clone(), tx);
-            let task = Task::new(name.clone(), transport, outbox, shared.clone());
+            let task = Task::new(config.clone(), transport, outbox, shared.clone());
             tracing::info!("broker \"{name}\": {}", config.url);
             brokers.tracker.spawn(task.run(rx));
         }
@@ -143,14 +154,7 @@ enum Transport {
 }
 
 impl Transport {
-    fn kind(&self) -> Kind {
-        match self {
-            Transport::Redis(_) => Kind::Redis,
-            Transport::Amqp(_) => Kind::Amqp,
-        }
-    }
-
-    async fn push(&mut self, messages: &[&Message]) -> Result<(), (usize, String)> {
+    async fn push(&mut self, messages: &[&Message]) -> Vec<Sent> {
         match self {
             Transport::Redis(r) => r.push(messages).await,
             Transport::Amqp(a) => a.push(messages).await,
@@ -158,31 +162,70 @@ impl Transport {
     }
 }
 
+/// Why a queue's messages are held back while the broker itself is fine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    NoBinding,
+    Nacked,
+}
+
 struct Task {
     name: String,
+    config: BrokerConfig,
     transport: Transport,
     outbox: Outbox,
     shared: Shared,
-    /// Messages of this broker in the outbox.
-    waiting: u64,
+    /// Messages of this broker in the outbox, by key: new messages for such a key wait behind.
+    waiting: HashMap<String, u64>,
+    /// Keys the broker holds back (RabbitMQ returned or nacked their messages), and since when.
+    held: HashMap<String, (Hold, DateTime<Utc>)>,
     retry_at: Option<Instant>,
     backoff: Duration,
-    /// Since when the broker has been failing, for the log.
+    /// Since when the broker has been unreachable, for the log.
     down: Option<DateTime<Utc>>,
 }
 
+/// What one send did, message by message.
+#[derive(Default)]
+struct Sorted {
+    delivered: Vec<usize>,
+    /// Index, and the reason it can never be sent.
+    refused: Vec<(usize, String)>,
+    /// Index, and why it waits.
+    waiting: Vec<(usize, String)>,
+    /// The first connection-level failure.
+    unreachable: Option<String>,
+}
+
 impl Task {
-    fn new(name: String, transport: Transport, outbox: Outbox, shared: Shared) -> Task {
-        let waiting = outbox.len(Some(&name)).unwrap_or_else(|e| {
+    fn new(config: BrokerConfig, transport: Transport, outbox: Outbox, shared: Shared) -> Task {
+        let name = config.name.clone();
+        let waiting = outbox.counts(&name).unwrap_or_else(|e| {
             tracing::error!("broker \"{name}\": cannot read the outbox: {e}");
-            0
+            HashMap::new()
         });
-        if waiting > 0 {
-            tracing::info!("broker \"{name}\": {waiting} message(s) waiting in the outbox since before this start");
+        let total: u64 = waiting.values().sum();
+        if total > 0 {
+            tracing::info!("broker \"{name}\": {total} message(s) waiting in the outbox since before this start");
         }
-        shared.waiting.inc_by(waiting as i64);
-        let retry_at = (waiting > 0).then(Instant::now);
-        Task { name, transport, outbox, shared, waiting, retry_at, backoff: BACKOFF_MIN, down: None }
+        shared.waiting.inc_by(total as i64);
+        let retry_at = (total > 0).then(Instant::now);
+        Task {
+            name,
+            config,
+            transport,
+            outbox,
+            shared,
+            waiting,
+            held: HashMap::new(),
+            retry_at,
+            backoff: BACKOFF_MIN,
+            down: None,
+        }
+    }
+
+    fn total_waiting(&self) -> u64 {
+        self.waiting.values().sum()
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Fire>) {
@@ -204,25 +247,56 @@ impl Task {
                 },
                 () = sleep_until(self.retry_at) => Vec::new(),
             };
-            let kind = self.transport.kind();
-            let items: Vec<Item> = fires.into_iter().filter_map(|f| build(f, kind)).collect();
-            if self.waiting == 0 {
-                self.send_direct(items).await;
-            } else {
-                // Behind the outbox: keep slot order.
-                let (keep, direct): (Vec<Item>, Vec<Item>) =
-                    items.into_iter().partition(|i| i.on_down == OnBrokerDown::Outbox);
-                self.store(keep, "waiting behind the outbox");
-                if self.retry_at.is_some_and(|t| t <= Instant::now()) {
-                    self.drain().await;
-                }
-                self.send_direct(direct).await;
+            let items: Vec<Item> = fires.into_iter().filter_map(|f| build(f, &self.config)).collect();
+            // Behind the outbox, per queue: keep slot order. While the broker is down, all wait.
+            let (behind, direct): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| {
+                i.on_down == OnBrokerDown::Outbox
+                    && (self.down.is_some() || self.waiting.get(&i.message.key).is_some_and(|n| *n > 0))
+            });
+            self.store(behind, "waiting behind the outbox");
+            if self.retry_at.is_some_and(|t| t <= Instant::now()) {
+                self.drain().await;
             }
+            self.send_direct(direct).await;
         }
         // Shutdown: one last attempt for the outbox, then keep it for the next start.
-        if self.waiting > 0 {
+        if self.total_waiting() > 0 {
             self.drain().await;
         }
+    }
+
+    /// Sends `messages` and sorts the outcomes; notes held keys and a broker that answers.
+    async fn send(&mut self, messages: &[&Message]) -> Sorted {
+        let outcomes = self.transport.push(messages).await;
+        let mut sorted = Sorted::default();
+        for (i, (m, outcome)) in messages.iter().zip(outcomes).enumerate() {
+            match outcome {
+                Sent::Delivered => {
+                    sorted.delivered.push(i);
+                    self.release(&m.key);
+                }
+                Sent::Refused(why) => sorted.refused.push((i, why)),
+                Sent::NoRoute => {
+                    self.hold(&m.key, Hold::NoBinding);
+                    sorted.waiting.push((i, format!("queue \"{}\" has no binding", m.key)));
+                }
+                Sent::Nacked => {
+                    self.hold(&m.key, Hold::Nacked);
+                    sorted.waiting.push((i, format!("the broker refused a message for queue \"{}\" (nack)", m.key)));
+                }
+                Sent::Retry(e) => {
+                    sorted.unreachable.get_or_insert_with(|| e.clone());
+                    sorted.waiting.push((i, format!("broker unreachable ({e})")));
+                }
+            }
+        }
+        if !sorted.delivered.is_empty()
+            && sorted.unreachable.is_none()
+            && let Some(since) = self.down.take()
+        {
+            tracing::info!("broker \"{}\" is back (down since {since})", self.name);
+        }
+        sorted
     }
 
     async fn send_direct(&mut self, items: Vec<Item>) {
@@ -230,42 +304,75 @@ impl Task {
             return;
         }
         let messages: Vec<&Message> = items.iter().map(|i| &i.message).collect();
-        match self.transport.push(&messages).await {
-            Ok(()) => self.delivered(items),
-            Err((sent, e)) => {
-                let mut items = items;
-                let rest = items.split_off(sent);
-                self.delivered(items);
-                self.failed(&e);
-                let (keep, drop): (Vec<Item>, Vec<Item>) =
-                    rest.into_iter().partition(|i| i.on_down == OnBrokerDown::Outbox);
-                for i in drop {
-                    self.record_failure(
-                        &i.message,
-                        i.fire.as_ref(),
-                        &format!("broker \"{}\" is down ({e}); on_broker_down = \"drop\"", self.name),
-                    );
-                }
-                self.store(keep, &e);
+        let sorted = self.send(&messages).await;
+        let mut items: Vec<Option<Item>> = items.into_iter().map(Some).collect();
+        let delivered: Vec<Item> = sorted.delivered.iter().filter_map(|&i| items[i].take()).collect();
+        self.delivered(delivered);
+        for (i, why) in &sorted.refused {
+            if let Some(item) = items[*i].take() {
+                self.record_failure(&item.message, item.fire.as_ref(), &format!("refused by the broker: {why}"));
             }
         }
+        let mut keep = Vec::new();
+        for (i, why) in &sorted.waiting {
+            let Some(item) = items[*i].take() else { continue };
+            if item.on_down == OnBrokerDown::Drop {
+                let why = format!("not delivered ({why}); on_broker_down = \"drop\"");
+                self.record_failure(&item.message, item.fire.as_ref(), &why);
+            } else {
+                keep.push(item);
+            }
+        }
+        if let Some(e) = &sorted.unreachable {
+            self.failed(e);
+        }
+        self.store(keep, "not delivered");
     }
 
-    /// The broker failed: log when an outage starts, and schedule the next retry.
+    /// The broker is unreachable: log when an outage starts, and schedule the next retry.
     fn failed(&mut self, error: &str) {
-        let now = self.shared.clock.now();
         if self.down.is_none() {
             tracing::error!("broker \"{}\" is unreachable ({error}); messages go to the outbox", self.name);
-            self.down = Some(now);
+            self.down = Some(self.shared.clock.now());
+            self.backoff = BACKOFF_MIN;
         } else {
             tracing::debug!("broker \"{}\" still unreachable ({error})", self.name);
         }
-        // A retry already planned stands: failures of direct sends in between (jobs that drop)
-        // must not push the outbox's next attempt further out.
+        self.schedule_retry(BACKOFF_MAX);
+    }
+
+    /// Plans the next retry, unless one is already planned: failures of direct sends in
+    /// between (jobs that drop) must not push the outbox's next attempt further out.
+    fn schedule_retry(&mut self, max: Duration) {
         let now = Instant::now();
         if self.retry_at.is_none_or(|t| t <= now) {
             self.retry_at = Some(now + self.backoff);
-            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            self.backoff = (self.backoff * 2).min(max);
+        }
+    }
+
+    /// The broker holds `key`'s messages back: log it once.
+    fn hold(&mut self, key: &str, why: Hold) {
+        if self.held.contains_key(key) {
+            return;
+        }
+        match why {
+            Hold::NoBinding => tracing::warn!(
+                "broker \"{}\": queue \"{key}\" has no binding (no queue takes routing key \"{key}\"; has a worker declared it?): its messages wait in the outbox",
+                self.name
+            ),
+            Hold::Nacked => tracing::warn!(
+                "broker \"{}\": the broker refused a message for queue \"{key}\" (nack): its messages wait in the outbox",
+                self.name
+            ),
+        }
+        self.held.insert(key.to_string(), (why, self.shared.clock.now()));
+    }
+
+    /// `key` took a message: it is held back no more.
+    fn release(&mut self, key: &str) {
+        if let Some((_, since)) = self.held.remove(key) {
+            tracing::info!("broker \"{}\": queue \"{key}\" takes messages again (held since {since})", self.name);
         }
     }
 
@@ -287,7 +394,9 @@ impl Task {
             return;
         }
         tracing::debug!("broker \"{}\": {} message(s) to the outbox ({why})", self.name, messages.len());
-        self.waiting += messages.len() as u64;
+        for m in &messages {
+            *self.waiting.entry(m.key.clone()).or_default() += 1;
+        }
         self.shared.waiting.inc_by(messages.len() as i64);
         if self.retry_at.is_none() {
             self.retry_at = Some(Instant::now() + self.backoff);
@@ -302,8 +411,10 @@ impl Task {
                 self.shared.dropped.inc_by(dropped.len() as u64);
                 self.shared.waiting.dec_by(dropped.len() as i64);
                 for (broker, m) in &dropped {
-                    if *broker == self.name {
-                        self.waiting = self.waiting.saturating_sub(1);
+                    if *broker == self.name
+                        && let Some(n) = self.waiting.get_mut(&m.key)
+                    {
+                        *n = n.saturating_sub(1);
                     }
                     self.record_failure(m, None, "dropped: the outbox was full (max_outbox)");
                 }
@@ -313,11 +424,27 @@ impl Task {
         }
     }
 
-    /// Sends the outbox, oldest first, until it is empty or the broker fails.
+    /// The oldest messages to send in one retry round: the oldest of each held key alone (a
+    /// probe), and the oldest of every other key.
+    fn next_round(&mut self) -> rusqlite::Result<Vec<(i64, Message)>> {
+        let held: Vec<String> = self.held.keys().cloned().collect();
+        let mut rows = Vec::new();
+        for key in &held {
+            let probe = self.outbox.oldest_of_key(&self.name, key, 1)?;
+            if probe.is_empty() {
+                self.held.remove(key); // nothing left to hold (expired, trimmed)
+            }
+            rows.extend(probe);
+        }
+        rows.extend(self.outbox.oldest(&self.name, DRAIN_BATCH, &held)?);
+        Ok(rows)
+    }
+
+    /// Sends the outbox, oldest first, until it is empty or what is left is held back.
     async fn drain(&mut self) {
         let mut sent_total = 0;
         loop {
-            let rows = match self.outbox.oldest(&self.name, DRAIN_BATCH) {
+            let rows = match self.next_round() {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!("broker \"{}\": cannot read the outbox: {e}", self.name);
@@ -326,16 +453,13 @@ impl Task {
                 }
             };
             if rows.is_empty() {
-                // Another task may have trimmed ours: what is left is the truth.
-                self.shared.waiting.dec_by(self.waiting as i64);
-                self.waiting = 0;
-                self.retry_at = None;
-                self.backoff = BACKOFF_MIN;
-                if let Some(since) = self.down.take() {
-                    tracing::info!(
-                        "broker \"{}\" is back (down since {since}); delivered {sent_total} message(s) from the outbox",
-                        self.name
-                    );
+                self.resync();
+                if self.total_waiting() == 0 {
+                    self.retry_at = None;
+                    self.backoff = BACKOFF_MIN;
+                    if sent_total > 0 {
+                        tracing::info!("broker \"{}\": delivered {sent_total} message(s) from the outbox", self.name);
+                    }
                 }
                 return;
             }
@@ -343,33 +467,59 @@ impl Task {
             let (stale, fresh): (Vec<_>, Vec<_>) =
                 rows.into_iter().partition(|(_, m)| m.expires_at.is_some_and(|e| e < now));
             let messages: Vec<&Message> = fresh.iter().map(|(_, m)| m).collect();
-            let (sent, error) = match self.transport.push(&messages).await {
-                Ok(()) => (fresh.len(), None),
-                Err((sent, e)) => (sent, Some(e)),
-            };
-            let done: Vec<i64> = stale.iter().chain(&fresh[..sent]).map(|(id, _)| *id).collect();
+            let sorted = if messages.is_empty() { Sorted::default() } else { self.send(&messages).await };
+            let mut done: Vec<i64> = stale.iter().map(|(id, _)| *id).collect();
+            done.extend(sorted.delivered.iter().map(|&i| fresh[i].0));
+            done.extend(sorted.refused.iter().map(|(i, _)| fresh[*i].0));
             if let Err(e) = self.outbox.remove(&done) {
                 tracing::error!("broker \"{}\": cannot remove sent messages from the outbox: {e}", self.name);
                 self.failed(&e.to_string());
                 return;
             }
-            self.waiting = self.waiting.saturating_sub(done.len() as u64);
-            self.shared.waiting.dec_by(done.len() as i64);
+            let removed = stale.iter().map(|(_, m)| m).chain(sorted.delivered.iter().map(|&i| &fresh[i].1));
+            let removed: Vec<&Message> = removed.chain(sorted.refused.iter().map(|(i, _)| &fresh[*i].1)).collect();
+            for m in &removed {
+                if let Some(n) = self.waiting.get_mut(&m.key) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            self.shared.waiting.dec_by(removed.len() as i64);
             for (_, m) in &stale {
                 self.record_failure(m, None, "expired while waiting in the outbox");
             }
-            let delivered: Vec<RunRecord> =
-                fresh[..sent].iter().map(|(_, m)| self.record(m, RunOutcome::Success, None)).collect();
+            for (i, why) in &sorted.refused {
+                self.record_failure(&fresh[*i].1, None, &format!("refused by the broker: {why}"));
+            }
+            let delivered: Vec<Entry> = sorted
+                .delivered
+                .iter()
+                .map(|&i| Entry::Run(Box::new(self.record(&fresh[i].1, RunOutcome::Success, None))))
+                .collect();
             sent_total += delivered.len();
             if !delivered.is_empty() {
-                self.shared
-                    .history
-                    .send(Entry::Batch(delivered.into_iter().map(|r| Entry::Run(Box::new(r))).collect()));
+                self.shared.history.send(Entry::Batch(delivered));
             }
-            if let Some(e) = error {
-                self.failed(&e);
+            if let Some(e) = &sorted.unreachable {
+                self.failed(e);
                 return;
             }
+            if done.is_empty() {
+                // Only held keys' probes were sent, and they are still held.
+                self.schedule_retry(HELD_BACKOFF_MAX);
+                return;
+            }
+        }
+    }
+
+    /// The outbox's counts for this broker are the truth (another task may have trimmed ours).
+    fn resync(&mut self) {
+        match self.outbox.counts(&self.name) {
+            Ok(counts) => {
+                let (old, new) = (self.total_waiting(), counts.values().sum::<u64>());
+                self.shared.waiting.inc_by(new as i64 - old as i64);
+                self.waiting = counts;
+            }
+            Err(e) => tracing::error!("broker \"{}\": cannot count the outbox: {e}", self.name),
         }
     }
 
@@ -420,23 +570,22 @@ impl Task {
     }
 }
 
-/// The message of a queue job's fire, for a broker of `kind`.
-fn build(fire: Fire, kind: Kind) -> Option<Item> {
+/// The message of a queue job's fire, for `broker`.
+fn build(fire: Fire, broker: &BrokerConfig) -> Option<Item> {
     let id = fire.id().to_string();
     let (message, on_down) = match &fire.job.action {
-        Action::Celery(c) => (c.message(&fire.job.name, id, fire.scheduled_at, kind), c.on_broker_down),
+        Action::Celery(c) => (c.message(&fire.job.name, id, fire.scheduled_at, broker), c.on_broker_down),
         Action::Push(p) => (p.message(&fire.job.name, id, fire.scheduled_at, fire.fired_at), p.on_broker_down),
         _ => return None,
     };
     Some(Item { message, fire: Some(fire), on_down })
 }
 
-/// The message a queue job would send for `slot` to its broker of `kind`, for fires a crash
-/// left unsent.
-pub fn message_for(job: &crate::config::Job, slot: DateTime<Utc>, kind: Kind) -> Option<(String, Message)> {
+/// The message a queue job would send for `slot` to `broker`, for fires a crash left unsent.
+pub fn message_for(job: &crate::config::Job, slot: DateTime<Utc>, broker: &BrokerConfig) -> Option<(String, Message)> {
     let id = crate::fire::fire_id(&job.name, slot).to_string();
     match &job.action {
-        Action::Celery(c) => Some((c.broker.clone(), c.message(&job.name, id, slot, kind))),
+        Action::Celery(c) => Some((c.broker.clone(), c.message(&job.name, id, slot, broker))),
         Action::Push(p) => Some((p.broker.clone(), p.message(&job.name, id, slot, slot))),
         _ => None,
     }

@@ -18,7 +18,7 @@ use std::fmt;
 use crate::config::diag::Diags;
 use crate::config::table::Table;
 
-pub const KEYS: &[&str] = &["url"];
+pub const KEYS: &[&str] = &["url", "transport_options"];
 
 /// Which protocol a broker speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +50,39 @@ impl BrokerUrl {
         if !url.scheme().ends_with("unix") && url.host_str().is_none_or(str::is_empty) {
             return Err("the broker url has no host".into());
         }
-        Ok(BrokerUrl { url, kind })
+        let parsed = BrokerUrl { url, kind };
+        if kind == Kind::Amqp {
+            parsed.amqp_uri()?;
+        }
+        Ok(parsed)
     }
 
     /// The URL with its secret, for the client library only.
     pub fn secret(&self) -> &str {
         self.url.as_str()
+    }
+
+    /// The AMQP virtual host, by kombu's rules (which users copy from their Celery settings):
+    /// the path without its leading `/`, percent-decoded; none or empty means `/`. So
+    /// `...:5672`, `...:5672/`, `...:5672//` and `...:5672/%2F` are all the vhost `/`.
+    pub fn vhost(&self) -> Result<String, String> {
+        let path = self.url.path();
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let vhost = percent_decode(path).map_err(|_| "the vhost in the broker url is not UTF-8".to_string())?;
+        Ok(if vhost.is_empty() { "/".to_string() } else { vhost })
+    }
+
+    /// The URL as lapin takes it: host and port as written (an IP address stays one), the vhost
+    /// by kombu's rules, and the query's connection settings (`heartbeat`, `frame_max`, ...).
+    pub fn amqp_uri(&self) -> Result<lapin::uri::AMQPUri, String> {
+        // amq-protocol-uri reads the host with `Url::domain`, which is `None` for an IP
+        // address: it would connect to "localhost" instead. Only its query parsing is used.
+        let mut uri: lapin::uri::AMQPUri = self.url.as_str().parse().map_err(|e| format!("invalid broker url: {e}"))?;
+        let host = self.url.host_str().ok_or("the broker url has no host")?;
+        uri.authority.host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        uri.authority.port = self.url.port().unwrap_or_else(|| uri.scheme.default_port());
+        uri.vhost = self.vhost()?;
+        Ok(uri)
     }
 
     /// The URL with any password replaced by `***`.
@@ -90,24 +117,153 @@ impl fmt::Debug for BrokerUrl {
     }
 }
 
+fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    percent_encoding::percent_decode_str(s).decode_utf8().map(std::borrow::Cow::into_owned)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
     pub name: String,
     pub url: BrokerUrl,
+    /// kombu's Redis transport options (defaults on RabbitMQ, where they do not apply).
+    pub transport: TransportOptions,
 }
 
 impl BrokerConfig {
     pub fn parse(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<BrokerConfig> {
         let url = t.req_str(d, "url");
-        t.finish(d, &[]);
-        let url = url?;
-        match BrokerUrl::parse(url.value) {
-            Ok(parsed) => Some(BrokerConfig { name: name.to_string(), url: parsed }),
+        let options = t.table(d, "transport_options");
+        let url = url.and_then(|url| match BrokerUrl::parse(url.value) {
+            Ok(parsed) => Some(parsed),
             Err(e) => {
                 // Never echo the URL: it may hold a password.
                 t.error(d, url.span, e);
                 None
             }
+        });
+        let transport = match options {
+            None => TransportOptions::default(),
+            Some((table, span)) => {
+                if url.as_ref().is_some_and(|u| u.kind != Kind::Redis) {
+                    t.error(
+                        d,
+                        t.key_span("transport_options").unwrap_or(span.clone()),
+                        "\"transport_options\" are kombu's Redis transport options: this broker is not Redis",
+                    );
+                }
+                let mut opts = Table::new(table, span, None).section("transport_options");
+                TransportOptions::parse(&mut opts, d)
+            }
+        };
+        t.finish(d, &[]);
+        Some(BrokerConfig { name: name.to_string(), url: url?, transport })
+    }
+
+    /// Where a Celery message for `queue` at `priority` goes: on Redis the list kombu's
+    /// transport reads for that priority; on RabbitMQ the routing key, the queue itself.
+    pub fn celery_key(&self, queue: &str, priority: u8) -> String {
+        match self.url.kind {
+            Kind::Redis => self.transport.queue_key(queue, priority),
+            Kind::Amqp => queue.to_string(),
+        }
+    }
+}
+
+/// kombu's Redis transport options that decide where a message goes, with kombu's defaults
+/// and meaning. They must match the workers' `broker_transport_options`, or the workers poll
+/// lists nobody writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportOptions {
+    /// Priorities map to the largest step not above them; each step but 0 is its own list.
+    pub priority_steps: Vec<u32>,
+    /// Between the queue name and the step in a priority list's name.
+    pub sep: String,
+    /// Put before every key (kombu prefixes all of its keys with it).
+    pub global_keyprefix: String,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions { priority_steps: vec![0, 3, 6, 9], sep: "\x06\x16".into(), global_keyprefix: String::new() }
+    }
+}
+
+/// kombu transport options that only concern consumers (workers): accepted, so a copy of the
+/// workers' `broker_transport_options` is valid, and without effect on what beatd sends.
+const WORKER_ONLY_OPTIONS: &[&str] = &[
+    "ack_emulation",
+    "client_name",
+    "fanout_patterns",
+    "fanout_prefix",
+    "health_check_interval",
+    "max_connections",
+    "queue_order_strategy",
+    "reauth_check_interval",
+    "retry_on_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "socket_keepalive_options",
+    "socket_timeout",
+    "unacked_index_key",
+    "unacked_key",
+    "unacked_mutex_expire",
+    "unacked_mutex_key",
+    "unacked_restore_interval",
+    "unacked_restore_limit",
+    "unacked_restore_throttle",
+    "visibility_timeout",
+];
+
+impl TransportOptions {
+    fn parse(t: &mut Table<'_, '_>, d: &mut Diags) -> TransportOptions {
+        let mut options = TransportOptions::default();
+        if let Some(v) = t.get("priority_steps") {
+            let steps: Option<Vec<u32>> = match v.get_ref() {
+                toml::de::DeValue::Array(items) => items
+                    .iter()
+                    .map(|i| match i.get_ref() {
+                        toml::de::DeValue::Integer(n) => n.as_str().replace('_', "").parse::<u32>().ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            };
+            match steps {
+                Some(s) if !s.is_empty() && s.windows(2).all(|w| w[0] < w[1]) => options.priority_steps = s,
+                _ => t.error(
+                    d,
+                    v.span(),
+                    "\"priority_steps\" must be a list of whole numbers in ascending order, such as [0, 3, 6, 9]",
+                ),
+            }
+        }
+        if let Some(sep) = t.str(d, "sep") {
+            options.sep = sep.value.to_string();
+        }
+        if let Some(prefix) = t.str(d, "global_keyprefix") {
+            options.global_keyprefix = prefix.value.to_string();
+        }
+        for key in WORKER_ONLY_OPTIONS {
+            t.get(key);
+        }
+        t.finish(d, &[]);
+        options
+    }
+
+    /// The step of `priority` (clamped to 0-9, as kombu does): `steps[bisect_right(steps, p) - 1]`,
+    /// Python's index -1 included (a priority below the first step takes the last one).
+    pub fn step(&self, priority: u8) -> u32 {
+        let p = u32::from(priority.min(9));
+        let steps = &self.priority_steps;
+        let i = steps.partition_point(|s| *s <= p);
+        steps[if i == 0 { steps.len() - 1 } else { i - 1 }]
+    }
+
+    /// The list a message for `queue` at `priority` goes to: `PREFIX QUEUE [SEP STEP]`.
+    pub fn queue_key(&self, queue: &str, priority: u8) -> String {
+        match self.step(priority) {
+            0 => format!("{}{queue}", self.global_keyprefix),
+            step => format!("{}{queue}{}{step}", self.global_keyprefix, self.sep),
         }
     }
 }
@@ -169,6 +325,24 @@ pub fn parse_broker_name(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String
     None
 }
 
+/// What became of one message handed to a transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// The broker has it: Redis answered its transaction; RabbitMQ confirmed it (an ack, and
+    /// no return).
+    Delivered,
+    /// RabbitMQ returned it: no queue is bound to its routing key (no worker has declared the
+    /// queue yet). It waits in the outbox, alone, and is tried again with backoff.
+    NoRoute,
+    /// RabbitMQ refused it for now (a nack: a full queue that rejects publishes). It waits
+    /// like a returned message.
+    Nacked,
+    /// Not taken for now (no connection, no confirm): sent again later.
+    Retry(String),
+    /// The broker can never take it as it is (too large): it fails alone, and is not retried.
+    Refused(String),
+}
+
 /// One message, built and ready to push: what the outbox stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -205,5 +379,59 @@ mod tests {
         assert!(BrokerUrl::parse("redis://").is_err());
         let u = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").expect("valid");
         assert_eq!((u.kind, u.to_string()), (Kind::Amqp, "amqp://guest:***@127.0.0.1:5672/%2f".to_string()));
+    }
+
+    #[test]
+    fn amqp_vhosts_follow_kombus_url_rules() {
+        for (url, vhost) in [
+            ("amqp://guest:guest@127.0.0.1:5672", "/"),
+            ("amqp://guest:guest@127.0.0.1:5672/", "/"),
+            ("amqp://guest:guest@127.0.0.1:5672//", "/"),
+            ("amqp://guest:guest@127.0.0.1:5672/%2F", "/"),
+            ("amqp://guest:guest@127.0.0.1:5672/prod", "prod"),
+            ("amqp://guest:guest@127.0.0.1:5672/a%2Fb", "a/b"),
+        ] {
+            let u = BrokerUrl::parse(url).expect("valid");
+            assert_eq!(u.vhost().as_deref(), Ok(vhost), "{url}");
+            assert_eq!(u.amqp_uri().expect("uri").vhost, vhost, "{url}");
+        }
+    }
+
+    #[test]
+    fn an_amqp_ip_address_is_connected_to_as_written() {
+        // amq-protocol-uri alone turns an IP host into "localhost".
+        let uri = BrokerUrl::parse("amqp://u:p@10.0.0.5:5673/?heartbeat=5").expect("valid").amqp_uri().expect("uri");
+        assert_eq!((uri.authority.host.as_str(), uri.authority.port), ("10.0.0.5", 5673));
+        assert_eq!((uri.authority.userinfo.username.as_str(), uri.query.heartbeat), ("u", Some(5)));
+        let uri = BrokerUrl::parse("amqps://[::1]/").expect("valid").amqp_uri().expect("uri");
+        assert_eq!((uri.authority.host.as_str(), uri.authority.port), ("::1", 5671));
+    }
+
+    fn broker(toml: &str) -> Result<BrokerConfig, String> {
+        let text = format!("[brokers.main]\n{toml}\n");
+        crate::config::parse_str(&text, std::path::Path::new("t.toml"), std::path::Path::new("."))
+            .map(|c| c.brokers["main"].clone())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn transport_options_are_kombus() {
+        let b = broker(
+            "url = \"redis://h:6379/0\"\ntransport_options = { priority_steps = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], sep = \":\", queue_order_strategy = \"priority\", visibility_timeout = 3600, global_keyprefix = \"app1:\" }",
+        )
+        .expect("valid");
+        assert_eq!(b.celery_key("celery", 4), "app1:celery:4");
+        assert_eq!(
+            broker("url = \"redis://h\"\ntransport_options = { priority_steps = [3, 0] }"),
+            Err("t.toml:3:40: transport_options: \"priority_steps\" must be a list of whole numbers in ascending order, such as [0, 3, 6, 9]".into())
+        );
+        assert_eq!(
+            broker("url = \"redis://h\"\ntransport_options = { seperator = \":\" }"),
+            Err("t.toml:3:23: transport_options: unknown key \"seperator\"".into())
+        );
+        assert_eq!(
+            broker("url = \"amqp://h//\"\ntransport_options = { sep = \":\" }"),
+            Err("t.toml:3:1: broker: \"transport_options\" are kombu's Redis transport options: this broker is not Redis".into())
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! Its own SQLite file (`outbox.sqlite3`), so an outage's writes never wait behind the run
 //! history's. Messages are stored fully built (the envelope with its task id), so one that
 //! outlives its job's config, or beatd itself, is still delivered as it was meant. They leave in
-//! slot order. The outbox is bounded: past `max_outbox` messages the oldest are dropped, and
-//! the caller logs and counts each.
+//! slot order (per key: a queue's messages are never reordered). The outbox is bounded: past
+//! `max_outbox` messages the oldest are dropped, and the caller logs and counts each.
 
 use std::path::Path;
 
@@ -16,7 +16,8 @@ use crate::state::StateError;
 
 pub const FILE: &str = "outbox.sqlite3";
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE outbox (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE outbox (
         id INTEGER PRIMARY KEY,
         broker TEXT NOT NULL,
         job TEXT NOT NULL,
@@ -29,7 +30,31 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE outbox (
         expires_at INTEGER               -- unix milliseconds; dropped when still here after it
     );
     CREATE INDEX outbox_order ON outbox (broker, slot, id);
-    CREATE INDEX outbox_fires ON outbox (job, slot);"];
+    CREATE INDEX outbox_fires ON outbox (job, slot);",
+    // 2: a queue held back alone (no binding on RabbitMQ) is read and counted by key.
+    "CREATE INDEX outbox_keys ON outbox (broker, key, slot, id);",
+];
+
+const COLUMNS: &str = "id, job, fire_id, slot, key, side, payload, expires_at, envelope";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Message)> {
+    let ms = |i| -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
+        Ok(r.get::<_, Option<i64>>(i)?.and_then(DateTime::from_timestamp_millis))
+    };
+    Ok((
+        r.get(0)?,
+        Message {
+            job: r.get(1)?,
+            fire_id: r.get(2)?,
+            slot: ms(3)?.unwrap_or_default(),
+            key: r.get(4)?,
+            side: Side::parse(&r.get::<_, String>(5)?),
+            payload: r.get(6)?,
+            expires_at: ms(7)?,
+            envelope: r.get(8)?,
+        },
+    ))
+}
 
 #[derive(Debug)]
 pub struct Outbox {
@@ -72,31 +97,30 @@ impl Outbox {
             .map(|n| n.unsigned_abs())
     }
 
-    /// The oldest `n` messages of `broker`, in slot order, with their row ids.
-    pub fn oldest(&self, broker: &str, n: usize) -> rusqlite::Result<Vec<(i64, Message)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, job, fire_id, slot, key, side, payload, expires_at, envelope FROM outbox
-             WHERE broker = ?1 ORDER BY slot, id LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![broker, n as i64], |r| {
-            let ms = |i| -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
-                Ok(r.get::<_, Option<i64>>(i)?.and_then(DateTime::from_timestamp_millis))
-            };
-            Ok((
-                r.get(0)?,
-                Message {
-                    job: r.get(1)?,
-                    fire_id: r.get(2)?,
-                    slot: ms(3)?.unwrap_or_default(),
-                    key: r.get(4)?,
-                    side: Side::parse(&r.get::<_, String>(5)?),
-                    payload: r.get(6)?,
-                    expires_at: ms(7)?,
-                    envelope: r.get(8)?,
-                },
-            ))
-        })?;
-        rows.collect()
+    /// The oldest `n` messages of `broker` whose key is not in `except`, in slot order, with
+    /// their row ids.
+    pub fn oldest(&self, broker: &str, n: usize, except: &[String]) -> rusqlite::Result<Vec<(i64, Message)>> {
+        let except = serde_json::to_string(except).unwrap_or_else(|_| "[]".into());
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM outbox
+             WHERE broker = ?1 AND key NOT IN (SELECT value FROM json_each(?3))
+             ORDER BY slot, id LIMIT ?2"
+        ))?;
+        stmt.query_map(params![broker, n as i64, except], row)?.collect()
+    }
+
+    /// The oldest `n` messages of `broker` for `key`, in slot order.
+    pub fn oldest_of_key(&self, broker: &str, key: &str, n: usize) -> rusqlite::Result<Vec<(i64, Message)>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE broker = ?1 AND key = ?2 ORDER BY slot, id LIMIT ?3"
+        ))?;
+        stmt.query_map(params![broker, key, n as i64], row)?.collect()
+    }
+
+    /// How many messages of `broker` wait, by key.
+    pub fn counts(&self, broker: &str) -> rusqlite::Result<std::collections::HashMap<String, u64>> {
+        let mut stmt = self.conn.prepare_cached("SELECT key, count(*) FROM outbox WHERE broker = ?1 GROUP BY key")?;
+        stmt.query_map([broker], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.unsigned_abs())))?.collect()
     }
 
     pub fn remove(&mut self, ids: &[i64]) -> rusqlite::Result<()> {
@@ -179,7 +203,7 @@ mod tests {
         o.push("r", &[msg("a", 30), msg("b", 10)]).expect("push");
         o.push("r", &[msg("a", 20)]).expect("push");
         o.push("other", &[msg("c", 5)]).expect("push");
-        let got: Vec<i64> = o.oldest("r", 10).expect("oldest").iter().map(|(_, m)| m.slot.timestamp()).collect();
+        let got: Vec<i64> = o.oldest("r", 10, &[]).expect("oldest").iter().map(|(_, m)| m.slot.timestamp()).collect();
         assert_eq!(got, [10, 20, 30]);
         assert!(o.contains("a", DateTime::from_timestamp(20, 0).expect("valid")).expect("query"));
         let dropped = o.trim(2).expect("trim");
@@ -187,9 +211,27 @@ mod tests {
         assert_eq!(dropped, [("other", 5), ("r", 10)]);
         drop(o);
         let mut o = Outbox::open(dir.path()).expect("reopen");
-        let rows = o.oldest("r", 10).expect("oldest");
+        let rows = o.oldest("r", 10, &[]).expect("oldest");
         assert_eq!(rows.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), [msg("a", 20), msg("a", 30)]);
         o.remove(&[rows[0].0]).expect("remove");
         assert_eq!(o.len(None).expect("len"), 1);
+    }
+
+    #[test]
+    fn a_held_key_is_read_on_its_own_and_counted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut o = Outbox::open(dir.path()).expect("open");
+        let mut held = msg("a", 10);
+        held.key = "orphan".into();
+        let mut held2 = msg("a", 11);
+        held2.key = "orphan".into();
+        o.push("r", &[held.clone(), msg("b", 12), held2, msg("b", 13)]).expect("push");
+        let others: Vec<i64> =
+            o.oldest("r", 10, &["orphan".into()]).expect("oldest").iter().map(|(_, m)| m.slot.timestamp()).collect();
+        assert_eq!(others, [12, 13]);
+        let first = o.oldest_of_key("r", "orphan", 1).expect("probe");
+        assert_eq!(first.into_iter().map(|(_, m)| m).collect::<Vec<_>>(), [held]);
+        let counts = o.counts("r").expect("counts");
+        assert_eq!((counts["orphan"], counts["q"]), (2, 2));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
-use super::{BrokerUrl, Message, Side};
+use super::{BrokerUrl, Message, Sent, Side};
 
 /// Messages per pipeline: a burst of 50 000 goes out as a few round trips of bounded size.
 const CHUNK: usize = 10_000;
@@ -48,10 +48,11 @@ impl Redis {
         Ok(self.conn.as_mut().expect("just set"))
     }
 
-    /// Pushes `messages` in order, in transactions of at most [`CHUNK`]. On error, the chunks
-    /// before the failing one were delivered: returns how many messages that is.
-    pub async fn push(&mut self, messages: &[&Message]) -> Result<(), (usize, String)> {
-        let mut sent = 0;
+    /// Pushes `messages` in order, in transactions of at most [`CHUNK`]: one outcome per
+    /// message. A transaction Redis answered is delivered; the failing one and those after it
+    /// are to be sent again.
+    pub async fn push(&mut self, messages: &[&Message]) -> Vec<Sent> {
+        let mut out = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             pipe.atomic();
@@ -61,22 +62,22 @@ impl Redis {
                     Side::Right => pipe.rpush(&m.key, &m.payload).ignore(),
                 };
             }
-            let conn = match tokio::time::timeout(SEND_DEADLINE, self.connection()).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => return Err((sent, e)),
-                Err(_) => return Err((sent, format!("no connection within {}s", SEND_DEADLINE.as_secs()))),
-            };
-            let result = match tokio::time::timeout(SEND_DEADLINE, pipe.query_async::<()>(conn)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {}s", SEND_DEADLINE.as_secs())),
+            let result = match tokio::time::timeout(SEND_DEADLINE, self.connection()).await {
+                Ok(Ok(conn)) => match tokio::time::timeout(SEND_DEADLINE, pipe.query_async::<()>(conn)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {}s", SEND_DEADLINE.as_secs())),
+                },
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("no connection within {}s", SEND_DEADLINE.as_secs())),
             };
             if let Err(e) = result {
                 self.conn = None;
-                return Err((sent, e));
+                out.resize(messages.len(), Sent::Retry(e));
+                return out;
             }
-            sent += chunk.len();
+            out.resize(out.len() + chunk.len(), Sent::Delivered);
         }
-        Ok(())
+        out
     }
 }

@@ -55,8 +55,8 @@ pub fn run(args: Args) -> Result<(), Failed> {
     // Before the history writer starts: runs a crash cut short are recorded first.
     let requeue = |job: &str, slot| {
         let job = config.jobs.iter().find(|j| j.name == job)?;
-        let kind = config.brokers.get(job.action.broker()?)?.url.kind;
-        broker::delivery::message_for(job, slot, kind)
+        let broker = config.brokers.get(job.action.broker()?)?;
+        broker::delivery::message_for(job, slot, broker)
     };
     state::recover_interrupted(&sched.state_dir, Clock::System.now(), &requeue).map_err(fail)?;
     let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep).map_err(fail)?;

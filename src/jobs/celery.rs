@@ -3,7 +3,13 @@
 //! The message follows Celery's protocol version 2 as `celery beat` sends it (the task id is
 //! the fire id, so a re-sent fire is recognisable; `celery_beat_task: true` marks it), wrapped
 //! in kombu's Redis envelope and pushed with LPUSH onto the queue's list, or onto the list of
-//! its priority step. The envelope is built here, as plain data: the broker only moves bytes.
+//! its priority step (kombu's transport options decide which: see
+//! [`crate::broker::TransportOptions`]). The envelope is built here, as plain data: the broker
+//! only moves bytes.
+//!
+//! `argsrepr` and `kwargsrepr` are display strings; like Celery's own client, beatd cuts them
+//! at 1 KiB, so a job with large arguments does not send them twice, once in headers that
+//! RabbitMQ must fit in one frame.
 
 use std::time::Duration;
 
@@ -11,7 +17,7 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::broker::{Kind, Message, OnBrokerDown, Side};
+use crate::broker::{BrokerConfig, Message, OnBrokerDown, Side};
 use crate::config::diag::Diags;
 use crate::config::table::Table;
 
@@ -46,8 +52,8 @@ pub struct Celery {
     /// Extra headers, merged over the standard ones.
     pub headers: serde_json::Map<String, Value>,
     pub on_broker_down: OnBrokerDown,
-    /// The envelope templates for Redis and for AMQP, made at the first message.
-    templates: [std::sync::OnceLock<Template>; 2],
+    /// The envelope template, made at the first message.
+    template: std::sync::OnceLock<Template>,
 }
 
 impl Celery {
@@ -84,30 +90,23 @@ impl Celery {
             soft_time_limit,
             headers,
             on_broker_down,
-            templates: Default::default(),
+            template: Default::default(),
         })
     }
 
-    /// The Redis list the message goes to: the queue, or its priority step's list. On Redis
-    /// lower is more urgent: workers pop the steps in the order 0, 3, 6, 9.
-    pub fn redis_key(&self) -> (String, u8) {
-        let step = priority_step(self.priority.unwrap_or(0));
-        if step == 0 { (self.queue.clone(), 0) } else { (format!("{}\x06\x16{step}", self.queue), step) }
-    }
-
     /// The kombu envelope for `job`'s `slot`, task id `id`. `delivery_tag` must be unique per
-    /// message; `origin` is `beatd@HOST`. Its priority is the Redis step (lower is more
-    /// urgent); [`Celery::message`] puts the plain priority there for AMQP.
+    /// message; `origin` is `beatd@HOST`. `properties.priority` is the job's priority, as
+    /// kombu's client sends it (kombu's Redis transport maps it to a list by its steps).
     pub fn envelope(&self, id: &str, slot: DateTime<Utc>, origin: &str, delivery_tag: &str) -> String {
         let expires = self.expires_at(slot).map(iso);
-        self.envelope_with(id, expires.as_deref(), origin, delivery_tag, self.redis_key().1)
+        self.envelope_with(id, expires.as_deref(), origin, delivery_tag)
     }
 
     fn expires_at(&self, slot: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.expires.map(|e| slot + chrono::Duration::from_std(e).unwrap_or_default())
     }
 
-    fn envelope_with(&self, id: &str, expires: Option<&str>, origin: &str, delivery_tag: &str, step: u8) -> String {
+    fn envelope_with(&self, id: &str, expires: Option<&str>, origin: &str, delivery_tag: &str) -> String {
         let mut headers = serde_json::Map::new();
         let secs = |d: Option<Duration>| d.map_or(Value::Null, seconds);
         for (k, v) in [
@@ -123,8 +122,8 @@ impl Celery {
             ("timelimit", json!([secs(self.time_limit), secs(self.soft_time_limit)])),
             ("root_id", json!(id)),
             ("parent_id", Value::Null),
-            ("argsrepr", json!(self.args.to_string())),
-            ("kwargsrepr", json!(self.kwargs.to_string())),
+            ("argsrepr", json!(repr(&self.args))),
+            ("kwargsrepr", json!(repr(&self.kwargs))),
             ("origin", json!(origin)),
             ("ignore_result", json!(false)),
             ("replaced_task_nesting", json!(0)),
@@ -149,7 +148,7 @@ impl Celery {
                 "reply_to": "",
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": self.queue},
-                "priority": step,
+                "priority": self.priority.unwrap_or(0),
                 "body_encoding": "base64",
                 "delivery_tag": delivery_tag,
             },
@@ -157,19 +156,14 @@ impl Celery {
         .to_string()
     }
 
-    /// The message for a broker of `kind`: envelope, list or routing key, and when it goes
-    /// stale. On RabbitMQ the priority is Celery's own (higher is more urgent) and the routing
-    /// key is the queue.
-    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>, kind: Kind) -> Message {
+    /// The message for `broker`: envelope, list or routing key, and when it goes stale.
+    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>, broker: &BrokerConfig) -> Message {
         let tag = uuid::Uuid::new_v4().to_string();
-        let (key, priority) = match kind {
-            Kind::Redis => self.redis_key(),
-            Kind::Amqp => (self.queue.clone(), self.priority.unwrap_or(0)),
-        };
+        let key = broker.celery_key(&self.queue, self.priority.unwrap_or(0));
         let expires_at = self.expires_at(slot);
         let expires = expires_at.map(iso);
-        let build = |id: &str, exp: Option<&str>, tag: &str| self.envelope_with(id, exp, &origin(), tag, priority);
-        let template = self.templates[usize::from(kind == Kind::Amqp)].get_or_init(|| Template::new(&build));
+        let build = |id: &str, exp: Option<&str>, tag: &str| self.envelope_with(id, exp, &origin(), tag);
+        let template = self.template.get_or_init(|| Template::new(&build));
         let payload = match template.render(&id, expires.as_deref(), &tag) {
             Some(p) => p,
             None => build(&id, expires.as_deref(), &tag),
@@ -248,9 +242,21 @@ impl Template {
     }
 }
 
-/// Priority 0-9 to kombu's Redis steps [0, 3, 6, 9]: the largest step not above it.
-pub fn priority_step(p: u8) -> u8 {
-    [0, 3, 6, 9].into_iter().rev().find(|s| *s <= p.min(9)).unwrap_or(0)
+/// At most this many bytes of `argsrepr` and `kwargsrepr`: Celery's client cuts its reprs at
+/// 1024 characters (`argsrepr_maxsize`).
+pub const REPR_MAX: usize = 1024;
+
+/// `value` as JSON text for a display header, cut to [`REPR_MAX`] bytes ending in `...`.
+fn repr(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() <= REPR_MAX {
+        return text;
+    }
+    let mut end = REPR_MAX - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// ISO 8601 with an explicit `+00:00`: without an offset a worker reads its own zone.

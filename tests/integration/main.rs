@@ -4,6 +4,7 @@ mod api;
 mod builtins;
 mod check;
 mod checks;
+mod delivery;
 mod next;
 mod queue;
 mod reload;

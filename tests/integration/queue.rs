@@ -141,10 +141,12 @@ fn an_outage_with_a_sigkill_of_beatd_in_the_middle_loses_nothing() {
     in_order_once(&ticks(&redis), &b.log());
 }
 
-/// A Celery worker (`--pool solo`) on `broker` whose task `tasks.record` appends its
-/// arguments, as JSON, to `record.jsonl` in `dir`. It consumes `queue` (declared to vanish with
-/// the worker, so test runs leave nothing behind on a shared RabbitMQ).
-fn celery_worker(b: &Beatd, broker: &str, queue: &str) -> Child {
+/// A Celery worker (`--pool solo`, one message at a time) on `broker` whose task
+/// `tasks.record` appends its task id and arguments, as JSON, to `record.jsonl` in `dir`. It
+/// consumes `queue` (declared to vanish with the worker, so test runs leave nothing behind on
+/// a shared RabbitMQ), with the kombu transport options `options` (JSON), and logs to
+/// `worker-QUEUE.log`.
+pub fn celery_worker(b: &Beatd, broker: &str, queue: &str, options: &str) -> Child {
     std::fs::write(
         b.path("tasks.py"),
         r#"import json, os
@@ -153,19 +155,22 @@ from kombu import Queue
 
 app = Celery("tasks", broker=os.environ["BROKER"])
 app.conf.task_queues = [Queue(os.environ["QUEUE"], auto_delete=True, durable=False)]
+app.conf.broker_transport_options = json.loads(os.environ["OPTIONS"])
+app.conf.worker_prefetch_multiplier = 1
 
-@app.task(name="tasks.record")
-def record(*args, **kwargs):
+@app.task(name="tasks.record", bind=True)
+def record(self, *args, **kwargs):
     with open("record.jsonl", "a") as f:
-        f.write(json.dumps({"args": args, "kwargs": kwargs}) + "\n")
+        f.write(json.dumps({"id": self.request.id, "args": args, "kwargs": kwargs}) + "\n")
 "#,
     )
     .expect("tasks.py");
-    let log = std::fs::File::create(b.path("worker.log")).expect("log");
+    let log = std::fs::File::create(b.path(&format!("worker-{queue}.log"))).expect("log");
     Command::new(celery_bin())
         .current_dir(b.dir.path())
         .env("BROKER", broker)
         .env("QUEUE", queue)
+        .env("OPTIONS", options)
         .args([
             "-A",
             "tasks",
@@ -174,6 +179,8 @@ def record(*args, **kwargs):
             "solo",
             "--loglevel",
             "INFO",
+            "--hostname",
+            &format!("{queue}@%h"),
             "--without-heartbeat",
             "--without-gossip",
             "--without-mingle",
@@ -222,8 +229,8 @@ args = ["stale"]
 expires = "0s"
 "#
     ));
-    let mut worker = celery_worker(&b, broker, queue);
-    let worker_log = || std::fs::read_to_string(b.path("worker.log")).unwrap_or_default();
+    let mut worker = celery_worker(&b, broker, queue, "{}");
+    let worker_log = || std::fs::read_to_string(b.path(&format!("worker-{queue}.log"))).unwrap_or_default();
     assert!(wait_for(Duration::from_secs(30), || worker_log().contains("ready.")), "{}", worker_log());
     let mut child = b.spawn_run(&[]);
     assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
@@ -233,8 +240,9 @@ expires = "0s"
     let (records, urgents, stales) = (sent("record"), sent("urgent"), sent("stale"));
     let runs = || -> BTreeMap<String, usize> {
         let mut seen = BTreeMap::new();
-        for l in crate::util::lines(&b.path("record.jsonl")) {
-            *seen.entry(l).or_default() += 1;
+        for mut run in recorded(&b) {
+            run.as_object_mut().expect("object").remove("id");
+            *seen.entry(run.to_string()).or_default() += 1;
         }
         seen
     };
@@ -245,14 +253,19 @@ expires = "0s"
     let _ = worker.kill();
     let _ = worker.wait();
     let got = runs();
-    assert_eq!(got.get(r#"{"args": [1, "two"], "kwargs": {"three": 3}}"#), Some(&records), "{got:?}");
-    assert_eq!(got.get(r#"{"args": ["urgent"], "kwargs": {}}"#), Some(&urgents), "{got:?}");
+    assert_eq!(got.get(r#"{"args":[1,"two"],"kwargs":{"three":3}}"#), Some(&records), "{got:?}");
+    assert_eq!(got.get(r#"{"args":["urgent"],"kwargs":{}}"#), Some(&urgents), "{got:?}");
     assert_eq!(got.len(), 2, "an expired message ran: {got:?}");
     assert!(stales >= 1);
     assert!(worker_log().contains("Discarding revoked task"), "{}", worker_log());
 }
 
-fn unique_queue() -> String {
+/// What the worker of [`celery_worker`] ran: `{"id", "args", "kwargs"}` each.
+pub fn recorded(b: &Beatd) -> Vec<Value> {
+    crate::util::lines(&b.path("record.jsonl")).iter().map(|l| json(l)).collect()
+}
+
+pub fn unique_queue() -> String {
     format!("beatd-test-{}", fastrand::u64(..))
 }
 

@@ -211,3 +211,113 @@ pub fn celery_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// A TCP proxy from a free local port to `upstream`, which a test can cut in the middle of a
+/// stream: after `arm(n)`, the next `n` bytes from the client go through and the rest are
+/// dropped; the server's answers to what it got still flow back for a moment, and then both
+/// sides are closed. The server sees a connection that died mid-frame; the client sees it drop
+/// after some of its writes, without answers to the ones that never arrived. Only one
+/// connection is cut per `arm`: the client's reconnection goes through.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: std::net::SocketAddr,
+    /// Bytes still allowed up before the cut, when armed.
+    budget: std::sync::Mutex<Option<usize>>,
+    cuts: std::sync::atomic::AtomicUsize,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        use std::net::ToSocketAddrs;
+        let upstream = upstream.to_socket_addrs().expect("address").next().expect("an address");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let state = std::sync::Arc::new(ProxyState {
+            upstream,
+            budget: std::sync::Mutex::new(None),
+            cuts: Default::default(),
+            stop: Default::default(),
+        });
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(s.upstream) else { continue };
+                let s = s.clone();
+                std::thread::spawn(move || pump(&s, client, server));
+            }
+        });
+        Proxy { port, state }
+    }
+
+    /// Cuts the connection after `bytes` more bytes from the client.
+    pub fn arm(&self, bytes: usize) {
+        *self.state.budget.lock().expect("lock") = Some(bytes);
+    }
+
+    /// How many connections were cut.
+    pub fn cuts(&self) -> usize {
+        self.state.cuts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn pump(state: &ProxyState, mut client: std::net::TcpStream, mut server: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let (mut from_server, mut to_client) = (server.try_clone().expect("clone"), client.try_clone().expect("clone"));
+    let down = std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = from_server.read(&mut buf) {
+            if n == 0 || to_client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+    });
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(n) = client.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let (pass, cut) = {
+            let mut budget = state.budget.lock().expect("lock");
+            match *budget {
+                Some(left) if left <= n => {
+                    *budget = None;
+                    (left, true)
+                }
+                Some(left) => {
+                    *budget = Some(left - n);
+                    (n, false)
+                }
+                None => (n, false),
+            }
+        };
+        if server.write_all(&buf[..pass]).is_err() {
+            break;
+        }
+        if cut {
+            state.cuts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The server answers what it got; then the connection dies.
+            std::thread::sleep(Duration::from_millis(500));
+            break;
+        }
+    }
+    let _ = server.shutdown(std::net::Shutdown::Both);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = down.join();
+}

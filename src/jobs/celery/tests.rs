@@ -1,6 +1,6 @@
 //! The envelope byte for byte (golden JSON), so a format change is caught without Python, and
-//! the parts the protocol notes call out: priority steps, expires with an offset, timelimit
-//! order, the base64 body.
+//! the parts the protocol notes call out: priority steps and kombu's transport options,
+//! expires with an offset, timelimit order, the base64 body, reprs cut like Celery's.
 
 use std::path::Path;
 
@@ -8,8 +8,21 @@ use base64::Engine;
 use chrono::DateTime;
 use serde_json::Value;
 
+use crate::broker::{BrokerConfig, BrokerUrl, TransportOptions};
 use crate::config::parse_str;
 use crate::jobs::Action;
+
+fn broker(url: &str, transport: TransportOptions) -> BrokerConfig {
+    BrokerConfig { name: "main".into(), url: BrokerUrl::parse(url).expect("valid"), transport }
+}
+
+fn redis() -> BrokerConfig {
+    broker("redis://127.0.0.1:6379/0", TransportOptions::default())
+}
+
+fn rabbitmq() -> BrokerConfig {
+    broker("amqp://guest:guest@127.0.0.1:5672//", TransportOptions::default())
+}
 
 fn celery(keys: &str) -> super::Celery {
     let text = format!(
@@ -34,7 +47,7 @@ fn the_default_envelope_is_byte_for_byte_the_golden_one() {
     let c = celery("task = \"tasks.cleanup\"\nargs = [30, \"uploads\"]\nkwargs = { dry_run = false }\n");
     let got = c.envelope(ID, slot(), "beatd@host", TAG);
     assert_eq!(got, include_str!("golden-default.json").trim_end());
-    assert_eq!(c.redis_key(), ("celery".to_string(), 0));
+    assert_eq!(redis().celery_key(&c.queue, 0), "celery");
 }
 
 #[test]
@@ -46,11 +59,12 @@ fn every_option_is_byte_for_byte_the_golden_one() {
     let got = c.envelope(ID, slot(), "beatd@host", TAG);
     assert_eq!(got, include_str!("golden-options.json").trim_end());
     let v: Value = serde_json::from_str(&got).expect("json");
-    // timelimit is [hard, soft]; expires carries its offset; the step's key and priority.
+    // timelimit is [hard, soft]; expires carries its offset; the priority is the job's own (as
+    // kombu's client sends it) and the list is its step's.
     assert_eq!(v["headers"]["timelimit"], serde_json::json!([300, 270]));
     assert_eq!(v["headers"]["expires"], "2026-11-24T03:10:00.000000+00:00");
-    assert_eq!(v["properties"]["priority"], 6);
-    assert_eq!(c.redis_key(), ("reports\x06\x166".to_string(), 6));
+    assert_eq!(v["properties"]["priority"], 7);
+    assert_eq!(redis().celery_key(&c.queue, 7), "reports\x06\x166");
     let body = base64::engine::general_purpose::STANDARD.decode(v["body"].as_str().expect("body")).expect("base64");
     let body: Value = serde_json::from_slice(&body).expect("body json");
     assert_eq!(body, serde_json::json!([[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]));
@@ -58,16 +72,41 @@ fn every_option_is_byte_for_byte_the_golden_one() {
 
 #[test]
 fn priorities_map_to_kombus_redis_steps() {
-    let steps: Vec<u8> = (0..=9).map(super::priority_step).collect();
+    let default = TransportOptions::default();
+    let steps: Vec<u32> = (0..=9).map(|p| default.step(p)).collect();
     assert_eq!(steps, [0, 0, 0, 3, 3, 3, 6, 6, 6, 9]);
+    // Every priority its own list, with ":" between: what `priority_steps = list(range(10))`
+    // and `sep = ":"` make kombu's workers poll.
+    let ten = TransportOptions { priority_steps: (0..10).collect(), sep: ":".into(), global_keyprefix: "app1:".into() };
+    let keys: Vec<String> = [0, 3, 5, 9].iter().map(|p| ten.queue_key("celery", *p)).collect();
+    assert_eq!(keys, ["app1:celery", "app1:celery:3", "app1:celery:5", "app1:celery:9"]);
+    // A priority below the first step takes the last one: Python's steps[-1], as kombu does.
+    let odd = TransportOptions { priority_steps: vec![3, 6], ..TransportOptions::default() };
+    assert_eq!((odd.step(1), odd.step(4), odd.step(9)), (6, 3, 6));
+    // RabbitMQ: the routing key is the queue, whatever the priority.
+    assert_eq!(rabbitmq().celery_key("reports", 9), "reports");
+}
+
+#[test]
+fn reprs_are_cut_like_celerys_and_the_body_keeps_everything() {
+    let big = "é".repeat(150_000);
+    let c = celery(&format!("task = \"t\"\nkwargs = {{ blob = \"{big}\" }}\nargs = [\"{big}\"]\n"));
+    let v: Value = serde_json::from_str(&c.envelope(ID, slot(), "beatd@host", TAG)).expect("json");
+    for key in ["argsrepr", "kwargsrepr"] {
+        let repr = v["headers"][key].as_str().expect("repr");
+        assert!(repr.len() <= super::REPR_MAX && repr.ends_with("..."), "{key}: {} bytes", repr.len());
+    }
+    let body = base64::engine::general_purpose::STANDARD.decode(v["body"].as_str().expect("body")).expect("base64");
+    let body: Value = serde_json::from_slice(&body).expect("body json");
+    assert_eq!(body[1]["blob"].as_str().map(str::len), Some(big.len()));
 }
 
 #[test]
 fn the_task_id_is_the_fire_id_and_delivery_tags_are_unique() {
     let c = celery("task = \"t\"\n");
     let id = crate::fire::fire_id("nightly", slot()).to_string();
-    let kind = crate::broker::Kind::Redis;
-    let (a, b) = (c.message("nightly", id.clone(), slot(), kind), c.message("nightly", id.clone(), slot(), kind));
+    let r = redis();
+    let (a, b) = (c.message("nightly", id.clone(), slot(), &r), c.message("nightly", id.clone(), slot(), &r));
     let (a, b): (Value, Value) =
         (serde_json::from_str(&a.payload).expect("json"), serde_json::from_str(&b.payload).expect("json"));
     assert_eq!(a["headers"]["id"], id.as_str());
@@ -79,7 +118,7 @@ fn the_task_id_is_the_fire_id_and_delivery_tags_are_unique() {
 #[test]
 fn on_rabbitmq_the_priority_is_celerys_own_and_the_key_the_queue() {
     let c = celery("task = \"t\"\nqueue = \"reports\"\npriority = 7\n");
-    let m = c.message("nightly", ID.into(), slot(), crate::broker::Kind::Amqp);
+    let m = c.message("nightly", ID.into(), slot(), &rabbitmq());
     assert_eq!(m.key, "reports");
     let (body, props) = crate::broker::amqp::from_envelope(&m.payload);
     assert_eq!(props.priority(), &Some(7));
@@ -98,21 +137,14 @@ fn messages_from_the_template_equal_envelopes_built_in_full() {
         "task = \"t\"\nargs = [\"\\u0001beatd-id\"]\n",
     ] {
         let c = celery(keys);
-        for kind in [crate::broker::Kind::Redis, crate::broker::Kind::Amqp] {
+        for b in [redis(), rabbitmq()] {
             for s in [slot(), slot() + chrono::Duration::seconds(60)] {
                 let id = crate::fire::fire_id("nightly", s).to_string();
-                let m = c.message("nightly", id.clone(), s, kind);
+                let m = c.message("nightly", id.clone(), s, &b);
                 let got: Value = serde_json::from_str(&m.payload).expect("json");
                 let tag = got["properties"]["delivery_tag"].as_str().expect("tag").to_string();
                 let full = c.envelope(&id, s, &super::origin(), &tag);
-                if kind == crate::broker::Kind::Redis {
-                    assert_eq!(m.payload, full, "byte for byte");
-                }
-                let mut want: Value = serde_json::from_str(&full).expect("json");
-                if kind == crate::broker::Kind::Amqp {
-                    want["properties"]["priority"] = serde_json::json!(c.priority.unwrap_or(0));
-                }
-                assert_eq!(got, want, "{keys}");
+                assert_eq!(m.payload, full, "byte for byte: {keys}");
             }
         }
     }
