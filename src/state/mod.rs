@@ -3,6 +3,11 @@
 //! SQLite (bundled, so no system library is needed) in WAL mode: the daemon writes while
 //! `beatd history` and reports read, without blocking each other. The schema is versioned with
 //! `PRAGMA user_version` and migrated forward on open.
+//!
+//! The run history holds commands' errors and output figures, so the folder is beatd's
+//! user's alone: created `0700` (an older, wider one is narrowed), its files `0600` (SQLite
+//! gives its WAL and shared-memory files the database's mode). A folder owned by another user
+//! is refused: whoever owns it could plant links under the state's names.
 
 pub mod history;
 pub mod journal;
@@ -21,6 +26,8 @@ pub enum StateError {
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("no state database at {0} (has beatd run with this config?)")]
     Missing(PathBuf),
+    #[error("state folder {path}: {why}")]
+    Unsafe { path: PathBuf, why: String },
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -147,11 +154,55 @@ pub fn open(state_dir: &Path) -> Result<Connection, StateError> {
     open_file(state_dir, DB_FILE, MIGRATIONS)
 }
 
+/// Makes the state folder (`0700`) if it is missing; an existing one must belong to beatd's
+/// user, and is narrowed to `0700` if others could read or write it.
+pub fn prepare_dir(state_dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let unsafe_dir = |why: String| StateError::Unsafe { path: state_dir.to_path_buf(), why };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|source| StateError::CreateDir { path: state_dir.to_path_buf(), source })?;
+    let meta = std::fs::metadata(state_dir).map_err(|e| unsafe_dir(e.to_string()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(unsafe_dir(format!(
+            "it belongs to uid {}, not to beatd's user (uid {me}): refusing to keep state there",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| unsafe_dir(format!("cannot make it private: {e}")))?;
+        tracing::info!(
+            "state folder {} made private (mode 0700, was {:04o})",
+            state_dir.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Creates `path` as a file only its owner can read (`0600`), or narrows it to that.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
 /// Opens `file` under `state_dir` in WAL mode, migrated with `migrations`.
 pub(crate) fn open_file(state_dir: &Path, file: &str, migrations: &[&str]) -> Result<Connection, StateError> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|source| StateError::CreateDir { path: state_dir.to_path_buf(), source })?;
+    prepare_dir(state_dir)?;
     let path = state_dir.join(file);
+    private_file(&path).map_err(|source| StateError::CreateDir { path: path.clone(), source })?;
     let err = |source| StateError::Sqlite { path: path.clone(), source };
     let mut conn = Connection::open(&path).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
@@ -204,6 +255,15 @@ mod tests {
         assert_eq!(version as usize, MIGRATIONS.len());
         let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).expect("mode");
         assert_eq!(mode, "wal");
+        // Private: the folder 0700, every file in it 0600 (the WAL and shared memory too).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS t (x); INSERT INTO t VALUES (1);").expect("write");
+        for entry in std::fs::read_dir(&state).expect("list") {
+            let p = entry.expect("entry").path();
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
         assert!(open_read_only(&state).is_ok());
         assert!(matches!(open_read_only(dir.path()), Err(StateError::Missing(_))));
         let now = chrono::Utc::now();
