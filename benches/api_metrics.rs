@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use beatd::api::auth::Guard;
+use beatd::api::server::Listener;
 use beatd::api::{ApiState, serve};
 use beatd::clock::Clock;
 use beatd::config::parse_str;
@@ -37,11 +39,11 @@ async fn measure(per_job: bool) -> (Vec<Duration>, usize) {
         runner: Runner::new(Actions, services, History::disabled(), None),
         clock: Clock::System,
         state_dir: "unused".into(),
-        token: None,
+        guard: Arc::new(Guard::open()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
-    tokio::spawn(serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    tokio::spawn(serve(Listener::Tcp(listener), state, 64, tokio_util::sync::CancellationToken::new()));
     let client = reqwest::Client::new();
     let mut times = Vec::new();
     let mut size = 0;

@@ -25,6 +25,7 @@ pub mod fire;
 pub mod jobs;
 pub mod logging;
 pub mod metrics;
+pub mod nofollow;
 pub mod notify;
 pub mod policy;
 pub mod reload;

@@ -172,7 +172,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("[brokers]");
     }
     let api = |c: &Config| {
-        c.api.as_ref().map(|a| (a.listen, a.token_file.clone(), a.allow_unauthenticated, a.per_job_metrics))
+        c.api.as_ref().map(|a| {
+            let limits = (a.allowed_hosts.clone(), a.max_connections);
+            (a.listen.clone(), a.token_file.clone(), a.allow_unauthenticated, a.per_job_metrics, limits)
+        })
     };
     if api(old) != api(new) {
         changed.push("[api]");

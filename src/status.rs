@@ -272,6 +272,8 @@ pub struct LoopHealth {
     pub iterations: Counter,
     /// Set when a config reload fails; `/healthz` then says "degraded".
     pub reload_failed: AtomicBool,
+    /// Milliseconds since `started` when the process last ran out of file descriptors.
+    out_of_descriptors: AtomicI64,
 }
 
 impl Default for LoopHealth {
@@ -282,6 +284,7 @@ impl Default for LoopHealth {
             sleeping_until: AtomicI64::new(i64::MAX),
             iterations: Counter::default(),
             reload_failed: AtomicBool::new(false),
+            out_of_descriptors: AtomicI64::new(i64::MIN),
         }
     }
 }
@@ -307,6 +310,18 @@ impl LoopHealth {
         let until = sleep.map_or(i64::MAX, |s| now.saturating_add(s.as_millis() as i64));
         self.sleeping_until.store(until, Ordering::Relaxed);
         self.iterations.inc();
+    }
+
+    /// The process ran out of file descriptors (an accept failed with EMFILE).
+    pub fn out_of_descriptors(&self) {
+        self.out_of_descriptors.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long ago the process last ran out of file descriptors, within the last minute.
+    pub fn out_of_descriptors_since(&self) -> Option<std::time::Duration> {
+        let at = self.out_of_descriptors.load(Ordering::Relaxed);
+        let ago = self.now_ms().saturating_sub(at);
+        (at != i64::MIN && ago < 60_000).then(|| std::time::Duration::from_millis(ago.unsigned_abs()))
     }
 
     /// `None` when healthy, else why not.

@@ -2,18 +2,23 @@
 //!
 //! Reads come from the live [`Board`] and the run history; control goes through the same
 //! runner the loop uses, so a run asked for by hand obeys the job's policy like any other.
-//! Mutating endpoints need `Authorization: Bearer <token>` when a token is configured. Every
-//! error is JSON, `{"error": "..."}`, with the status code that fits. `docs/openapi.json`
-//! describes it; a test keeps the two in step.
+//! Who may call what is [`auth`]'s; connections and their limits are [`server`]'s. Every
+//! error is JSON, `{"error": "..."}`, with the status code that fits, rejected parameters
+//! included. `docs/openapi.json` describes it; a test keeps the two in step.
+
+pub mod auth;
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -46,75 +51,94 @@ pub struct ApiState {
     pub runner: Runner,
     pub clock: Clock,
     pub state_dir: PathBuf,
-    pub token: Option<Arc<str>>,
+    pub guard: Arc<auth::Guard>,
 }
 
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token.
-        f.debug_struct("ApiState")
-            .field("jobs", &self.board.jobs().jobs.len())
-            .field("auth", &self.token.is_some())
-            .finish()
+        f.debug_struct("ApiState").field("jobs", &self.board.jobs().jobs.len()).finish()
     }
 }
 
 pub fn router(state: ApiState) -> Router {
+    let guard = state.guard.clone();
     let mutating = Router::new()
         .route("/api/jobs/{name}/run", post(run_now))
         .route("/api/jobs/{name}/pause", post(pause))
         .route("/api/jobs/{name}/resume", post(resume))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(guard.clone(), auth::mutation));
+    let reads = Router::new()
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{name}", get(one_job))
         .route("/api/jobs/{name}/runs", get(runs))
+        .route_layer(middleware::from_fn_with_state(guard.clone(), auth::private_read));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(reads)
         .merge(mutating)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") })
+        .layer(middleware::from_fn_with_state(guard, auth::every_request))
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: tokio_util::sync::CancellationToken) {
-    let app = router(state);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-        tracing::error!("HTTP API stopped: {e}");
-    }
+/// Serves the API for `state` on `listener`, at most `cap` connections, until `shutdown`.
+pub async fn serve(
+    listener: server::Listener,
+    state: ApiState,
+    cap: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let board = state.board.clone();
+    server::serve(listener, router(state), cap, board, shutdown).await;
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+/// A job name from the path; one that cannot be read (not UTF-8) is a JSON 400, like every
+/// other error.
+struct JobName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobName {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(name)) => Ok(JobName(name)),
+            Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("invalid job name in the path: {}", e.body_text()))),
         }
     }
-    next.run(request).await
 }
 
-/// Compares without stopping at the first difference, so timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Open descriptors and the soft limit, from `/proc/self/fd` (which itself needs one).
+fn descriptors() -> std::io::Result<(usize, u64)> {
+    let open = std::fs::read_dir("/proc/self/fd")?.count();
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    Ok((open, limit))
 }
 
 async fn healthz(State(state): State<ApiState>) -> Response {
     let health = &state.board.health;
     if let Some(reason) = health.stuck() {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "stuck", "reason": reason })))
+            .into_response();
+    }
+    // Jobs cannot start without descriptors: that is not ok, however well the loop ticks.
+    let starved = match descriptors() {
+        Err(e) => Some(format!("cannot count open file descriptors ({e})")),
+        Ok((open, limit)) if open as u64 * 10 >= limit * 9 => {
+            Some(format!("{open} of {limit} file descriptors are open: jobs may fail to start"))
+        }
+        Ok(_) => health
+            .out_of_descriptors_since()
+            .map(|ago| format!("ran out of file descriptors {:.0} s ago", ago.as_secs_f64())),
+    };
+    if let Some(reason) = starved {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "degraded", "reason": reason })))
             .into_response();
     }
     if health.reload_failed.load(Ordering::Relaxed) {
@@ -185,7 +209,7 @@ fn not_found(name: &str) -> Response {
     error(StatusCode::NOT_FOUND, format!("no job \"{name}\""))
 }
 
-async fn one_job(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+async fn one_job(State(state): State<ApiState>, JobName(name): JobName) -> Response {
     match state.board.get(&name) {
         Some(e) => axum::Json(view(&e)).into_response(),
         None => not_found(&name),
@@ -197,7 +221,14 @@ struct RunsQuery {
     limit: Option<String>,
 }
 
-async fn runs(State(state): State<ApiState>, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Response {
+async fn runs(
+    State(state): State<ApiState>,
+    JobName(name): JobName,
+    query: Result<Query<RunsQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "limit must be given once, a whole number from 1 to 1000");
+    };
     if state.board.get(&name).is_none() {
         return not_found(&name);
     }
@@ -223,7 +254,7 @@ async fn runs(State(state): State<ApiState>, Path(name): Path<String>, Query(q):
     }
 }
 
-async fn run_now(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+async fn run_now(State(state): State<ApiState>, JobName(name): JobName) -> Response {
     let Some(entry) = state.board.get(&name) else { return not_found(&name) };
     if !entry.job.enabled {
         return error(StatusCode::CONFLICT, format!("job \"{name}\" is disabled"));
@@ -236,15 +267,15 @@ async fn run_now(State(state): State<ApiState>, Path(name): Path<String>) -> Res
     (StatusCode::ACCEPTED, axum::Json(json!({ "job": name, "fire_id": id.to_string() }))).into_response()
 }
 
-async fn pause(state: State<ApiState>, name: Path<String>) -> Response {
+async fn pause(state: State<ApiState>, JobName(name): JobName) -> Response {
     set_paused(state, name, true).await
 }
 
-async fn resume(state: State<ApiState>, name: Path<String>) -> Response {
+async fn resume(state: State<ApiState>, JobName(name): JobName) -> Response {
     set_paused(state, name, false).await
 }
 
-async fn set_paused(State(state): State<ApiState>, Path(name): Path<String>, paused: bool) -> Response {
+async fn set_paused(State(state): State<ApiState>, name: String, paused: bool) -> Response {
     let Some(entry) = state.board.get(&name) else { return not_found(&name) };
     let dir = state.state_dir.clone();
     let now = state.clock.now();

@@ -23,11 +23,12 @@ async fn serve(board: Arc<Board>) -> String {
         runner: Runner::new(Actions, services, History::disabled(), None),
         clock: Clock::System,
         state_dir: "unused".into(),
-        token: None,
+        guard: Arc::new(super::auth::Guard::open()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(super::serve(listener, state, tokio_util::sync::CancellationToken::new()));
+    let listener = super::server::Listener::Tcp(listener);
+    tokio::spawn(super::serve(listener, state, 64, tokio_util::sync::CancellationToken::new()));
     base
 }
 
@@ -67,6 +68,22 @@ async fn unknown_endpoints_and_methods_answer_json() {
     let resp = reqwest::Client::new().delete(format!("{base}/api/jobs/a")).send().await.expect("answer");
     assert_eq!(resp.status().as_u16(), 405);
     assert_eq!(resp.json::<Value>().await.expect("json"), serde_json::json!({ "error": "method not allowed here" }));
+}
+
+#[tokio::test]
+async fn rejected_parameters_answer_json_too() {
+    let base = serve(board()).await;
+    let (code, body) = get(&format!("{base}/api/jobs/a/runs?limit=1&limit=2")).await;
+    assert_eq!(
+        (code, body),
+        (400, serde_json::json!({ "error": "limit must be given once, a whole number from 1 to 1000" }))
+    );
+    let (code, body) = get(&format!("{base}/api/jobs/%FF")).await;
+    assert_eq!(code, 400);
+    assert!(body["error"].as_str().is_some_and(|e| e.starts_with("invalid job name in the path: ")), "{body}");
+    let resp = reqwest::Client::new().post(format!("{base}/api/jobs/%FF/run")).send().await.expect("answer");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.json::<Value>().await.expect("json")["error"].is_string());
 }
 
 fn openapi() -> Value {

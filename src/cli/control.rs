@@ -1,7 +1,9 @@
 //! `beatd status`, `trigger`, `pause`, `resume`: talk to the running daemon's HTTP API.
 //!
 //! The address and the token come from the config's `[api]` section, so an operator types no
-//! URLs and no secrets.
+//! URLs and no secrets: the token is `token_file`, or the one the daemon made in its state
+//! folder, readable by beatd's user only (so mutations take `sudo`, or beatd's user). Over a
+//! unix socket no token is needed: the socket's permissions decide.
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use serde_json::Value;
 
 use super::{ConfigArg, Failed, fail, relative};
 use crate::api::JobView;
-use crate::config::Config;
+use crate::config::{Config, Listen};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -40,6 +42,8 @@ pub enum Verb {
 struct Client {
     base: String,
     token: Option<String>,
+    /// Why there is no token, when the daemon needs one.
+    no_token: Option<String>,
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
 }
@@ -56,11 +60,19 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| fail(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Client { base: api.client_base(), token: api.token().map_err(fail)?, http, runtime })
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if let Listen::Unix(path) = &api.listen {
+            http = http.unix_socket(path.as_path());
+        }
+        let http = http.build().map_err(|e| fail(format!("cannot build an HTTP client: {e}")))?;
+        let (token, no_token) = match (&api.listen, api.allow_unauthenticated) {
+            (Listen::Unix(_), _) | (_, true) => (None, None),
+            _ => match crate::api::auth::token_for_client(api, &config.scheduler.state_dir).1 {
+                Ok(t) => (Some(t), None),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        Ok(Client { base: api.client_base(), token, no_token, http, runtime })
     }
 
     fn call(&self, method: reqwest::Method, path: &str) -> Result<Value, Failed> {
@@ -80,16 +92,21 @@ impl Client {
             let status = resp.status();
             let body: Value = resp.json().await.map_err(|e| fail(format!("unexpected answer from {url}: {e}")))?;
             if status.is_success() {
-                Ok(body)
-            } else {
-                Err(fail(body["error"].as_str().map_or_else(|| format!("{url} answered {status}"), str::to_string)))
+                return Ok(body);
+            }
+            let why = body["error"].as_str().map_or_else(|| format!("{url} answered {status}"), str::to_string);
+            match (&self.no_token, status) {
+                (Some(problem), reqwest::StatusCode::UNAUTHORIZED) => {
+                    Err(fail(format!("{why}: {problem} (run this as root, or as beatd's user)")))
+                }
+                _ => Err(fail(why)),
             }
         })
     }
 }
 
 pub fn status(args: StatusArgs) -> Result<(), Failed> {
-    let config = args.config.load()?;
+    let config = args.config.read()?;
     let client = Client::new(&config)?;
     let body = client.call(reqwest::Method::GET, "/api/jobs")?;
     if args.json {
@@ -118,7 +135,7 @@ pub fn status(args: StatusArgs) -> Result<(), Failed> {
 }
 
 pub fn job(verb: Verb, args: JobArgs) -> Result<(), Failed> {
-    let config = args.config.load()?;
+    let config = args.config.read()?;
     let client = Client::new(&config)?;
     let (path, done) = match verb {
         Verb::Trigger => ("run", "triggered"),

@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), Failed> {
-    let config = args.config.load()?;
+    let config = args.config.read()?;
     if let Some(job) = &args.job
         && !config.jobs.iter().any(|j| &j.name == job)
     {

@@ -52,9 +52,18 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    /// Loads the config, printing every error to stderr.
+    /// Loads the config to run with (its disk checks made), printing every error to stderr.
     pub fn load(&self) -> Result<Config, Failed> {
-        config::load(&self.config).map_err(|errors| {
+        Self::report(config::load(&self.config))
+    }
+
+    /// Reads the config's settings, without its disk checks, printing every error to stderr.
+    pub fn read(&self) -> Result<Config, Failed> {
+        Self::report(config::read(&self.config))
+    }
+
+    fn report(loaded: Result<Config, config::diag::ConfigErrors>) -> Result<Config, Failed> {
+        loaded.map_err(|errors| {
             for e in &errors.0 {
                 eprintln!("{e}");
             }

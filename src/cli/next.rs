@@ -95,7 +95,7 @@ fn inline_job(args: &Args) -> Result<Job, Failed> {
 }
 
 fn config_jobs(args: &Args) -> Result<Vec<Job>, Failed> {
-    let config = ConfigArg { config: args.config.clone() }.load()?;
+    let config = ConfigArg { config: args.config.clone() }.read()?;
     for name in &args.jobs {
         if !config.jobs.iter().any(|j| &j.name == name) {
             let names = config.jobs.iter().map(|j| j.name.as_str());

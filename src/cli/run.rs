@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use super::{ConfigArg, Failed, fail};
 use crate::api::ApiState;
+use crate::api::auth::Guard;
+use crate::api::server::{self, Listener};
 use crate::broker::{self, delivery::Brokers};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -93,19 +95,18 @@ async fn serve(config: Config, history: History, watch: bool) -> Result<(), Fail
     let api_stop = CancellationToken::new();
     let api = match &config.api {
         Some(api) => {
-            let token = api.token().map_err(fail)?;
-            let listener = tokio::net::TcpListener::bind(api.listen)
-                .await
-                .map_err(|e| fail(format!("cannot listen on {} for the HTTP API: {e}", api.listen)))?;
+            let token = crate::api::auth::token_at_start(api, &sched.state_dir).map_err(fail)?;
+            let listener = Listener::bind(&api.listen).await.map_err(fail)?;
             let state = ApiState {
                 board: board.clone(),
                 runner: runner.clone(),
                 clock: Clock::System,
                 state_dir: sched.state_dir.clone(),
-                token: token.map(Arc::from),
+                guard: Arc::new(Guard::new(token, api)),
             };
-            tracing::info!("HTTP API on http://{}", api.listen);
-            Some(tokio::spawn(crate::api::serve(listener, state, api_stop.clone())))
+            let cap = server::connection_cap(api.max_connections);
+            tracing::info!("HTTP API on {} (at most {cap} connections)", api.listen);
+            Some(tokio::spawn(crate::api::serve(listener, state, cap, api_stop.clone())))
         }
         None => None,
     };

@@ -59,12 +59,14 @@ pub struct Diags<'s> {
     text: &'s str,
     line_starts: Vec<usize>,
     found: Vec<(usize, Diagnostic)>,
+    /// Checks of the disk, made only when the config is loaded to run: (where, what).
+    deferred: Vec<(usize, Diagnostic, super::DiskCheck)>,
 }
 
 impl<'s> Diags<'s> {
     pub fn new(file: &str, text: &'s str) -> Self {
         let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Diags { file: file.to_string(), text, line_starts, found: Vec::new() }
+        Diags { file: file.to_string(), text, line_starts, found: Vec::new(), deferred: Vec::new() }
     }
 
     pub fn file(&self) -> &str {
@@ -92,6 +94,28 @@ impl<'s> Diags<'s> {
             message: message.into(),
         };
         self.found.push((span.start, d));
+    }
+
+    /// Notes `check` to be made on the disk when the config is loaded to run; its error, if
+    /// any, is reported at `span` with `prefix` before it.
+    pub fn defer(&mut self, span: Range<usize>, job: Option<&str>, prefix: Option<&str>, check: super::DiskCheck) {
+        let at = Diagnostic {
+            file: self.file.clone(),
+            position: Some(self.position(span.start)),
+            job: job.map(str::to_string),
+            message: prefix.map(|p| format!("{p}: ")).unwrap_or_default(),
+        };
+        self.deferred.push((span.start, at, check));
+    }
+
+    /// Makes the disk checks noted so far; each failure becomes an error at its place.
+    pub fn check_disk(&mut self) {
+        for (at, mut diagnostic, check) in std::mem::take(&mut self.deferred) {
+            if let Err(e) = check.run() {
+                diagnostic.message.push_str(&e);
+                self.found.push((at, diagnostic));
+            }
+        }
     }
 
     pub fn finish(mut self) -> Result<(), ConfigErrors> {

@@ -44,32 +44,59 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    pub listen: std::net::SocketAddr,
-    /// Mutating endpoints need `Authorization: Bearer <its contents>`.
+    pub listen: Listen,
+    /// The bearer token mutations need; without it, beatd makes one in the state folder
+    /// ([`crate::api::auth::TOKEN_FILE`]) at its first start.
     pub token_file: Option<PathBuf>,
+    /// Mutations need no token (beatd warns at every start).
     pub allow_unauthenticated: bool,
+    /// `Host` names accepted besides the listen address, loopback names and IP addresses.
+    pub allowed_hosts: Vec<String>,
     /// `false` drops the `job` label from metrics, for very large schedules.
     pub per_job_metrics: bool,
+    /// At most this many connections at once (and never more than half the descriptor limit).
+    pub max_connections: usize,
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    /// `unix:/run/beatd/api.sock`: the socket's permissions decide who may use it.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "http://{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 impl ApiConfig {
-    /// The bearer token, read from `token_file` (surrounding white space trimmed).
-    pub fn token(&self) -> Result<Option<String>, String> {
-        match &self.token_file {
-            None => Ok(None),
-            Some(p) => std::fs::read_to_string(p)
-                .map(|t| Some(t.trim().to_string()))
-                .map_err(|e| format!("cannot read token_file {}: {e}", p.display())),
+    /// The address a client on this machine uses (a wildcard listen address means loopback).
+    pub fn client_base(&self) -> String {
+        match &self.listen {
+            Listen::Tcp(listen) => {
+                let mut addr = *listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(if addr.is_ipv4() {
+                        [127, 0, 0, 1].into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                format!("http://{addr}")
+            }
+            Listen::Unix(_) => "http://localhost".into(),
         }
     }
 
-    /// The address a client on this machine uses (a wildcard listen address means loopback).
-    pub fn client_base(&self) -> String {
-        let mut addr = self.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
-        }
-        format!("http://{addr}")
+    /// Where the token is: `token_file`, else the one beatd makes in `state_dir`.
+    pub fn token_path(&self, state_dir: &Path) -> PathBuf {
+        self.token_file.clone().unwrap_or_else(|| state_dir.join(crate::api::auth::TOKEN_FILE))
     }
 }
 
@@ -162,8 +189,19 @@ pub struct Source {
     pub text: String,
 }
 
-/// Reads and validates a config file and the drop-ins its `include` names.
+/// Reads and validates a config file and the drop-ins its `include` names, and checks what
+/// it names on disk: the config to run with.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, Disk::Check)
+}
+
+/// Reads and validates a config file and its drop-ins without checking what it names on disk:
+/// for commands that only need its settings (`history`, `status`, `trigger`, `next`).
+pub fn read(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, Disk::Skip)
+}
+
+fn load_with(path: &Path, disk: Disk) -> Result<Config, ConfigErrors> {
     let main = read_source(path)?;
     let base = folder_of(path);
     // The drop-ins are found first, so that every file's jobs are validated together: a job
@@ -187,7 +225,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
-    match parse_sources(&main, &dropins, &base) {
+    match parse_sources(&main, &dropins, &base, disk) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(mut e) => {
@@ -290,14 +328,15 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Validates config text alone (its `include` is checked but not read). `path` is used in
-/// messages; `base` resolves relative paths.
+/// Validates config text alone (its `include` is checked but not read), the disk checks
+/// included. `path` is used in messages; `base` resolves relative paths.
 pub fn parse_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigErrors> {
-    parse_sources(&Source { path: path.to_path_buf(), text: text.to_string() }, &[], base)
+    parse_sources(&Source { path: path.to_path_buf(), text: text.to_string() }, &[], base, Disk::Check)
 }
 
-/// Validates a main config and its drop-ins together.
-pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path) -> Result<Config, ConfigErrors> {
+/// Validates a main config and its drop-ins together; with [`Disk::Check`], what they name on
+/// disk too.
+pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path, disk: Disk) -> Result<Config, ConfigErrors> {
     let sources: Vec<&Source> = std::iter::once(main).chain(dropins).collect();
     let mut diags: Vec<Diags<'_>> =
         sources.iter().map(|s| Diags::new(&s.path.display().to_string(), &s.text)).collect();
@@ -408,7 +447,10 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path) -> Result<C
         top.finish(d, &[]);
     }
     let mut errors = Vec::new();
-    for d in diags {
+    for mut d in diags {
+        if disk == Disk::Check {
+            d.check_disk();
+        }
         if let Err(e) = d.finish() {
             errors.extend(e.0);
         }
@@ -419,6 +461,45 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path) -> Result<C
     let scheduler = scheduler.expect("no errors means the scheduler section parsed");
     let files = sources.iter().map(|s| s.path.clone()).collect();
     Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, brokers, api })
+}
+
+/// Whether a parse also checks what the config names on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disk {
+    /// To run with it (start, reload, `beatd check`).
+    Check,
+    /// For its settings only (`history`, `status`, `next`).
+    Skip,
+}
+
+/// Something the config names on disk, checked when the config is loaded to run (start,
+/// reload, `beatd check`) and not by commands that only read its settings (`history`,
+/// `status`): a link planted in a cleanup path must stop the run, not the operator's tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskCheck {
+    /// A cleanup path: no symbolic link on the way, not `/`, a folder if it exists.
+    CleanupPath(PathBuf),
+    /// A report folder: no link on the way, a folder, and not writable by others.
+    OutputDir(PathBuf),
+    /// `[api] token_file`: readable, and not empty.
+    TokenFile(PathBuf),
+}
+
+impl DiskCheck {
+    pub fn run(&self) -> Result<(), String> {
+        match self {
+            DiskCheck::CleanupPath(p) => crate::jobs::cleanup::check_path(p),
+            DiskCheck::OutputDir(p) => crate::jobs::report::check_output_dir(p),
+            DiskCheck::TokenFile(p) => match std::fs::read_to_string(p) {
+                Ok(token) if token.trim().is_empty() => Err(format!(
+                    "token_file {} is empty: an empty token would let anyone in (remove token_file and beatd makes one)",
+                    p.display()
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("cannot read token_file {}: {e}", p.display())),
+            },
+        }
+    }
 }
 
 /// Reads each `[SECTION.NAME]` table of a file with `parse`; a name defined twice (in any file)
@@ -512,36 +593,54 @@ fn parse_scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<
 }
 
 fn parse_api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<ApiConfig> {
-    let listen = t.req_str(d, "listen").and_then(|l| match l.value.parse::<std::net::SocketAddr>() {
-        Ok(addr) => Some((addr, l.span)),
-        Err(_) => {
-            t.error(
-                d,
-                l.span.clone(),
-                format!("\"listen\" must be an address and port such as 127.0.0.1:8089, not \"{}\"", l.value),
-            );
-            None
+    let listen = t.req_str(d, "listen").and_then(|l| {
+        if let Some(path) = l.value.strip_prefix("unix:") {
+            if path.is_empty() || path.contains('\0') {
+                t.error(d, l.span, "\"listen\" = \"unix:PATH\" needs the socket's path, such as unix:/run/beatd/api.sock");
+                return None;
+            }
+            return Some(Listen::Unix(resolve(base, path)));
+        }
+        match l.value.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(Listen::Tcp(addr)),
+            Err(_) => {
+                t.error(
+                    d,
+                    l.span.clone(),
+                    format!(
+                        "\"listen\" must be an address and port such as 127.0.0.1:8089, or unix:/run/beatd/api.sock, not \"{}\"",
+                        l.value
+                    ),
+                );
+                None
+            }
         }
     });
     let token_file = t.path(d, "token_file", base);
-    if let Some((p, span)) = &token_file
-        && let Err(e) = std::fs::read_to_string(p)
-    {
-        t.error(d, span.clone(), format!("cannot read token_file {}: {e}", p.display()));
+    if let Some((p, span)) = &token_file {
+        t.defer(d, span.clone(), DiskCheck::TokenFile(p.clone()));
     }
     let allow_unauthenticated = t.bool(d, "allow_unauthenticated").unwrap_or(false);
+    let allowed_hosts = t
+        .str_list(d, "allowed_hosts")
+        .map(|(hosts, _)| hosts.iter().map(|h| h.value.trim().to_ascii_lowercase()).collect())
+        .unwrap_or_default();
     let per_job_metrics = t.bool(d, "per_job_metrics").unwrap_or(true);
+    let max_connections = t.integer(d, "max_connections").map_or(512, |(n, span)| {
+        usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or_else(|| {
+            t.error(d, span, "\"max_connections\" must be 1 or more");
+            512
+        })
+    });
     t.finish(d, &[]);
-    let (listen, span) = listen?;
-    if !listen.ip().is_loopback() && token_file.is_none() && !allow_unauthenticated {
-        t.error(
-            d,
-            span,
-            format!("refusing to listen on {listen} without a token: set token_file, or allow_unauthenticated = true"),
-        );
-        return None;
-    }
-    Some(ApiConfig { listen, token_file: token_file.map(|(p, _)| p), allow_unauthenticated, per_job_metrics })
+    Some(ApiConfig {
+        listen: listen?,
+        token_file: token_file.map(|(p, _)| p),
+        allow_unauthenticated,
+        allowed_hosts,
+        per_job_metrics,
+        max_connections,
+    })
 }
 
 fn zone(t: &Table<'_, '_>, d: &mut Diags, s: &Str<'_>) -> Option<Tz> {

@@ -53,6 +53,12 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    /// Notes a check of the disk at `span`, made when the config is loaded to run.
+    pub fn defer(&self, d: &mut Diags, span: Range<usize>, check: super::DiskCheck) {
+        let prefix = if self.job.is_none() { self.section } else { None };
+        d.defer(span, self.job.as_deref(), prefix, check);
+    }
+
     /// The raw value of `key`, marking the key as known.
     pub fn get(&mut self, key: &'static str) -> Option<&'t Spanned<DeValue<'i>>> {
         self.asked.push(key);
@@ -224,6 +230,10 @@ impl<'t, 'i> Table<'t, 'i> {
         let s = self.str(d, key)?;
         if s.value.is_empty() {
             self.error(d, s.span, format!("\"{key}\" must not be empty"));
+            return None;
+        }
+        if s.value.contains('\0') {
+            self.error(d, s.span, format!("\"{key}\" contains a NUL byte, which no path can hold"));
             return None;
         }
         Some((super::resolve(base, s.value), s.span))

@@ -2,6 +2,10 @@
 //!
 //! Deleting files is where a scheduler can do the most harm, so the walk is built to be safe
 //! against everything a hostile or merely busy folder can do:
+//! - `path` itself is opened one component at a time from `/` without following any symbolic
+//!   link ([`crate::nofollow`]): a link anywhere in it, a trailing `/` or `/.` after a link,
+//!   `/proc/self/root/`, or anything that resolves to `/` is refused, by `beatd check` and
+//!   again at every run (a link swapped in after the check is caught then).
 //! - Every step is relative to an open directory descriptor (`openat`, `fstatat`,
 //!   `unlinkat`): a path is never resolved twice, so a component swapped for a symbolic link
 //!   between check and use is never followed.
@@ -18,17 +22,18 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::{RunContext, RunResult};
 use crate::config::diag::Diags;
 use crate::config::table::Table;
 use crate::fire::Fire;
+use crate::nofollow::{self, PathError};
 use crate::state::history::Details;
 
 pub const KEYS: &[&str] = &["path", "older_than", "pattern", "recursive", "remove_empty_dirs", "dry_run"];
@@ -73,27 +78,13 @@ impl std::fmt::Debug for Hooks<'_> {
 impl Cleanup {
     pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Self> {
         let path = t.req_str(d, "path").and_then(|p| {
-            let path = crate::config::resolve(base, p.value);
-            if is_root(&path) {
-                t.error(d, p.span.clone(), "refusing to clean up \"/\"");
+            if p.value.contains('\0') {
+                t.error(d, p.span.clone(), "\"path\" contains a NUL byte, which no path can hold");
                 return None;
             }
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    t.error(
-                        d,
-                        p.span.clone(),
-                        format!("{} is a symbolic link; name the folder itself", path.display()),
-                    );
-                    None
-                }
-                Ok(m) if !m.is_dir() => {
-                    t.error(d, p.span.clone(), format!("{} is not a folder", path.display()));
-                    None
-                }
-                // Missing is fine here: it may be created later, and a run reports it.
-                _ => Some(path),
-            }
+            let path = nofollow::normalize(&crate::config::resolve(base, p.value));
+            t.defer(d, p.span.clone(), crate::config::DiskCheck::CleanupPath(path.clone()));
+            Some(path)
         });
         let older_than = match t.duration(d, "older_than") {
             Some((v, _)) => Some(v),
@@ -159,15 +150,9 @@ impl Cleanup {
     /// Walks the tree and deletes what is due. `cutoff` is in Unix seconds: files modified
     /// before it go. An error about `path` itself fails the run; errors below it are counted.
     pub fn walk(&self, job: &str, cutoff: i64, mut hooks: Hooks<'_>) -> Result<Stats, String> {
-        let root = rustix::fs::openat(CWD, &self.path, dir_flags(), Mode::empty()).map_err(|e| match e {
-            Errno::NOENT => format!("{} does not exist", self.path.display()),
-            Errno::LOOP => format!("{} is a symbolic link; refusing to follow it", self.path.display()),
-            // O_DIRECTORY wins over O_NOFOLLOW: a symlink also says ENOTDIR.
-            Errno::NOTDIR if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_symlink()) => {
-                format!("{} is a symbolic link; refusing to follow it", self.path.display())
-            }
-            Errno::NOTDIR => format!("{} is not a folder", self.path.display()),
-            e => format!("cannot open {}: {e}", self.path.display()),
+        let root = nofollow::open_dir(&self.path).map_err(|e| match e {
+            PathError::Missing(_) => format!("{} does not exist", self.path.display()),
+            e => refusal(&e),
         })?;
         let dev = rustix::fs::fstat(&root).map_err(|e| format!("cannot stat {}: {e}", self.path.display()))?.st_dev;
         let mut walk = Walk { cleanup: self, job, cutoff, dev, stats: Stats::default(), hooks: &mut hooks };
@@ -180,19 +165,18 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-/// `/`, however it is spelled (`/.`, `//`, `/tmp/..`).
-fn is_root(path: &Path) -> bool {
-    let mut depth = 0i32;
-    let mut absolute = false;
-    for c in path.components() {
-        match c {
-            Component::RootDir => absolute = true,
-            Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => depth = (depth - 1).max(0),
-            Component::Normal(_) => depth += 1,
-        }
+/// What `beatd check` says of a cleanup path: one that does not exist yet is fine (a run
+/// reports it); a link anywhere on the way, `/`, or something that is not a folder is not.
+pub fn check_path(path: &Path) -> Result<(), String> {
+    nofollow::probe(path).map_err(|e| refusal(&e))
+}
+
+/// Why a cleanup path is refused, as `check` and a run say it.
+fn refusal(e: &PathError) -> String {
+    match e {
+        PathError::Root => "refusing to clean up \"/\"".into(),
+        e => e.to_string(),
     }
-    absolute && depth == 0
 }
 
 struct Walk<'a, 'h> {

@@ -45,22 +45,40 @@ pub struct Command {
 impl Command {
     pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Self> {
         let command = t.req_str(d, "command");
-        if let Some(c) = &command
-            && c.value.trim().is_empty()
-        {
-            t.error(d, c.span.clone(), "\"command\" must not be empty");
+        if let Some(c) = &command {
+            if c.value.trim().is_empty() {
+                t.error(d, c.span.clone(), "\"command\" must not be empty");
+            } else if c.value.contains('\0') {
+                t.error(d, c.span.clone(), "\"command\" contains a NUL byte, which no command line can hold");
+            }
         }
         let workdir = t.path(d, "workdir", base).map(|(p, _)| p);
         let mut env = Vec::new();
         if let Some((table, _)) = t.table(d, "env") {
             for (k, v) in table {
+                let name = k.get_ref().as_ref();
+                // What the environment cannot hold would be cut or mangled at every run.
+                let bad_name = if name.is_empty() {
+                    Some("must not be empty")
+                } else if name.contains('=') {
+                    Some("must not contain \"=\"")
+                } else if name.contains('\0') {
+                    Some("must not contain a NUL byte")
+                } else {
+                    None
+                };
+                if let Some(why) = bad_name {
+                    t.error(d, k.span(), format!("env name {name:?} {why}"));
+                    continue;
+                }
                 match v.get_ref() {
-                    DeValue::String(s) => env.push((k.get_ref().to_string(), s.to_string())),
-                    other => t.error(
+                    DeValue::String(s) if s.contains('\0') => t.error(
                         d,
                         v.span(),
-                        format!("env \"{}\" must be a string, not {}", k.get_ref(), type_name(other)),
+                        format!("env \"{name}\" contains a NUL byte, which no environment can hold"),
                     ),
+                    DeValue::String(s) => env.push((name.to_string(), s.to_string())),
+                    other => t.error(d, v.span(), format!("env \"{name}\" must be a string, not {}", type_name(other))),
                 }
             }
         }

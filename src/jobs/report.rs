@@ -3,6 +3,11 @@
 //!
 //! [`summarize`] is a pure function of history records, so what a report says can be checked
 //! against a seeded history without running anything.
+//!
+//! Files are written the way a root daemon must write into a folder others might reach: the
+//! folder is opened without following links ([`crate::nofollow`]) and refused if other users
+//! can write to it (unless it is sticky and beatd's own), and each file is a new one renamed
+//! into place, so a link planted under a report's name is replaced, never written through.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,7 +81,11 @@ impl Report {
             }
             names.iter().map(|n| n.value.to_string()).collect()
         });
-        let output_dir = t.path(d, "output_dir", cx.base).map(|(p, _)| p);
+        let output_dir = t.path(d, "output_dir", cx.base).map(|(p, span)| {
+            let p = crate::nofollow::normalize(&p);
+            t.defer(d, span, crate::config::DiskCheck::OutputDir(p.clone()));
+            p
+        });
         if output_dir.is_none() && t.key_span("output_dir").is_none() {
             t.error(d, t.span.clone(), "missing key \"output_dir\"");
         }
@@ -132,21 +141,36 @@ impl Report {
             .filter(|r| r.finished_at <= until && self.jobs.as_ref().is_none_or(|j| j.contains(&r.job)))
             .collect();
         let summary = summarize(&records, since, until);
-        std::fs::create_dir_all(&self.output_dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.output_dir.display()))?;
+        let dir = crate::nofollow::create_dir(&self.output_dir, 0o755).map_err(|e| format!("output_dir: {e}"))?;
+        crate::nofollow::check_private(&dir, &self.output_dir).map_err(|e| format!("output_dir: {e}"))?;
         let local = fire.scheduled_at.with_timezone(&fire.job.timezone);
         let mut stem = format!("report-{}", local.format("%Y-%m-%d"));
-        if self.output_dir.join(format!("{stem}.md")).exists() {
+        if crate::nofollow::exists(&dir, &format!("{stem}.md")) {
             stem = format!("report-{}", local.format("%Y-%m-%dT%H%M%S"));
         }
-        let md = self.output_dir.join(format!("{stem}.md"));
-        let json = self.output_dir.join(format!("{stem}.json"));
-        std::fs::write(&md, markdown(&summary, &fire.job.timezone))
-            .map_err(|e| format!("cannot write {}: {e}", md.display()))?;
-        let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-        std::fs::write(&json, text + "\n").map_err(|e| format!("cannot write {}: {e}", json.display()))?;
-        Ok((summary, vec![md, json]))
+        let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())? + "\n";
+        let mut written = Vec::new();
+        for (name, bytes) in
+            [(format!("{stem}.md"), markdown(&summary, &fire.job.timezone)), (format!("{stem}.json"), text)]
+        {
+            let path = self.output_dir.join(&name);
+            crate::nofollow::write_new(&dir, &name, bytes.as_bytes(), 0o644)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            written.push(path);
+        }
+        Ok((summary, written))
     }
+}
+
+/// What `beatd check` says of a report folder: one not there yet is made at the first run; one
+/// reached through a link, not a folder, or writable by others is refused.
+pub fn check_output_dir(path: &Path) -> Result<(), String> {
+    let checked = match crate::nofollow::open_dir(path) {
+        Ok(dir) => crate::nofollow::check_private(&dir, path),
+        Err(crate::nofollow::PathError::Missing(_)) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    checked.map_err(|e| format!("output_dir: {e}"))
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {

@@ -88,7 +88,9 @@ action = "noop"
 
     let clean = history(&b, "clean-missing");
     assert!(clean.iter().all(|r| r["outcome"] == "failure"));
-    assert_eq!(clean[0]["error"], "var/not-there does not exist");
+    // Named as it is opened: absolute, one component at a time from "/".
+    let missing = b.path("var/not-there");
+    assert_eq!(clean[0]["error"], format!("{} does not exist", missing.display()));
 
     let web = history(&b, "web-nowhere");
     assert!(web.iter().all(|r| r["outcome"] == "failure" && r["details"]["up"] == false));

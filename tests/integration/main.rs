@@ -10,5 +10,6 @@ mod queue;
 mod reload;
 mod restart;
 mod run;
+mod security;
 mod systemd;
 mod util;

@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{Cleanup, Hooks, Stats, is_root};
+use super::{Cleanup, Hooks, Stats};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -221,19 +221,23 @@ fn a_missing_or_linked_root_fails_the_run() {
     let link = t.root.with_extension("link");
     symlink(&t.outside, &link).expect("symlink");
     let linked = cleanup(&link);
-    assert_eq!(
-        linked.walk("test", 0, Hooks::default()),
-        Err(format!("{} is a symbolic link; refusing to follow it", link.display()))
-    );
+    let refused = Err(format!(
+        "{} is a symbolic link (to {}); beatd follows no link in this path: name the real folder",
+        link.display(),
+        t.outside.display()
+    ));
+    assert_eq!(linked.walk("test", 0, Hooks::default()), refused);
+    // A trailing slash or dot does not make the link followed.
+    for spelled in [format!("{}/", link.display()), format!("{}/.", link.display())] {
+        assert_eq!(cleanup(Path::new(&spelled)).walk("test", 0, Hooks::default()), refused);
+    }
     assert!(exists(&t.outside.join("keep.txt")));
 }
 
 #[test]
-fn root_in_any_spelling() {
+fn the_root_in_any_spelling_is_refused_at_run_time() {
     for p in ["/", "//", "/.", "/tmp/..", "/./tmp/../"] {
-        assert!(is_root(Path::new(p)), "{p}");
-    }
-    for p in ["/tmp", "tmp", ".", "/tmp/x/.."] {
-        assert!(!is_root(Path::new(p)), "{p}");
+        let c = cleanup(Path::new(p));
+        assert_eq!(c.walk("test", 0, Hooks::default()), Err("refusing to clean up \"/\"".to_string()), "{p}");
     }
 }
