@@ -7,8 +7,9 @@
 //! - at most `max_connections` at once, and never more than half the soft descriptor limit:
 //!   the rest is kept for jobs, the state files and the brokers;
 //! - when every place is taken, the connection idle the longest (no request in progress) is
-//!   closed to make room: a new client, a monitor's `/healthz` say, is always served, and a
-//!   flood of idle sockets only churns;
+//!   closed to make room, and the new one is served once that socket is really closed: a new
+//!   client, a monitor's `/healthz` say, is always served, a flood of idle sockets only
+//!   churns, and the sockets open never pass the cap by more than the one being accepted;
 //! - a client must send a request's headers within 10 s, and a connection without a request
 //!   for 30 s is closed;
 //! - an accept that fails for want of descriptors anyway (jobs took them) is noted in the
@@ -105,6 +106,10 @@ pub fn connection_cap(max_connections: usize) -> usize {
 /// few seconds to finish.
 pub async fn serve(listener: Listener, app: Router, cap: usize, board: Arc<Board>, shutdown: CancellationToken) {
     let conns = Arc::new(Mutex::new(Connections::default()));
+    // A place per open socket, held by its task until the socket is closed: evicting marks a
+    // connection for closing, and the new one waits for the place to be really free, so the
+    // descriptors in use never pass `cap` + 1 however fast clients connect.
+    let places = Arc::new(tokio::sync::Semaphore::new(cap));
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -125,18 +130,30 @@ pub async fn serve(listener: Listener, app: Router, cap: usize, board: Arc<Board
                 continue;
             }
         };
-        let (id, busy, close) = {
-            let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
-            if c.live.len() >= cap {
-                let idle = c.live.iter().find(|(_, conn)| conn.busy.load(Ordering::Relaxed) == 0).map(|(id, _)| *id);
-                match idle.and_then(|id| c.live.remove(&id)) {
-                    Some(oldest) => oldest.close.cancel(),
-                    None => {
-                        tracing::warn!("HTTP API: {cap} requests in progress; a new connection is refused");
-                        continue; // every place serves a request: this one is closed
-                    }
+        let place = match places.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => {
+                let evicted = {
+                    let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
+                    let idle =
+                        c.live.iter().find(|(_, conn)| conn.busy.load(Ordering::Relaxed) == 0).map(|(id, _)| *id);
+                    idle.and_then(|id| c.live.remove(&id)).map(|oldest| oldest.close.cancel()).is_some()
+                };
+                if !evicted {
+                    tracing::warn!("HTTP API: {cap} requests in progress; a new connection is refused");
+                    continue; // every place serves a request: this one is closed
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    place = places.clone().acquire_owned() => match place {
+                        Ok(place) => place,
+                        Err(_) => break,
+                    },
                 }
             }
+        };
+        let (id, busy, close) = {
+            let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
             let id = c.next;
             c.next += 1;
             let conn = Connection { busy: Arc::new(AtomicUsize::new(0)), close: shutdown.child_token() };
@@ -151,6 +168,7 @@ pub async fn serve(listener: Listener, app: Router, cap: usize, board: Arc<Board
                 Stream::Unix(s) => connection(s, transport, app, busy, close).await,
             }
             conns.lock().unwrap_or_else(|p| p.into_inner()).live.remove(&id);
+            drop(place); // the socket is closed: its place is free
         });
     }
     tracker.close();
