@@ -15,7 +15,8 @@ use beatd::config::parse_str;
 use beatd::jobs::{Actions, Services};
 use beatd::metrics::Metrics;
 use beatd::scheduler::runner::Runner;
-use beatd::state::history::{History, RunOutcome};
+use beatd::state::history::History;
+use beatd::job::RunOutcome;
 use beatd::status::Board;
 use chrono::Utc;
 

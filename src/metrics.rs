@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::config::Job;
+use crate::job::Job;
 use crate::jobs::Action;
 use crate::status::Board;
 
@@ -108,7 +108,7 @@ impl Metrics {
         let labels = |outcome: &str| -> Labels {
             let mut l = vec![("outcome".to_string(), outcome.to_string())];
             if self.per_job {
-                l.insert(0, ("job".into(), job.name.clone()));
+                l.insert(0, ("job".into(), job.name.to_string()));
             }
             l
         };
@@ -119,7 +119,7 @@ impl Metrics {
     /// The job's duration histogram, for jobs that are not instant, with per-job metrics.
     pub fn duration_handle(&self, job: &Job) -> Option<Histogram> {
         (self.per_job && !matches!(job.action, Action::Noop(_)))
-            .then(|| self.durations.get_or_create(&vec![("job".into(), job.name.clone())]).clone())
+            .then(|| self.durations.get_or_create(&vec![("job".into(), job.name.to_string())]).clone())
     }
 
     /// Drops the series of a job that is gone (after a reload).
@@ -152,7 +152,7 @@ impl Metrics {
 }
 
 /// A per-job gauge: name, help, and how to read it (`None`: no sample for that job).
-type JobGauge = (&'static str, &'static str, fn(&crate::status::Entry) -> Option<f64>);
+type JobGauge = (&'static str, &'static str, fn(&crate::status::LiveJob) -> Option<f64>);
 
 /// Gauges read from the live board.
 #[derive(Debug)]
@@ -191,7 +191,7 @@ impl Collector for BoardGauges {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for entry in &board.jobs {
                 if let Some(v) = value(entry) {
-                    family.encode_family(&[("job", entry.job.name.as_str())])?.encode_gauge(&v)?;
+                    family.encode_family(&[("job", &*entry.job.name)])?.encode_gauge(&v)?;
                 }
             }
         }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::diag::Diags;
 use crate::config::table::Table;
-use crate::fire::fire_id;
+use crate::job::fire_id;
 
 pub const KEYS: &[&str] = &[
     "timeout",

@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::Job;
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::state::history::RunOutcome;
+use crate::job::RunOutcome;
 
 const NONE: i64 = i64::MIN;
 
@@ -166,7 +166,7 @@ impl JobStatus {
 
 /// A job and its live status.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub struct LiveJob {
     pub job: Arc<Job>,
     pub status: Arc<JobStatus>,
 }
@@ -175,17 +175,17 @@ pub struct Entry {
 /// so a reader sees either the old jobs or the new ones.
 #[derive(Debug, Default)]
 pub struct JobSet {
-    pub jobs: Vec<Entry>,
-    by_name: HashMap<String, usize>,
+    pub jobs: Vec<LiveJob>,
+    by_name: HashMap<Arc<str>, usize>,
 }
 
 impl JobSet {
-    fn new(jobs: Vec<Entry>) -> JobSet {
+    fn new(jobs: Vec<LiveJob>) -> JobSet {
         let by_name = jobs.iter().enumerate().map(|(i, e)| (e.job.name.clone(), i)).collect();
         JobSet { jobs, by_name }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Entry> {
+    pub fn get(&self, name: &str) -> Option<&LiveJob> {
         self.by_name.get(name).map(|&i| &self.jobs[i])
     }
 }
@@ -212,7 +212,7 @@ impl Board {
         self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn get(&self, name: &str) -> Option<Entry> {
+    pub fn get(&self, name: &str) -> Option<LiveJob> {
         self.jobs().get(name).cloned()
     }
 
@@ -240,11 +240,11 @@ impl Board {
                         let _ = e.status.duration.set(h);
                     }
                     let job = if e.job.definition == job.definition { e.job.clone() } else { Arc::new(job) };
-                    Entry { job, status: e.status.clone() }
+                    LiveJob { job, status: e.status.clone() }
                 }
                 None => {
                     let (fires, duration) = self.metrics.job_handles(&job);
-                    Entry { job: Arc::new(job), status: Arc::new(JobStatus::new(fires, duration)) }
+                    LiveJob { job: Arc::new(job), status: Arc::new(JobStatus::new(fires, duration)) }
                 }
             };
             entries.push(entry);

@@ -9,8 +9,9 @@ use std::collections::BinaryHeap;
 
 use chrono::{DateTime, Utc};
 
+/// One armed timer: a job's next slot, and when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Entry {
+pub struct Timer {
     /// When the fire runs: its slot, plus the job's jitter.
     pub at: DateTime<Utc>,
     pub job: u32,
@@ -20,7 +21,7 @@ pub struct Entry {
 
 #[derive(Debug, Default)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+    heap: BinaryHeap<Reverse<Timer>>,
 }
 
 impl Timers {
@@ -34,11 +35,11 @@ impl Timers {
 
     /// Queues `slot` of `job` to run at `at` (later than the slot when the job has jitter).
     pub fn push_slot(&mut self, slot: DateTime<Utc>, at: DateTime<Utc>, job: u32) {
-        self.heap.push(Reverse(Entry { at, job, slot }));
+        self.heap.push(Reverse(Timer { at, job, slot }));
     }
 
     /// The earliest entry.
-    pub fn peek(&self) -> Option<Entry> {
+    pub fn peek(&self) -> Option<Timer> {
         self.heap.peek().map(|Reverse(e)| *e)
     }
 
@@ -49,7 +50,7 @@ impl Timers {
 
     /// Removes and returns the earliest entry if it is due at `now`.
     #[inline]
-    pub fn pop_due(&mut self, now: DateTime<Utc>) -> Option<Entry> {
+    pub fn pop_due(&mut self, now: DateTime<Utc>) -> Option<Timer> {
         match self.heap.peek() {
             Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -70,7 +71,7 @@ impl Timers {
     }
 
     /// Takes every entry out (a reload rebuilds the heap).
-    pub fn drain(&mut self) -> Vec<Entry> {
+    pub fn drain(&mut self) -> Vec<Timer> {
         std::mem::take(&mut self.heap).into_iter().map(|Reverse(e)| e).collect()
     }
 

@@ -30,7 +30,7 @@ use crate::fire::Fire;
 use crate::scheduler::Dispatch;
 use crate::scheduler::runner::Runner;
 use crate::state::{self, history};
-use crate::status::{Board, Entry};
+use crate::status::{Board, LiveJob};
 
 /// Every route, as (method, path): the router is built from it, and the OpenAPI test checks
 /// `docs/openapi.json` against it.
@@ -180,11 +180,11 @@ pub struct LastRunView {
     pub outcome: String,
 }
 
-fn view(e: &Entry) -> JobView {
+fn view(e: &LiveJob) -> JobView {
     let tz = e.job.timezone;
     let fmt = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::AutoSi, false);
     JobView {
-        name: e.job.name.clone(),
+        name: e.job.name.to_string(),
         schedule: e.job.schedule_text.clone(),
         timezone: tz.name().to_string(),
         action: e.job.action.name().to_string(),

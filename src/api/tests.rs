@@ -123,7 +123,7 @@ fn openapi_schemas_match_what_the_api_answers() {
     let spec = openapi();
     let board = board();
     let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
-    board.jobs().jobs[0].status.finished(t, Some(t), t, crate::state::history::RunOutcome::Success, None);
+    board.jobs().jobs[0].status.finished(t, Some(t), t, crate::job::RunOutcome::Success, None);
     let job = serde_json::to_value(view(&board.jobs().jobs[0])).expect("json");
     let (required, all) = schema_keys(&spec, "Job");
     assert_eq!(keys(&job), all);
@@ -136,7 +136,7 @@ fn openapi_schemas_match_what_the_api_answers() {
         scheduled_at: t,
         started_at: Some(t),
         finished_at: t,
-        outcome: crate::state::history::RunOutcome::Success,
+        outcome: crate::job::RunOutcome::Success,
         attempt: 1,
         exit_code: None,
         error: None,
@@ -149,7 +149,7 @@ fn openapi_schemas_match_what_the_api_answers() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    let all: Vec<&str> = crate::state::history::RunOutcome::ALL.iter().map(|o| o.as_str()).collect();
+    let all: Vec<&str> = crate::job::RunOutcome::ALL.iter().map(|o| o.as_str()).collect();
     assert_eq!(outcomes, all);
     let actions: Vec<&str> = spec["components"]["schemas"]["Job"]["properties"]["action"]["enum"]
         .as_array()

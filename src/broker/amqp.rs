@@ -26,7 +26,7 @@ use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde_json::Value;
 
-use super::{BrokerUrl, Message, Sent};
+use super::{BrokerUrl, QueueMessage, Sent};
 
 /// The most connecting, one batch's publishing, or its confirms may take.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -86,7 +86,7 @@ impl Amqp {
 
     /// Publishes `messages` in order and waits for the broker's confirms: one outcome per
     /// message. After a connection failure the connection is reopened at the next send.
-    pub async fn push(&mut self, messages: &[&Message]) -> Vec<Sent> {
+    pub async fn push(&mut self, messages: &[&QueueMessage]) -> Vec<Sent> {
         let mut out: Vec<Sent> = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(CHUNK) {
             let (ch, frame_max) = match self.channel().await {
@@ -108,7 +108,7 @@ impl Amqp {
     }
 
     /// One chunk: outcomes for every message, and the reason the connection must be dropped.
-    async fn publish(&mut self, ch: &Channel, frame_max: usize, chunk: &[&Message]) -> (Vec<Sent>, Option<String>) {
+    async fn publish(&mut self, ch: &Channel, frame_max: usize, chunk: &[&QueueMessage]) -> (Vec<Sent>, Option<String>) {
         let mut out: Vec<Option<Sent>> = vec![None; chunk.len()];
         let mut broken = None;
         let deadline = tokio::time::Instant::now() + DEADLINE;

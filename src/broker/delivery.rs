@@ -36,11 +36,12 @@ use tokio_util::task::TaskTracker;
 use super::amqp::Amqp;
 use super::outbox::Outbox;
 use super::redis::Redis;
-use super::{BrokerConfig, BrokerConfigs, Kind, Message, OnBrokerDown, Sent};
+use super::{BrokerConfig, BrokerConfigs, Kind, QueueMessage, OnBrokerDown, Sent};
 use crate::clock::Clock;
 use crate::fire::Fire;
 use crate::jobs::Action;
-use crate::state::history::{Entry, History, RunOutcome, RunRecord};
+use crate::state::history::{Pending, History, RunRecord};
+use crate::job::RunOutcome;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// The longest wait between retries while the broker is unreachable.
@@ -115,7 +116,7 @@ impl Brokers {
             let now = shared.clock.now();
             fire.status.finished(fire.scheduled_at, None, now, RunOutcome::Failure, None);
             shared.history.record(RunRecord {
-                job: fire.job.name.clone(),
+                job: fire.job.name.to_string(),
                 fire_id: fire.id().to_string(),
                 scheduled_at: fire.scheduled_at,
                 started_at: None,
@@ -141,7 +142,7 @@ impl Brokers {
 
 /// A message and, when it comes from a fire of this process, that fire (for the job's status).
 struct Item {
-    message: Message,
+    message: QueueMessage,
     fire: Option<Fire>,
     on_down: OnBrokerDown,
 }
@@ -154,7 +155,7 @@ enum Transport {
 }
 
 impl Transport {
-    async fn push(&mut self, messages: &[&Message]) -> Vec<Sent> {
+    async fn push(&mut self, messages: &[&QueueMessage]) -> Vec<Sent> {
         match self {
             Transport::Redis(r) => r.push(messages).await,
             Transport::Amqp(a) => a.push(messages).await,
@@ -266,7 +267,7 @@ impl Task {
     }
 
     /// Sends `messages` and sorts the outcomes; notes held keys and a broker that answers.
-    async fn send(&mut self, messages: &[&Message]) -> Sorted {
+    async fn send(&mut self, messages: &[&QueueMessage]) -> Sorted {
         let outcomes = self.transport.push(messages).await;
         let mut sorted = Sorted::default();
         for (i, (m, outcome)) in messages.iter().zip(outcomes).enumerate() {
@@ -303,7 +304,7 @@ impl Task {
         if items.is_empty() {
             return;
         }
-        let messages: Vec<&Message> = items.iter().map(|i| &i.message).collect();
+        let messages: Vec<&QueueMessage> = items.iter().map(|i| &i.message).collect();
         let sorted = self.send(&messages).await;
         let mut items: Vec<Option<Item>> = items.into_iter().map(Some).collect();
         let delivered: Vec<Item> = sorted.delivered.iter().filter_map(|&i| items[i].take()).collect();
@@ -381,7 +382,7 @@ impl Task {
         if items.is_empty() {
             return;
         }
-        let messages: Vec<Message> = items.iter().map(|i| i.message.clone()).collect();
+        let messages: Vec<QueueMessage> = items.iter().map(|i| i.message.clone()).collect();
         if let Err(e) = self.outbox.push(&self.name, &messages) {
             // Nowhere left to keep them: say so loudly, once per message.
             for i in &items {
@@ -426,7 +427,7 @@ impl Task {
 
     /// The oldest messages to send in one retry round: the oldest of each held key alone (a
     /// probe), and the oldest of every other key.
-    fn next_round(&mut self) -> rusqlite::Result<Vec<(i64, Message)>> {
+    fn next_round(&mut self) -> rusqlite::Result<Vec<(i64, QueueMessage)>> {
         let held: Vec<String> = self.held.keys().cloned().collect();
         let mut rows = Vec::new();
         for key in &held {
@@ -466,7 +467,7 @@ impl Task {
             let now = self.shared.clock.now();
             let (stale, fresh): (Vec<_>, Vec<_>) =
                 rows.into_iter().partition(|(_, m)| m.expires_at.is_some_and(|e| e < now));
-            let messages: Vec<&Message> = fresh.iter().map(|(_, m)| m).collect();
+            let messages: Vec<&QueueMessage> = fresh.iter().map(|(_, m)| m).collect();
             let sorted = if messages.is_empty() { Sorted::default() } else { self.send(&messages).await };
             let mut done: Vec<i64> = stale.iter().map(|(id, _)| *id).collect();
             done.extend(sorted.delivered.iter().map(|&i| fresh[i].0));
@@ -477,7 +478,7 @@ impl Task {
                 return;
             }
             let removed = stale.iter().map(|(_, m)| m).chain(sorted.delivered.iter().map(|&i| &fresh[i].1));
-            let removed: Vec<&Message> = removed.chain(sorted.refused.iter().map(|(i, _)| &fresh[*i].1)).collect();
+            let removed: Vec<&QueueMessage> = removed.chain(sorted.refused.iter().map(|(i, _)| &fresh[*i].1)).collect();
             for m in &removed {
                 if let Some(n) = self.waiting.get_mut(&m.key) {
                     *n = n.saturating_sub(1);
@@ -490,14 +491,14 @@ impl Task {
             for (i, why) in &sorted.refused {
                 self.record_failure(&fresh[*i].1, None, &format!("refused by the broker: {why}"));
             }
-            let delivered: Vec<Entry> = sorted
+            let delivered: Vec<Pending> = sorted
                 .delivered
                 .iter()
-                .map(|&i| Entry::Run(Box::new(self.record(&fresh[i].1, RunOutcome::Success, None))))
+                .map(|&i| Pending::Run(Box::new(self.record(&fresh[i].1, RunOutcome::Success, None))))
                 .collect();
             sent_total += delivered.len();
             if !delivered.is_empty() {
-                self.shared.history.send(Entry::Batch(delivered));
+                self.shared.history.send(Pending::Batch(delivered));
             }
             if let Some(e) = &sorted.unreachable {
                 self.failed(e);
@@ -534,18 +535,18 @@ impl Task {
                 Some(f) => {
                     f.status.finished(f.scheduled_at, Some(f.fired_at), now, RunOutcome::Success, None);
                     if f.manual.is_some() {
-                        batch.push(Entry::Run(Box::new(self.record(&i.message, RunOutcome::Success, None))));
+                        batch.push(Pending::Run(Box::new(self.record(&i.message, RunOutcome::Success, None))));
                     } else {
-                        batch.push(Entry::Instant { job: f.job, slot: f.scheduled_at, at: now });
+                        batch.push(Pending::Instant { job: f.job.name.clone(), slot: f.scheduled_at, at: now });
                     }
                 }
-                None => batch.push(Entry::Run(Box::new(self.record(&i.message, RunOutcome::Success, None)))),
+                None => batch.push(Pending::Run(Box::new(self.record(&i.message, RunOutcome::Success, None)))),
             }
         }
-        self.shared.history.send(Entry::Batch(batch));
+        self.shared.history.send(Pending::Batch(batch));
     }
 
-    fn record(&self, m: &Message, outcome: RunOutcome, error: Option<String>) -> RunRecord {
+    fn record(&self, m: &QueueMessage, outcome: RunOutcome, error: Option<String>) -> RunRecord {
         let now = self.shared.clock.now();
         RunRecord {
             job: m.job.clone(),
@@ -561,7 +562,7 @@ impl Task {
         }
     }
 
-    fn record_failure(&self, m: &Message, fire: Option<&Fire>, why: &str) {
+    fn record_failure(&self, m: &QueueMessage, fire: Option<&Fire>, why: &str) {
         tracing::error!(job = %m.job, slot = %m.slot, fire_id = %m.fire_id, "message not delivered: {why}");
         if let Some(f) = fire {
             f.status.finished(f.scheduled_at, None, self.shared.clock.now(), RunOutcome::Failure, None);
@@ -582,8 +583,8 @@ fn build(fire: Fire, broker: &BrokerConfig) -> Option<Item> {
 }
 
 /// The message a queue job would send for `slot` to `broker`, for fires a crash left unsent.
-pub fn message_for(job: &crate::config::Job, slot: DateTime<Utc>, broker: &BrokerConfig) -> Option<(String, Message)> {
-    let id = crate::fire::fire_id(&job.name, slot).to_string();
+pub fn message_for(job: &crate::job::Job, slot: DateTime<Utc>, broker: &BrokerConfig) -> Option<(String, QueueMessage)> {
+    let id = crate::job::fire_id(&job.name, slot).to_string();
     match &job.action {
         Action::Celery(c) => Some((c.broker.clone(), c.message(&job.name, id, slot, broker))),
         Action::Push(p) => Some((p.broker.clone(), p.message(&job.name, id, slot, slot))),

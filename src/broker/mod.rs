@@ -345,7 +345,7 @@ pub enum Sent {
 
 /// One message, built and ready to push: what the outbox stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct QueueMessage {
     pub job: String,
     pub fire_id: String,
     pub slot: chrono::DateTime<chrono::Utc>,

@@ -11,7 +11,7 @@ use std::path::Path;
 use chrono::DateTime;
 use rusqlite::{Connection, params};
 
-use super::{Message, Side};
+use super::{QueueMessage, Side};
 use crate::state::StateError;
 
 pub const FILE: &str = "outbox.sqlite3";
@@ -37,13 +37,13 @@ const MIGRATIONS: &[&str] = &[
 
 const COLUMNS: &str = "id, job, fire_id, slot, key, side, payload, expires_at, envelope";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Message)> {
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, QueueMessage)> {
     let ms = |i| -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
         Ok(r.get::<_, Option<i64>>(i)?.and_then(DateTime::from_timestamp_millis))
     };
     Ok((
         r.get(0)?,
-        Message {
+        QueueMessage {
             job: r.get(1)?,
             fire_id: r.get(2)?,
             slot: ms(3)?.unwrap_or_default(),
@@ -66,7 +66,7 @@ impl Outbox {
         Ok(Outbox { conn: crate::state::open_file(state_dir, FILE, MIGRATIONS)? })
     }
 
-    pub fn push(&mut self, broker: &str, messages: &[Message]) -> rusqlite::Result<()> {
+    pub fn push(&mut self, broker: &str, messages: &[QueueMessage]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
@@ -99,7 +99,7 @@ impl Outbox {
 
     /// The oldest `n` messages of `broker` whose key is not in `except`, in slot order, with
     /// their row ids.
-    pub fn oldest(&self, broker: &str, n: usize, except: &[String]) -> rusqlite::Result<Vec<(i64, Message)>> {
+    pub fn oldest(&self, broker: &str, n: usize, except: &[String]) -> rusqlite::Result<Vec<(i64, QueueMessage)>> {
         let except = serde_json::to_string(except).unwrap_or_else(|_| "[]".into());
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM outbox
@@ -110,7 +110,7 @@ impl Outbox {
     }
 
     /// The oldest `n` messages of `broker` for `key`, in slot order.
-    pub fn oldest_of_key(&self, broker: &str, key: &str, n: usize) -> rusqlite::Result<Vec<(i64, Message)>> {
+    pub fn oldest_of_key(&self, broker: &str, key: &str, n: usize) -> rusqlite::Result<Vec<(i64, QueueMessage)>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM outbox WHERE broker = ?1 AND key = ?2 ORDER BY slot, id LIMIT ?3"
         ))?;
@@ -135,7 +135,7 @@ impl Outbox {
     }
 
     /// Drops the oldest messages (of any broker) beyond `max`; returns them.
-    pub fn trim(&mut self, max: u64) -> rusqlite::Result<Vec<(String, Message)>> {
+    pub fn trim(&mut self, max: u64) -> rusqlite::Result<Vec<(String, QueueMessage)>> {
         let excess = self.len(None)?.saturating_sub(max);
         if excess == 0 {
             return Ok(Vec::new());
@@ -149,7 +149,7 @@ impl Outbox {
             let rows = stmt.query_map([excess as i64], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    Message {
+                    QueueMessage {
                         job: r.get(1)?,
                         fire_id: r.get(2)?,
                         slot: DateTime::from_timestamp_millis(r.get(3)?).unwrap_or_default(),
@@ -183,8 +183,8 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn msg(job: &str, s: i64) -> Message {
-        Message {
+    fn msg(job: &str, s: i64) -> QueueMessage {
+        QueueMessage {
             job: job.into(),
             fire_id: format!("{job}-{s}"),
             slot: DateTime::from_timestamp(s, 0).expect("valid"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
-use super::{BrokerUrl, Message, Sent, Side};
+use super::{BrokerUrl, QueueMessage, Sent, Side};
 
 /// Messages per pipeline: a burst of 50 000 goes out as a few round trips of bounded size.
 const CHUNK: usize = 10_000;
@@ -51,7 +51,7 @@ impl Redis {
     /// Pushes `messages` in order, in transactions of at most [`CHUNK`]: one outcome per
     /// message. A transaction Redis answered is delivered; the failing one and those after it
     /// are to be sent again.
-    pub async fn push(&mut self, messages: &[&Message]) -> Vec<Sent> {
+    pub async fn push(&mut self, messages: &[&QueueMessage]) -> Vec<Sent> {
         let mut out = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(CHUNK) {
             let mut pipe = redis::pipe();

@@ -86,7 +86,7 @@ impl Client {
                 fail(format!(
                     "cannot reach beatd at {}: {} (is it running?)",
                     self.base,
-                    crate::jobs::http_check::error_chain(&e)
+                    crate::http::error_chain(&e)
                 ))
             })?;
             let status = resp.status();

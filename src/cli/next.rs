@@ -10,7 +10,8 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
 use super::{ConfigArg, Failed, fail, relative};
-use crate::config::{self, Job, diag::hint};
+use crate::config::{self, diag::hint};
+use crate::job::Job;
 use crate::jobs::{Action, noop::Noop};
 use crate::schedule::Schedule;
 
@@ -97,13 +98,13 @@ fn inline_job(args: &Args) -> Result<Job, Failed> {
 fn config_jobs(args: &Args) -> Result<Vec<Job>, Failed> {
     let config = ConfigArg { config: args.config.clone() }.read()?;
     for name in &args.jobs {
-        if !config.jobs.iter().any(|j| &j.name == name) {
-            let names = config.jobs.iter().map(|j| j.name.as_str());
+        if !config.jobs.iter().any(|j| *j.name == **name) {
+            let names = config.jobs.iter().map(|j| &*j.name);
             return Err(fail(format!("no job \"{name}\" in {}{}", config.path.display(), hint(name, names))));
         }
     }
     let chosen: Vec<Job> =
-        config.jobs.into_iter().filter(|j| args.jobs.is_empty() || args.jobs.contains(&j.name)).collect();
+        config.jobs.into_iter().filter(|j| args.jobs.is_empty() || args.jobs.iter().any(|n| **n == *j.name)).collect();
     for job in &chosen {
         if !job.enabled {
             eprintln!("note: job \"{}\" is disabled", job.name);

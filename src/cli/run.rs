@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<(), Failed> {
     let sched = &config.scheduler;
     // Before the history writer starts: runs a crash cut short are recorded first.
     let requeue = |job: &str, slot| {
-        let job = config.jobs.iter().find(|j| j.name == job)?;
+        let job = config.jobs.iter().find(|j| &*j.name == job)?;
         let broker = config.brokers.get(job.action.broker()?)?;
         broker::delivery::message_for(job, slot, broker)
     };

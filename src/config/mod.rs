@@ -19,8 +19,9 @@ use std::collections::HashMap;
 
 use self::diag::{ConfigErrors, Diagnostic, Diags, hint};
 use self::table::{Str, Table, type_name};
+use crate::job::{Job, NotifyOn};
 use crate::jobs::{ACTIONS, Action, ParseContext};
-use crate::notify::{self, Notifier};
+use crate::notifications::{self, Notifier};
 use crate::policy::Policy;
 use crate::schedule::{CronSchedule, Interval, Schedule, cron};
 
@@ -129,56 +130,6 @@ impl SchedulerConfig {
             include: Vec::new(),
             max_outbox: 100_000,
         }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub name: String,
-    pub schedule: Schedule,
-    /// The schedule as written: `cron 30 2 * * *` or `every 5m`.
-    pub schedule_text: String,
-    /// The zone the job's times are evaluated (cron) and shown in.
-    pub timezone: Tz,
-    pub enabled: bool,
-    pub action: Action,
-    pub policy: Policy,
-    /// The notifier told about failures and recoveries (and, for reports, the summary).
-    pub notify: Option<String>,
-    pub notify_on: NotifyOn,
-    /// The job's table as written, keys sorted and layout ignored, with the zone and folder
-    /// it is read in: a reload compares jobs by it.
-    pub definition: String,
-}
-
-/// Which changes of a job's state are notified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotifyOn {
-    pub failure: bool,
-    pub recovery: bool,
-}
-
-impl Default for NotifyOn {
-    fn default() -> Self {
-        NotifyOn { failure: true, recovery: true }
-    }
-}
-
-impl Job {
-    /// The first slot after `after`, and when it runs: the slot plus the job's jitter.
-    #[inline]
-    pub fn next_fire(&self, after: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        let slot = self.schedule.next_after(after)?;
-        Some((slot, self.run_at(slot)))
-    }
-
-    /// When `slot` runs: the slot itself, or later by the job's jitter.
-    #[inline]
-    pub fn run_at(&self, slot: DateTime<Utc>) -> DateTime<Utc> {
-        if self.policy.jitter.is_none() {
-            return slot;
-        }
-        slot + chrono::Duration::from_std(self.policy.jitter_for(&self.name, slot)).unwrap_or_default()
     }
 }
 
@@ -692,7 +643,7 @@ fn parse_job(
                     "failure" => on.failure = true,
                     "recovery" => on.recovery = true,
                     other => {
-                        let msg = format!("unknown event \"{other}\" (one of: {})", notify::EVENTS.join(", "));
+                        let msg = format!("unknown event \"{other}\" (one of: {})", notifications::EVENTS.join(", "));
                         t.error(d, e.span, msg);
                     }
                 }
@@ -767,7 +718,7 @@ fn parse_job(
         }
     }
     Some(Job {
-        name: name.to_string(),
+        name: name.into(),
         schedule,
         schedule_text,
         timezone: timezone?,

@@ -17,7 +17,7 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::broker::{BrokerConfig, Message, OnBrokerDown, Side};
+use crate::broker::{BrokerConfig, QueueMessage, OnBrokerDown, Side};
 use crate::config::diag::Diags;
 use crate::config::table::Table;
 
@@ -157,7 +157,7 @@ impl Celery {
     }
 
     /// The message for `broker`: envelope, list or routing key, and when it goes stale.
-    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>, broker: &BrokerConfig) -> Message {
+    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>, broker: &BrokerConfig) -> QueueMessage {
         let tag = uuid::Uuid::new_v4().to_string();
         let key = broker.celery_key(&self.queue, self.priority.unwrap_or(0));
         let expires_at = self.expires_at(slot);
@@ -168,7 +168,7 @@ impl Celery {
             Some(p) => p,
             None => build(&id, expires.as_deref(), &tag),
         };
-        Message { job: job.to_string(), fire_id: id, slot, key, side: Side::Left, payload, envelope: true, expires_at }
+        QueueMessage { job: job.to_string(), fire_id: id, slot, key, side: Side::Left, payload, envelope: true, expires_at }
     }
 }
 

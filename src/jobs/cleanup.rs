@@ -34,7 +34,7 @@ use crate::config::diag::Diags;
 use crate::config::table::Table;
 use crate::fire::Fire;
 use crate::nofollow::{self, PathError};
-use crate::state::history::Details;
+use crate::job::Details;
 
 pub const KEYS: &[&str] = &["path", "older_than", "pattern", "recursive", "remove_empty_dirs", "dry_run"];
 

@@ -108,7 +108,7 @@ impl Command {
     }
 
     pub async fn run(&self, fire: &Fire, cx: &RunContext) -> RunResult {
-        let job = fire.job.name.as_str();
+        let job = &*fire.job.name;
         if (self.user.is_some() || self.group.is_some()) && !Uid::effective().is_root() {
             return RunResult::failed("\"user\" and \"group\" need beatd to run as root");
         }

@@ -14,7 +14,7 @@ use toml::de::DeValue;
 use super::{RunContext, RunResult};
 use crate::config::diag::Diags;
 use crate::config::table::{Table, type_name};
-use crate::state::history::Details;
+use crate::job::Details;
 
 pub const KEYS: &[&str] = &["url", "method", "expect_status", "expect_body", "headers"];
 
@@ -90,7 +90,7 @@ impl HttpCheck {
                 .timeout(self.timeout)
                 .send()
                 .await
-                .map_err(|e| (None, error_chain(&e)))?;
+                .map_err(|e| (None, crate::http::error_chain(&e)))?;
             let status = resp.status().as_u16();
             if !self.status_ok(status) {
                 return Err((Some(status), format!("unexpected status {}", resp.status())));
@@ -120,7 +120,7 @@ impl HttpCheck {
 
 async fn read_body(mut resp: reqwest::Response) -> Result<String, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the body: {}", error_chain(&e)))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the body: {}", crate::http::error_chain(&e)))? {
         body.extend_from_slice(&chunk);
         if body.len() >= MAX_BODY {
             break;
@@ -155,24 +155,4 @@ fn parse_statuses(t: &mut Table<'_, '_>, d: &mut Diags) -> Vec<(u16, u16)> {
         }
     }
     out
-}
-
-/// What went wrong with a request, said once: reqwest's outer layers ("error sending request
-/// for url (...)", "client error (Connect)") repeat what the caller already says; the causes
-/// below them say what happened ("tcp connect error: Connection refused").
-pub fn error_chain(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".to_string();
-    }
-    let mut parts = Vec::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        let wrapper = text.starts_with("error sending request") || text.starts_with("client error (");
-        if !wrapper && !parts.iter().any(|p: &String| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }

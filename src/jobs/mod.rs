@@ -24,8 +24,8 @@ use crate::clock::Clock;
 use crate::config::diag::Diags;
 use crate::config::table::Table;
 use crate::fire::Fire;
-use crate::notify::Notifications;
-use crate::state::history::Details;
+use crate::notifications::Notifications;
+use crate::job::Details;
 
 /// The names `action = "..."` accepts.
 pub const ACTIONS: &[&str] = &["command", "noop", "cleanup", "http_check", "tcp_check", "report", "celery", "push"];
@@ -84,20 +84,11 @@ pub struct Services {
 
 impl Services {
     /// One HTTP client, shared by checks and notifications.
-    pub fn new(clock: Clock, state_dir: PathBuf, notifiers: HashMap<String, crate::notify::Notifier>) -> Self {
-        let http = http_client();
+    pub fn new(clock: Clock, state_dir: PathBuf, notifiers: HashMap<String, crate::notifications::Notifier>) -> Self {
+        let http = crate::http::client();
         let notifications = Notifications::new(notifiers, http.clone());
         Services { clock, notifications, http, state_dir, brokers: Default::default() }
     }
-}
-
-/// One HTTP client for the whole daemon: connection pools are shared, TLS is verified with the
-/// platform's roots (rustls; there is no switch to turn verification off).
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("beatd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// What one attempt may need from the daemon.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::broker::{Message, OnBrokerDown, Side};
+use crate::broker::{QueueMessage, OnBrokerDown, Side};
 use crate::config::diag::Diags;
 use crate::config::table::Table;
 
@@ -43,9 +43,9 @@ impl Push {
         .to_string()
     }
 
-    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>, fired_at: DateTime<Utc>) -> Message {
+    pub fn message(&self, job: &str, id: String, slot: DateTime<Utc>, fired_at: DateTime<Utc>) -> QueueMessage {
         let payload = self.body(job, &id, slot, fired_at);
-        Message {
+        QueueMessage {
             job: job.to_string(),
             fire_id: id,
             slot,

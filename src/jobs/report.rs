@@ -20,8 +20,9 @@ use super::{ParseContext, RunContext, RunResult};
 use crate::config::diag::{Diags, hint};
 use crate::config::table::Table;
 use crate::fire::Fire;
-use crate::notify::Message;
-use crate::state::history::{self, RunOutcome, RunRecord};
+use crate::notifications::Notification;
+use crate::state::history::{self, RunRecord};
+use crate::job::RunOutcome;
 
 pub const KEYS: &[&str] = &["period", "jobs", "output_dir"];
 
@@ -106,9 +107,9 @@ impl Report {
         if let Some(notifier) = &fire.job.notify {
             cx.services.notifications.send(
                 notifier,
-                Message {
+                Notification {
                     event: "report",
-                    job: fire.job.name.clone(),
+                    job: fire.job.name.to_string(),
                     fire_id: fire.id().to_string(),
                     scheduled_at: fire.scheduled_at,
                     text: headline(&summary),

@@ -8,7 +8,7 @@ use super::http_check::DEFAULT_TIMEOUT;
 use super::{RunContext, RunResult};
 use crate::config::diag::Diags;
 use crate::config::table::Table;
-use crate::state::history::Details;
+use crate::job::Details;
 
 pub const KEYS: &[&str] = &["address"];
 

@@ -23,13 +23,13 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::Job;
+use crate::job::Job;
 use crate::fire::Fire;
 use crate::metrics::Metrics;
 use crate::policy::CatchUp;
 use crate::schedule::Schedule;
 use crate::state::journal::Journal;
-use crate::status::{Board, Entry, JobStatus};
+use crate::status::{Board, JobStatus, LiveJob};
 use crate::timers::{self, Timers};
 
 /// Where fires go. The daemon's [`runner::Runner`] runs the job's action; tests record.
@@ -112,7 +112,7 @@ impl Diff {
 
 pub struct Scheduler<D: Dispatch> {
     /// The enabled jobs; timer entries index into it.
-    jobs: Vec<Entry>,
+    jobs: Vec<LiveJob>,
     /// Each job's schedule as the journal knows it (text and zone); parallel to `jobs`.
     keys: Vec<String>,
     /// Each job's id in the journal's fire lists; parallel to `jobs` (empty without journal).
@@ -148,7 +148,7 @@ impl<D: Dispatch> Scheduler<D> {
 
     /// Like [`Scheduler::new`], on a board the caller shares (with the HTTP API).
     pub fn with_board(board: Arc<Board>, clock: Clock, dispatch: D) -> Self {
-        let jobs: Vec<Entry> = board.jobs().jobs.iter().filter(|e| e.job.enabled).cloned().collect();
+        let jobs: Vec<LiveJob> = board.jobs().jobs.iter().filter(|e| e.job.enabled).cloned().collect();
         let now = clock.now();
         let mut timers = Timers::with_capacity(jobs.len());
         for (i, entry) in jobs.iter().enumerate() {
@@ -190,7 +190,7 @@ impl<D: Dispatch> Scheduler<D> {
                 if matches!(e.job.schedule, Schedule::Reboot) {
                     continue;
                 }
-                match known.schedules.get(&e.job.name) {
+                match known.schedules.get(&*e.job.name) {
                     Some(schedule) if *schedule == self.keys[i] => {}
                     Some(_) => {
                         tracing::info!(job = %e.job.name, "schedule changed since the last run; starting from now");
@@ -229,11 +229,11 @@ impl<D: Dispatch> Scheduler<D> {
     /// Tells the journal the current jobs' schedules, and takes their ids for fire lists.
     fn record_jobs(&mut self, now: DateTime<Utc>) {
         let Some(journal) = &mut self.journal else { return };
-        let jobs = self.jobs.iter().zip(&self.keys).map(|(e, k)| (e.job.name.as_str(), k.as_str()));
+        let jobs = self.jobs.iter().zip(&self.keys).map(|(e, k)| (&*e.job.name, k.as_str()));
         if let Err(e) = journal.set_jobs(jobs, now) {
             tracing::error!("cannot record the jobs in the fire journal: {e}");
         }
-        match journal.ids(self.jobs.iter().map(|e| e.job.name.as_str())) {
+        match journal.ids(self.jobs.iter().map(|e| &*e.job.name)) {
             Ok(ids) => self.ids = ids,
             Err(e) => {
                 tracing::error!("cannot read job ids from the fire journal ({e}); fires are not listed in it");
@@ -274,8 +274,8 @@ impl<D: Dispatch> Scheduler<D> {
         let now = self.clock.now();
         let old_set = self.board.jobs();
         let old_index: HashMap<&str, usize> =
-            self.jobs.iter().enumerate().map(|(i, e)| (e.job.name.as_str(), i)).collect();
-        let mut pending: HashMap<u32, timers::Entry> = HashMap::with_capacity(self.timers.len());
+            self.jobs.iter().enumerate().map(|(i, e)| (&*e.job.name, i)).collect();
+        let mut pending: HashMap<u32, timers::Timer> = HashMap::with_capacity(self.timers.len());
         for e in self.timers.drain() {
             pending.insert(e.job, e);
         }
@@ -284,20 +284,20 @@ impl<D: Dispatch> Scheduler<D> {
         let mut diff = Diff::default();
         for e in &set.jobs {
             match old_set.get(&e.job.name) {
-                None => diff.added.push(e.job.name.clone()),
-                Some(old) if Arc::ptr_eq(&old.job, &e.job) => diff.unchanged.push(e.job.name.clone()),
-                Some(old) => diff.changed.push((e.job.name.clone(), schedule_key(&old.job) != schedule_key(&e.job))),
+                None => diff.added.push(e.job.name.to_string()),
+                Some(old) if Arc::ptr_eq(&old.job, &e.job) => diff.unchanged.push(e.job.name.to_string()),
+                Some(old) => diff.changed.push((e.job.name.to_string(), schedule_key(&old.job) != schedule_key(&e.job))),
             }
         }
         diff.removed =
-            old_set.jobs.iter().filter(|e| set.get(&e.job.name).is_none()).map(|e| e.job.name.clone()).collect();
+            old_set.jobs.iter().filter(|e| set.get(&e.job.name).is_none()).map(|e| e.job.name.to_string()).collect();
 
-        let jobs: Vec<Entry> = set.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
+        let jobs: Vec<LiveJob> = set.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
         let keys: Vec<String> = jobs.iter().map(|e| schedule_key(&e.job)).collect();
         let mut timers = Timers::with_capacity(jobs.len());
         for (i, (e, key)) in jobs.iter().zip(&keys).enumerate() {
             let kept = old_index
-                .get(e.job.name.as_str())
+                .get(&*e.job.name)
                 .filter(|&&oi| self.keys[oi] == *key)
                 .and_then(|&oi| pending.get(&(oi as u32)));
             let next = match kept {
@@ -404,7 +404,7 @@ impl<D: Dispatch> Scheduler<D> {
         let mut due = std::mem::take(&mut self.due);
         due.clear();
         while let Some(entry) = self.timers.pop_due(now) {
-            let Entry { job, status } = &self.jobs[entry.job as usize];
+            let LiveJob { job, status } = &self.jobs[entry.job as usize];
             let mut slot = entry.slot;
             let mut next = job.next_fire(slot);
             if next.is_some_and(|(_, at)| at <= now)
@@ -461,7 +461,7 @@ impl<D: Dispatch> Scheduler<D> {
     fn handle(&mut self, slots: &[(u32, DateTime<Utc>)], now: DateTime<Utc>) -> usize {
         let mut fired = 0;
         for &(i, slot) in slots {
-            let Entry { job, status } = &self.jobs[i as usize];
+            let LiveJob { job, status } = &self.jobs[i as usize];
             if status.is_paused() {
                 tracing::debug!(job = %job.name, %slot, "paused; not run");
                 continue;

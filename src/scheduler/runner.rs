@@ -27,9 +27,10 @@ use tokio_util::task::TaskTracker;
 use super::Dispatch;
 use crate::fire::Fire;
 use crate::jobs::{Execute, RunContext, RunResult, Services};
-use crate::notify::Message;
+use crate::notifications::Notification;
 use crate::policy::Overlap;
-use crate::state::history::{Entry, History, RunOutcome, RunRecord};
+use crate::state::history::{Pending, History, RunRecord};
+use crate::job::RunOutcome;
 
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -45,10 +46,10 @@ struct Inner {
     kill: CancellationToken,
     limit: Option<Arc<Semaphore>>,
     /// Instant fires of the current tick, sent to the history as one batch at its end.
-    instant: Mutex<Vec<Entry>>,
+    instant: Mutex<Vec<Pending>>,
     /// Fires that had to wait for `max_running`.
     waited: AtomicU64,
-    jobs: Mutex<HashMap<String, JobState>>,
+    jobs: Mutex<HashMap<Arc<str>, JobState>>,
     /// Scheduled fires whose run is not recorded yet, by the tick (dispatch instant, ms) that
     /// sent them: the journal keeps those ticks' fire lists until they are.
     in_flight: Mutex<std::collections::BTreeMap<i64, usize>>,
@@ -146,7 +147,7 @@ impl Inner {
         }
     }
 
-    fn jobs(&self) -> MutexGuard<'_, HashMap<String, JobState>> {
+    fn jobs(&self) -> MutexGuard<'_, HashMap<Arc<str>, JobState>> {
         self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -160,7 +161,7 @@ impl Inner {
     ) {
         let (exit_code, details) = (result.exit_code, result.details);
         self.history.record(RunRecord {
-            job: fire.job.name.clone(),
+            job: fire.job.name.to_string(),
             // Scheduled fires' ids are derived from job and slot by the writer, off the loop.
             fire_id: fire.manual.map(|id| id.to_string()).unwrap_or_default(),
             scheduled_at: fire.scheduled_at,
@@ -297,9 +298,9 @@ impl Inner {
         };
         self.services.notifications.send(
             notifier,
-            Message {
+            Notification {
                 event,
-                job: job.name.clone(),
+                job: job.name.to_string(),
                 fire_id: fire.id().to_string(),
                 scheduled_at: fire.scheduled_at,
                 text,
@@ -349,7 +350,7 @@ impl Dispatch for Runner {
             std::mem::replace(&mut *pending, Vec::with_capacity(capacity))
         };
         if !batch.is_empty() {
-            self.inner.history.send(Entry::Batch(batch));
+            self.inner.history.send(Pending::Batch(batch));
         }
     }
 
@@ -366,7 +367,7 @@ impl Dispatch for Runner {
             fire.status.finished(fire.scheduled_at, Some(fire.fired_at), fire.fired_at, RunOutcome::Success, None);
             if let Some(id) = fire.manual {
                 inner.history.record(RunRecord {
-                    job: fire.job.name.clone(),
+                    job: fire.job.name.to_string(),
                     fire_id: id.to_string(),
                     scheduled_at: fire.scheduled_at,
                     started_at: Some(fire.fired_at),
@@ -378,7 +379,7 @@ impl Dispatch for Runner {
                     details: Default::default(),
                 });
             } else if inner.history.is_enabled() {
-                let entry = Entry::Instant { job: fire.job, slot: fire.scheduled_at, at: fire.fired_at };
+                let entry = Pending::Instant { job: fire.job.name.clone(), slot: fire.scheduled_at, at: fire.fired_at };
                 inner.instant.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
             }
             return;

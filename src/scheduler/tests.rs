@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Dispatch, Scheduler};
 use crate::clock::Clock;
-use crate::config::{Job, parse_str};
+use crate::config::parse_str;
+use crate::job::Job;
 use crate::fire::Fire;
 
 /// (job, scheduled slot, dispatch time) of each fire.
@@ -28,7 +29,7 @@ struct Recorder {
 
 impl Dispatch for Recorder {
     fn dispatch(&self, fire: Fire) {
-        self.fires.lock().expect("lock").push((fire.job.name.clone(), fire.scheduled_at, fire.fired_at));
+        self.fires.lock().expect("lock").push((fire.job.name.to_string(), fire.scheduled_at, fire.fired_at));
         if fire.job.name.starts_with("slow") {
             let (busy, max) = (self.busy.clone(), self.max_busy.clone());
             *busy.lock().expect("lock") += 1;

@@ -14,69 +14,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::StateError;
-use crate::config::Job;
+use crate::job::{Details, RunOutcome};
 use std::sync::Arc;
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunOutcome {
-    Success,
-    Failure,
-    Timeout,
-    Skipped,
-    /// beatd stopped (a crash, a kill) after dispatching the fire and before its end was
-    /// recorded: the run may or may not have happened. Recorded at the next start.
-    Interrupted,
-}
-
-impl RunOutcome {
-    pub const ALL: [RunOutcome; 5] =
-        [RunOutcome::Success, RunOutcome::Failure, RunOutcome::Timeout, RunOutcome::Skipped, RunOutcome::Interrupted];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Success => "success",
-            RunOutcome::Failure => "failure",
-            RunOutcome::Timeout => "timeout",
-            RunOutcome::Skipped => "skipped",
-            RunOutcome::Interrupted => "interrupted",
-        }
-    }
-
-    fn parse(s: &str) -> RunOutcome {
-        match s {
-            "success" => RunOutcome::Success,
-            "timeout" => RunOutcome::Timeout,
-            "skipped" => RunOutcome::Skipped,
-            "interrupted" => RunOutcome::Interrupted,
-            _ => RunOutcome::Failure,
-        }
-    }
-}
-
-/// Figures specific to an action, stored as JSON.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct Details {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub up: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub files_deleted: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes_freed: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<u64>,
-}
-
-impl Details {
-    fn is_empty(&self) -> bool {
-        *self == Details::default()
-    }
-}
 
 /// One row of the history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,24 +38,24 @@ impl RunRecord {
     }
 }
 
-/// What travels to the writer thread.
+/// A run waiting to be written: what travels to the writer thread.
 #[derive(Debug)]
-pub enum Entry {
+pub enum Pending {
     /// Boxed: instant fires are buffered by the ten thousand per tick, so an entry stays small.
     Run(Box<RunRecord>),
-    /// A fire of an instant action (`noop`) that succeeded at once: a reference count and two
-    /// instants, so recording one costs the loop next to nothing. The writer builds the row.
-    Instant { job: Arc<Job>, slot: DateTime<Utc>, at: DateTime<Utc> },
+    /// A fire of an instant action (`noop`) that succeeded at once: the job's shared name and
+    /// two instants, so recording one costs the loop next to nothing. The writer builds the row.
+    Instant { job: Arc<str>, slot: DateTime<Utc>, at: DateTime<Utc> },
     /// Many entries from one tick, sent at once.
-    Batch(Vec<Entry>),
+    Batch(Vec<Pending>),
 }
 
-impl Entry {
+impl Pending {
     fn into_records(self, out: &mut Vec<RunRecord>) {
         match self {
-            Entry::Run(r) => out.push(*r),
-            Entry::Instant { job, slot, at } => out.push(RunRecord {
-                job: job.name.clone(),
+            Pending::Run(r) => out.push(*r),
+            Pending::Instant { job, slot, at } => out.push(RunRecord {
+                job: job.to_string(),
                 fire_id: String::new(),
                 scheduled_at: slot,
                 started_at: Some(at),
@@ -127,7 +66,7 @@ impl Entry {
                 error: None,
                 details: Details::default(),
             }),
-            Entry::Batch(entries) => {
+            Pending::Batch(entries) => {
                 for e in entries {
                     e.into_records(out);
                 }
@@ -144,7 +83,7 @@ pub struct History {
 
 #[derive(Debug, Clone)]
 enum Sender {
-    Writer(mpsc::UnboundedSender<Entry>),
+    Writer(mpsc::UnboundedSender<Pending>),
     Collect(mpsc::UnboundedSender<RunRecord>),
 }
 
@@ -166,10 +105,10 @@ impl History {
     }
 
     pub fn record(&self, record: RunRecord) {
-        self.send(Entry::Run(Box::new(record)));
+        self.send(Pending::Run(Box::new(record)));
     }
 
-    pub fn send(&self, entry: Entry) {
+    pub fn send(&self, entry: Pending) {
         let sent = match &self.tx {
             None => true,
             Some(Sender::Writer(tx)) => tx.send(entry).is_ok(),
@@ -215,7 +154,7 @@ impl Writer {
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const MAX_BATCH: usize = 20_000;
 
-fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Entry>, keep: Duration, path: PathBuf) {
+fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Pending>, keep: Duration, path: PathBuf) {
     // The history can wait; the timer loop cannot. On a small machine this thread's inserts
     // would otherwise take the loop's core just when a burst of fires is due.
     let tid = rustix::thread::gettid();
@@ -259,7 +198,7 @@ pub fn insert(conn: &mut Connection, batch: &[RunRecord]) -> rusqlite::Result<()
             // The runner leaves the id empty so the loop never pays for hashing it.
             let derived;
             let fire_id = if r.fire_id.is_empty() {
-                derived = crate::fire::fire_id(&r.job, r.scheduled_at).to_string();
+                derived = crate::job::fire_id(&r.job, r.scheduled_at).to_string();
                 &derived
             } else {
                 &r.fire_id

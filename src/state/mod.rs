@@ -86,7 +86,7 @@ pub fn set_paused(
 }
 
 /// Builds a queue job's message for a slot: (broker, message); `None` for other jobs.
-pub type Requeue<'a> = dyn Fn(&str, chrono::DateTime<chrono::Utc>) -> Option<(String, crate::broker::Message)> + 'a;
+pub type Requeue<'a> = dyn Fn(&str, chrono::DateTime<chrono::Utc>) -> Option<(String, crate::broker::QueueMessage)> + 'a;
 
 /// Deals with every fire the journal lists whose run the history lacks: beatd stopped between
 /// dispatching it and recording its end. A queue job's message (`requeue` builds it) goes to the
@@ -132,7 +132,7 @@ pub fn recover_interrupted(
                     scheduled_at: slot,
                     started_at: None,
                     finished_at: now,
-                    outcome: history::RunOutcome::Interrupted,
+                    outcome: crate::job::RunOutcome::Interrupted,
                     attempt: 1,
                     exit_code: None,
                     error: Some("beatd stopped before this run's end was recorded; it may or may not have run".into()),

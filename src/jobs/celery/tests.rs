@@ -104,7 +104,7 @@ fn reprs_are_cut_like_celerys_and_the_body_keeps_everything() {
 #[test]
 fn the_task_id_is_the_fire_id_and_delivery_tags_are_unique() {
     let c = celery("task = \"t\"\n");
-    let id = crate::fire::fire_id("nightly", slot()).to_string();
+    let id = crate::job::fire_id("nightly", slot()).to_string();
     let r = redis();
     let (a, b) = (c.message("nightly", id.clone(), slot(), &r), c.message("nightly", id.clone(), slot(), &r));
     let (a, b): (Value, Value) =
@@ -139,7 +139,7 @@ fn messages_from_the_template_equal_envelopes_built_in_full() {
         let c = celery(keys);
         for b in [redis(), rabbitmq()] {
             for s in [slot(), slot() + chrono::Duration::seconds(60)] {
-                let id = crate::fire::fire_id("nightly", s).to_string();
+                let id = crate::job::fire_id("nightly", s).to_string();
                 let m = c.message("nightly", id.clone(), s, &b);
                 let got: Value = serde_json::from_str(&m.payload).expect("json");
                 let tag = got["properties"]["delivery_tag"].as_str().expect("tag").to_string();

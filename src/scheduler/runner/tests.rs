@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::Runner;
 use crate::clock::Clock;
-use crate::config::{Job, parse_str};
+use crate::config::parse_str;
+use crate::job::Job;
 use crate::fire::Fire;
 use crate::jobs::{Execute, RunContext, RunResult, Services};
 use crate::scheduler::Scheduler;
-use crate::state::history::{History, RunOutcome, RunRecord};
+use crate::state::history::{History, RunRecord};
+use crate::job::RunOutcome;
 
 /// How a scripted job behaves: each attempt takes `takes`, and the first `fail_first`
 /// attempts fail.
@@ -70,7 +72,7 @@ impl Execute for Scripted {
         cx: &'a RunContext,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = RunResult> + Send + 'a>> {
         Box::pin(async move {
-            let job = fire.job.name.clone();
+            let job = fire.job.name.to_string();
             let script = self.scripts.get(&job).copied().unwrap_or(Script { takes: Duration::ZERO, fail_first: 0 });
             let started = self.clock.now();
             let nth = self.attempts(&job).len() as u32;

@@ -1,4 +1,5 @@
-//! Notifications: webhooks told about failures, recoveries and reports.
+//! Notifications: webhooks told about failures, recoveries and reports. (The module is not
+//! called `notify`: that is the file-watching crate the reload uses.)
 //!
 //! `[notifiers.NAME]` names a webhook; a job points at it with `notify = "NAME"`. Delivery runs
 //! in its own task with retries and backoff, so a slow or failing receiver never holds up the
@@ -20,7 +21,7 @@ pub const EVENTS: &[&str] = &["failure", "recovery"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// The [`Message`] as JSON.
+    /// The [`Notification`] as JSON.
     Json,
     /// `{"text": "..."}`, what Slack incoming webhooks (and many chat tools) accept.
     Slack,
@@ -60,7 +61,7 @@ impl Notifier {
 
 /// What a webhook receives (as JSON; Slack gets `text` alone).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Message {
+pub struct Notification {
     /// `failure`, `recovery` or `report`.
     pub event: &'static str,
     pub job: String,
@@ -132,7 +133,7 @@ impl Notifications {
     }
 
     /// Queues `message` for the notifier `name`.
-    pub fn send(&self, name: &str, message: Message) {
+    pub fn send(&self, name: &str, message: Notification) {
         let Some(notifier) = self.inner.notifiers().get(name).cloned() else {
             tracing::error!(job = %message.job, "no notifier \"{name}\"; message dropped: {}", message.text);
             return;
@@ -148,7 +149,7 @@ impl Inner {
     }
 }
 
-async fn deliver(inner: &Inner, notifier: &Notifier, message: &Message) {
+async fn deliver(inner: &Inner, notifier: &Notifier, message: &Notification) {
     let body = match notifier.format {
         Format::Json => serde_json::to_value(message).unwrap_or_default(),
         Format::Slack => serde_json::json!({ "text": message.text }),
@@ -162,7 +163,7 @@ async fn deliver(inner: &Inner, notifier: &Notifier, message: &Message) {
                 return;
             }
             Ok(resp) => format!("answered {}", resp.status()),
-            Err(e) => crate::jobs::http_check::error_chain(&e),
+            Err(e) => crate::http::error_chain(&e),
         };
         match inner.backoff.get(attempt - 1) {
             Some(wait) => {

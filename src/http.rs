@@ -1,0 +1,31 @@
+//! HTTP as a client: the one client checks and notifiers share, and how a failed request is
+//! said in one line.
+
+/// One HTTP client for the whole daemon: connection pools are shared, TLS is verified with the
+/// platform's roots (rustls; there is no switch to turn verification off).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("beatd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// What went wrong with a request, said once: reqwest's outer layers ("error sending request
+/// for url (...)", "client error (Connect)") repeat what the caller already says; the causes
+/// below them say what happened ("tcp connect error: Connection refused").
+pub fn error_chain(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut parts = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        let wrapper = text.starts_with("error sending request") || text.starts_with("client error (");
+        if !wrapper && !parts.iter().any(|p: &String| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
+}
