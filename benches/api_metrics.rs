@@ -12,11 +12,11 @@ use beatd::api::server::Listener;
 use beatd::api::{ApiState, serve};
 use beatd::clock::Clock;
 use beatd::config::parse_str;
+use beatd::job::RunOutcome;
 use beatd::jobs::{Actions, Services};
 use beatd::metrics::Metrics;
 use beatd::scheduler::runner::Runner;
 use beatd::state::history::History;
-use beatd::job::RunOutcome;
 use beatd::status::Board;
 use chrono::Utc;
 

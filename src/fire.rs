@@ -41,4 +41,3 @@ impl Fire {
         self.manual.unwrap_or_else(|| fire_id(&self.job.name, self.scheduled_at))
     }
 }
-

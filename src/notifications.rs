@@ -13,10 +13,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
-use crate::config::diag::{Diags, hint};
-use crate::config::table::Table;
-
-pub const KEYS: &[&str] = &["kind", "url", "format"];
 pub const EVENTS: &[&str] = &["failure", "recovery"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,31 +28,6 @@ pub struct Notifier {
     pub name: String,
     pub url: reqwest::Url,
     pub format: Format,
-}
-
-impl Notifier {
-    pub fn parse(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Notifier> {
-        let kind = t.req_str(d, "kind");
-        if let Some(k) = &kind
-            && k.value != "webhook"
-        {
-            t.error(d, k.span.clone(), format!("unknown notifier kind \"{}\" (the one kind is \"webhook\")", k.value));
-        }
-        let url = t.http_url(d, "url");
-        let format = match t.str(d, "format") {
-            None => Format::Json,
-            Some(f) if f.value == "json" => Format::Json,
-            Some(f) if f.value == "slack" => Format::Slack,
-            Some(f) => {
-                let msg = format!("unknown format \"{}\"{}", f.value, hint(f.value, ["json", "slack"]));
-                t.error(d, f.span, if msg.ends_with(')') { msg } else { format!("{msg} (one of: json, slack)") });
-                Format::Json
-            }
-        };
-        t.finish(d, &[]);
-        kind?;
-        Some(Notifier { name: name.to_string(), url: url?, format })
-    }
 }
 
 /// What a webhook receives (as JSON; Slack gets `text` alone).

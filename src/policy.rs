@@ -13,21 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::diag::Diags;
-use crate::config::table::Table;
 use crate::job::fire_id;
-
-pub const KEYS: &[&str] = &[
-    "timeout",
-    "overlap",
-    "retries",
-    "retry_delay",
-    "retry_max_delay",
-    "jitter",
-    "catch_up",
-    "catch_up_limit",
-    "catch_up_window",
-];
 
 /// What a job does, at start, about slots missed while beatd was not running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,58 +71,6 @@ impl Default for Policy {
 }
 
 impl Policy {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags) -> Policy {
-        let mut p = Policy::default();
-        if let Some((v, span)) = t.duration(d, "timeout") {
-            if v.is_zero() {
-                t.error(d, span, "\"timeout\" must be more than 0s");
-            }
-            p.timeout = Some(v);
-        }
-        let overlaps = [
-            ("skip", Overlap::Skip),
-            ("queue", Overlap::Queue),
-            ("allow", Overlap::Allow),
-            ("replace", Overlap::Replace),
-        ];
-        if let Some(o) = t.choice(d, "overlap", "overlap policy", &overlaps) {
-            p.overlap = o;
-        }
-        if let Some((n, span)) = t.integer(d, "retries") {
-            match u32::try_from(n) {
-                Ok(n) if n <= 100 => p.retries = n,
-                _ => t.error(d, span, "\"retries\" must be from 0 to 100"),
-            }
-        }
-        if let Some((v, _)) = t.duration(d, "retry_delay") {
-            p.retry_delay = v;
-        }
-        if let Some((v, _)) = t.duration(d, "retry_max_delay") {
-            p.retry_max_delay = v;
-        }
-        let catch_ups = [("skip", CatchUp::Skip), ("latest", CatchUp::Latest), ("all", CatchUp::All)];
-        if let Some(c) = t.choice(d, "catch_up", "catch_up", &catch_ups) {
-            p.catch_up = c;
-        }
-        if let Some((n, span)) = t.integer(d, "catch_up_limit") {
-            match usize::try_from(n) {
-                Ok(n) if (1..=100_000).contains(&n) => p.catch_up_limit = n,
-                _ => t.error(d, span, "\"catch_up_limit\" must be from 1 to 100000"),
-            }
-        }
-        if let Some((v, _)) = t.duration(d, "catch_up_window") {
-            p.catch_up_window = Some(v);
-        }
-        if let Some((v, span)) = t.duration(d, "jitter") {
-            if v.as_millis() == 0 {
-                t.error(d, span, "\"jitter\" must be at least 1ms");
-            } else {
-                p.jitter = Some(v);
-            }
-        }
-        p
-    }
-
     /// The wait before attempt `attempt + 1`, after `attempt` failed: doubling from
     /// `retry_delay`, capped at `retry_max_delay`.
     pub fn backoff(&self, attempt: u32) -> Duration {

@@ -13,8 +13,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::job::Job;
-use crate::metrics::Metrics;
 use crate::job::RunOutcome;
+use crate::metrics::Metrics;
 
 const NONE: i64 = i64::MIN;
 

@@ -28,7 +28,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error;
-use crate::config::{ApiConfig, Listen};
+use super::{ApiConfig, Listen};
 
 /// The token beatd makes for itself, in the state folder.
 pub const TOKEN_FILE: &str = "api-token";

@@ -32,6 +32,64 @@ use crate::scheduler::runner::Runner;
 use crate::state::{self, history};
 use crate::status::{Board, LiveJob};
 
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: Listen,
+    /// The bearer token mutations need; without it, beatd makes one in the state folder
+    /// ([`auth::TOKEN_FILE`]) at its first start.
+    pub token_file: Option<PathBuf>,
+    /// Mutations need no token (beatd warns at every start).
+    pub allow_unauthenticated: bool,
+    /// `Host` names accepted besides the listen address, loopback names and IP addresses.
+    pub allowed_hosts: Vec<String>,
+    /// `false` drops the `job` label from metrics, for very large schedules.
+    pub per_job_metrics: bool,
+    /// At most this many connections at once (and never more than half the descriptor limit).
+    pub max_connections: usize,
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    /// `unix:/run/beatd/api.sock`: the socket's permissions decide who may use it.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "http://{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The address a client on this machine uses (a wildcard listen address means loopback).
+    pub fn client_base(&self) -> String {
+        match &self.listen {
+            Listen::Tcp(listen) => {
+                let mut addr = *listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(if addr.is_ipv4() {
+                        [127, 0, 0, 1].into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                format!("http://{addr}")
+            }
+            Listen::Unix(_) => "http://localhost".into(),
+        }
+    }
+
+    /// Where the token is: `token_file`, else the one beatd makes in `state_dir`.
+    pub fn token_path(&self, state_dir: &std::path::Path) -> PathBuf {
+        self.token_file.clone().unwrap_or_else(|| state_dir.join(auth::TOKEN_FILE))
+    }
+}
+
 /// Every route, as (method, path): the router is built from it, and the OpenAPI test checks
 /// `docs/openapi.json` against it.
 pub const ROUTES: &[(&str, &str)] = &[

@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::Listen;
 use super::auth::Transport;
-use crate::config::Listen;
 use crate::status::Board;
 
 /// How long a client may take to send a request's headers.

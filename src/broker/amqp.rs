@@ -108,7 +108,12 @@ impl Amqp {
     }
 
     /// One chunk: outcomes for every message, and the reason the connection must be dropped.
-    async fn publish(&mut self, ch: &Channel, frame_max: usize, chunk: &[&QueueMessage]) -> (Vec<Sent>, Option<String>) {
+    async fn publish(
+        &mut self,
+        ch: &Channel,
+        frame_max: usize,
+        chunk: &[&QueueMessage],
+    ) -> (Vec<Sent>, Option<String>) {
         let mut out: Vec<Option<Sent>> = vec![None; chunk.len()];
         let mut broken = None;
         let deadline = tokio::time::Instant::now() + DEADLINE;

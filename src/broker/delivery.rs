@@ -36,12 +36,12 @@ use tokio_util::task::TaskTracker;
 use super::amqp::Amqp;
 use super::outbox::Outbox;
 use super::redis::Redis;
-use super::{BrokerConfig, BrokerConfigs, Kind, QueueMessage, OnBrokerDown, Sent};
+use super::{BrokerConfig, BrokerConfigs, Kind, OnBrokerDown, QueueMessage, Sent};
 use crate::clock::Clock;
 use crate::fire::Fire;
-use crate::jobs::Action;
-use crate::state::history::{Pending, History, RunRecord};
 use crate::job::RunOutcome;
+use crate::jobs::Action;
+use crate::state::history::{History, Pending, RunRecord};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// The longest wait between retries while the broker is unreachable.
@@ -583,7 +583,11 @@ fn build(fire: Fire, broker: &BrokerConfig) -> Option<Item> {
 }
 
 /// The message a queue job would send for `slot` to `broker`, for fires a crash left unsent.
-pub fn message_for(job: &crate::job::Job, slot: DateTime<Utc>, broker: &BrokerConfig) -> Option<(String, QueueMessage)> {
+pub fn message_for(
+    job: &crate::job::Job,
+    slot: DateTime<Utc>,
+    broker: &BrokerConfig,
+) -> Option<(String, QueueMessage)> {
     let id = crate::job::fire_id(&job.name, slot).to_string();
     match &job.action {
         Action::Celery(c) => Some((c.broker.clone(), c.message(&job.name, id, slot, broker))),

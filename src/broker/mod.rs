@@ -15,11 +15,6 @@ pub mod redis;
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::config::diag::Diags;
-use crate::config::table::Table;
-
-pub const KEYS: &[&str] = &["url", "transport_options"];
-
 /// Which protocol a broker speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -130,35 +125,6 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    pub fn parse(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<BrokerConfig> {
-        let url = t.req_str(d, "url");
-        let options = t.table(d, "transport_options");
-        let url = url.and_then(|url| match BrokerUrl::parse(url.value) {
-            Ok(parsed) => Some(parsed),
-            Err(e) => {
-                // Never echo the URL: it may hold a password.
-                t.error(d, url.span, e);
-                None
-            }
-        });
-        let transport = match options {
-            None => TransportOptions::default(),
-            Some((table, span)) => {
-                if url.as_ref().is_some_and(|u| u.kind != Kind::Redis) {
-                    t.error(
-                        d,
-                        t.key_span("transport_options").unwrap_or(span.clone()),
-                        "\"transport_options\" are kombu's Redis transport options: this broker is not Redis",
-                    );
-                }
-                let mut opts = Table::new(table, span, None).section("transport_options");
-                TransportOptions::parse(&mut opts, d)
-            }
-        };
-        t.finish(d, &[]);
-        Some(BrokerConfig { name: name.to_string(), url: url?, transport })
-    }
-
     /// Where a Celery message for `queue` at `priority` goes: on Redis the list kombu's
     /// transport reads for that priority; on RabbitMQ the routing key, the queue itself.
     pub fn celery_key(&self, queue: &str, priority: u8) -> String {
@@ -188,68 +154,7 @@ impl Default for TransportOptions {
     }
 }
 
-/// kombu transport options that only concern consumers (workers): accepted, so a copy of the
-/// workers' `broker_transport_options` is valid, and without effect on what beatd sends.
-const WORKER_ONLY_OPTIONS: &[&str] = &[
-    "ack_emulation",
-    "client_name",
-    "fanout_patterns",
-    "fanout_prefix",
-    "health_check_interval",
-    "max_connections",
-    "queue_order_strategy",
-    "reauth_check_interval",
-    "retry_on_timeout",
-    "socket_connect_timeout",
-    "socket_keepalive",
-    "socket_keepalive_options",
-    "socket_timeout",
-    "unacked_index_key",
-    "unacked_key",
-    "unacked_mutex_expire",
-    "unacked_mutex_key",
-    "unacked_restore_interval",
-    "unacked_restore_limit",
-    "unacked_restore_throttle",
-    "visibility_timeout",
-];
-
 impl TransportOptions {
-    fn parse(t: &mut Table<'_, '_>, d: &mut Diags) -> TransportOptions {
-        let mut options = TransportOptions::default();
-        if let Some(v) = t.get("priority_steps") {
-            let steps: Option<Vec<u32>> = match v.get_ref() {
-                toml::de::DeValue::Array(items) => items
-                    .iter()
-                    .map(|i| match i.get_ref() {
-                        toml::de::DeValue::Integer(n) => n.as_str().replace('_', "").parse::<u32>().ok(),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => None,
-            };
-            match steps {
-                Some(s) if !s.is_empty() && s.windows(2).all(|w| w[0] < w[1]) => options.priority_steps = s,
-                _ => t.error(
-                    d,
-                    v.span(),
-                    "\"priority_steps\" must be a list of whole numbers in ascending order, such as [0, 3, 6, 9]",
-                ),
-            }
-        }
-        if let Some(sep) = t.str(d, "sep") {
-            options.sep = sep.value.to_string();
-        }
-        if let Some(prefix) = t.str(d, "global_keyprefix") {
-            options.global_keyprefix = prefix.value.to_string();
-        }
-        for key in WORKER_ONLY_OPTIONS {
-            t.get(key);
-        }
-        t.finish(d, &[]);
-        options
-    }
-
     /// The step of `priority` (clamped to 0-9, as kombu does): `steps[bisect_right(steps, p) - 1]`,
     /// Python's index -1 included (a priority below the first step takes the last one).
     pub fn step(&self, priority: u8) -> u32 {
@@ -300,29 +205,6 @@ pub enum OnBrokerDown {
     Outbox,
     /// Drop it (logged and recorded as a failure): a heartbeat that means nothing late.
     Drop,
-}
-
-impl OnBrokerDown {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags) -> OnBrokerDown {
-        t.choice(
-            d,
-            "on_broker_down",
-            "on_broker_down",
-            &[("outbox", OnBrokerDown::Outbox), ("drop", OnBrokerDown::Drop)],
-        )
-        .unwrap_or_default()
-    }
-}
-
-/// `broker = "NAME"`, which must name a `[brokers.NAME]`.
-pub fn parse_broker_name(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<String> {
-    let b = t.req_str(d, "broker")?;
-    if brokers.iter().any(|n| n == b.value) {
-        return Some(b.value.to_string());
-    }
-    let h = crate::config::diag::hint(b.value, brokers.iter().map(String::as_str));
-    t.error(d, b.span, format!("no broker \"{}\" (define it as [brokers.{}]){h}", b.value, b.value));
-    None
 }
 
 /// What became of one message handed to a transport.

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::{ConfigArg, Failed, fail, relative};
 use crate::api::JobView;
-use crate::config::{Config, Listen};
+use crate::api::Listen;
+use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -83,11 +84,7 @@ impl Client {
         }
         self.runtime.block_on(async {
             let resp = req.send().await.map_err(|e| {
-                fail(format!(
-                    "cannot reach beatd at {}: {} (is it running?)",
-                    self.base,
-                    crate::http::error_chain(&e)
-                ))
+                fail(format!("cannot reach beatd at {}: {} (is it running?)", self.base, crate::http::error_chain(&e)))
             })?;
             let status = resp.status();
             let body: Value = resp.json().await.map_err(|e| fail(format!("unexpected answer from {url}: {e}")))?;

@@ -35,7 +35,8 @@ pub fn run(args: Args) -> Result<(), Failed> {
     let conn = state::open_read_only(&config.scheduler.state_dir).map_err(fail)?;
     let runs = history::query(&conn, args.job.as_deref(), None, Some(args.limit))
         .map_err(|e| fail(format!("reading the history: {e}")))?;
-    let zone = |job: &str| config.jobs.iter().find(|j| &*j.name == job).map_or(config.scheduler.timezone, |j| j.timezone);
+    let zone =
+        |job: &str| config.jobs.iter().find(|j| &*j.name == job).map_or(config.scheduler.timezone, |j| j.timezone);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let written = (|| -> std::io::Result<()> {

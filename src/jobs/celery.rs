@@ -17,23 +17,7 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::broker::{BrokerConfig, QueueMessage, OnBrokerDown, Side};
-use crate::config::diag::Diags;
-use crate::config::table::Table;
-
-pub const KEYS: &[&str] = &[
-    "broker",
-    "task",
-    "args",
-    "kwargs",
-    "queue",
-    "priority",
-    "expires",
-    "time_limit",
-    "soft_time_limit",
-    "headers",
-    "on_broker_down",
-];
+use crate::broker::{BrokerConfig, OnBrokerDown, QueueMessage, Side};
 
 #[derive(Debug, Clone)]
 pub struct Celery {
@@ -53,47 +37,10 @@ pub struct Celery {
     pub headers: serde_json::Map<String, Value>,
     pub on_broker_down: OnBrokerDown,
     /// The envelope template, made at the first message.
-    template: std::sync::OnceLock<Template>,
+    pub(crate) template: std::sync::OnceLock<Template>,
 }
 
 impl Celery {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<Celery> {
-        let broker = crate::broker::parse_broker_name(t, d, brokers);
-        let task = t.req_str(d, "task").map(|s| s.value.to_string());
-        let args = t.json(d, "args", "a list, such as [1, \"two\"]", Value::is_array).unwrap_or(json!([]));
-        let kwargs = t.json(d, "kwargs", "a table, such as { days = 30 }", Value::is_object).unwrap_or(json!({}));
-        let headers = match t.json(d, "headers", "a table", Value::is_object) {
-            Some(Value::Object(o)) => o,
-            _ => Default::default(),
-        };
-        let queue = t.str(d, "queue").map_or_else(|| "celery".to_string(), |q| q.value.to_string());
-        let priority = t.integer(d, "priority").and_then(|(p, span)| match u8::try_from(p) {
-            Ok(p) if p <= 9 => Some(p),
-            _ => {
-                t.error(d, span, format!("\"priority\" must be 0 to 9, not {p}"));
-                None
-            }
-        });
-        let expires = t.duration(d, "expires").map(|(v, _)| v);
-        let time_limit = t.duration(d, "time_limit").map(|(v, _)| v);
-        let soft_time_limit = t.duration(d, "soft_time_limit").map(|(v, _)| v);
-        let on_broker_down = OnBrokerDown::parse(t, d);
-        Some(Celery {
-            broker: broker?,
-            task: task?,
-            args,
-            kwargs,
-            queue,
-            priority,
-            expires,
-            time_limit,
-            soft_time_limit,
-            headers,
-            on_broker_down,
-            template: Default::default(),
-        })
-    }
-
     /// The kombu envelope for `job`'s `slot`, task id `id`. `delivery_tag` must be unique per
     /// message; `origin` is `beatd@HOST`. `properties.priority` is the job's priority, as
     /// kombu's client sends it (kombu's Redis transport maps it to a list by its steps).
@@ -168,7 +115,16 @@ impl Celery {
             Some(p) => p,
             None => build(&id, expires.as_deref(), &tag),
         };
-        QueueMessage { job: job.to_string(), fire_id: id, slot, key, side: Side::Left, payload, envelope: true, expires_at }
+        QueueMessage {
+            job: job.to_string(),
+            fire_id: id,
+            slot,
+            key,
+            side: Side::Left,
+            payload,
+            envelope: true,
+            expires_at,
+        }
     }
 }
 
@@ -176,7 +132,7 @@ impl Celery {
 /// the delivery tag): the rest (headers, the base64 body) is the same for every fire, so it is
 /// serialized once per job instead of once per message, and a message is a few copies.
 #[derive(Debug, Default, Clone)]
-struct Template {
+pub(crate) struct Template {
     /// Text around the holes (one more than the holes). `None` when the job's own values
     /// happen to contain a marker: then every message is built in full.
     parts: Option<(Vec<String>, Vec<Hole>)>,

@@ -25,18 +25,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::{RunContext, RunResult};
-use crate::config::diag::Diags;
-use crate::config::table::Table;
 use crate::fire::Fire;
-use crate::nofollow::{self, PathError};
 use crate::job::Details;
-
-pub const KEYS: &[&str] = &["path", "older_than", "pattern", "recursive", "remove_empty_dirs", "dry_run"];
+use crate::nofollow::{self, PathError};
 
 #[derive(Debug, Clone)]
 pub struct Cleanup {
@@ -76,47 +72,6 @@ impl std::fmt::Debug for Hooks<'_> {
 }
 
 impl Cleanup {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Self> {
-        let path = t.req_str(d, "path").and_then(|p| {
-            if p.value.contains('\0') {
-                t.error(d, p.span.clone(), "\"path\" contains a NUL byte, which no path can hold");
-                return None;
-            }
-            let path = nofollow::normalize(&crate::config::resolve(base, p.value));
-            t.defer(d, p.span.clone(), crate::config::DiskCheck::CleanupPath(path.clone()));
-            Some(path)
-        });
-        let older_than = match t.duration(d, "older_than") {
-            Some((v, _)) => Some(v),
-            None => {
-                if t.key_span("older_than").is_none() {
-                    t.error(d, t.span.clone(), "missing key \"older_than\"");
-                }
-                None
-            }
-        };
-        let pattern = t.str_list(d, "pattern").and_then(|(globs, _)| {
-            let mut set = GlobSetBuilder::new();
-            let mut ok = true;
-            for g in globs {
-                match Glob::new(g.value) {
-                    Ok(glob) => {
-                        set.add(glob);
-                    }
-                    Err(e) => {
-                        t.error(d, g.span, format!("invalid pattern \"{}\": {}", g.value, e.kind()));
-                        ok = false;
-                    }
-                }
-            }
-            ok.then(|| set.build().ok()).flatten()
-        });
-        let recursive = t.bool(d, "recursive").unwrap_or(false);
-        let remove_empty_dirs = t.bool(d, "remove_empty_dirs").unwrap_or(false);
-        let dry_run = t.bool(d, "dry_run").unwrap_or(false);
-        Some(Cleanup { path: path?, older_than: older_than?, pattern, recursive, remove_empty_dirs, dry_run })
-    }
-
     pub async fn run(&self, fire: &Fire, _cx: &RunContext) -> RunResult {
         let me = self.clone();
         let job = fire.job.name.clone();

@@ -7,7 +7,7 @@
 //! `BEATD_SCHEDULED_AT` and `BEATD_FIRE_ID`; its output is logged line by line under the job's
 //! name, up to `output_limit` bytes per run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,19 +15,14 @@ use std::time::Duration;
 
 use chrono::SecondsFormat;
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{Gid, Group, Pid, Uid, User};
+use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command as Process;
-use toml::de::DeValue;
 
 use super::{RunContext, RunResult};
-use crate::config::diag::Diags;
-use crate::config::table::{Table, type_name};
 use crate::fire::Fire;
 
-pub const KEYS: &[&str] = &["command", "workdir", "env", "kill_grace", "output_limit", "user", "group"];
-
-const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Command {
@@ -43,70 +38,6 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Self> {
-        let command = t.req_str(d, "command");
-        if let Some(c) = &command {
-            if c.value.trim().is_empty() {
-                t.error(d, c.span.clone(), "\"command\" must not be empty");
-            } else if c.value.contains('\0') {
-                t.error(d, c.span.clone(), "\"command\" contains a NUL byte, which no command line can hold");
-            }
-        }
-        let workdir = t.path(d, "workdir", base).map(|(p, _)| p);
-        let mut env = Vec::new();
-        if let Some((table, _)) = t.table(d, "env") {
-            for (k, v) in table {
-                let name = k.get_ref().as_ref();
-                // What the environment cannot hold would be cut or mangled at every run.
-                let bad_name = if name.is_empty() {
-                    Some("must not be empty")
-                } else if name.contains('=') {
-                    Some("must not contain \"=\"")
-                } else if name.contains('\0') {
-                    Some("must not contain a NUL byte")
-                } else {
-                    None
-                };
-                if let Some(why) = bad_name {
-                    t.error(d, k.span(), format!("env name {name:?} {why}"));
-                    continue;
-                }
-                match v.get_ref() {
-                    DeValue::String(s) if s.contains('\0') => t.error(
-                        d,
-                        v.span(),
-                        format!("env \"{name}\" contains a NUL byte, which no environment can hold"),
-                    ),
-                    DeValue::String(s) => env.push((name.to_string(), s.to_string())),
-                    other => t.error(d, v.span(), format!("env \"{name}\" must be a string, not {}", type_name(other))),
-                }
-            }
-        }
-        let kill_grace = t.duration(d, "kill_grace").map_or(Duration::from_secs(10), |(v, _)| v);
-        let output_limit = match t.integer(d, "output_limit") {
-            Some((n, span)) => usize::try_from(n).unwrap_or_else(|_| {
-                t.error(d, span, "\"output_limit\" must be 0 or more (bytes)");
-                0
-            }),
-            None => DEFAULT_OUTPUT_LIMIT,
-        };
-        let user = t.str(d, "user").and_then(|u| match User::from_name(u.value) {
-            Ok(Some(user)) => Some((u.value.to_string(), user.uid)),
-            _ => {
-                t.error(d, u.span.clone(), format!("no user \"{}\" on this system", u.value));
-                None
-            }
-        });
-        let group = t.str(d, "group").and_then(|g| match Group::from_name(g.value) {
-            Ok(Some(group)) => Some((g.value.to_string(), group.gid)),
-            _ => {
-                t.error(d, g.span.clone(), format!("no group \"{}\" on this system", g.value));
-                None
-            }
-        });
-        Some(Command { command: command?.value.to_string(), workdir, env, kill_grace, output_limit, user, group })
-    }
-
     pub async fn run(&self, fire: &Fire, cx: &RunContext) -> RunResult {
         let job = &*fire.job.name;
         if (self.user.is_some() || self.group.is_some()) && !Uid::effective().is_root() {

@@ -8,15 +8,10 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use toml::de::DeValue;
+use reqwest::header::HeaderMap;
 
 use super::{RunContext, RunResult};
-use crate::config::diag::Diags;
-use crate::config::table::{Table, type_name};
 use crate::job::Details;
-
-pub const KEYS: &[&str] = &["url", "method", "expect_status", "expect_body", "headers"];
 
 /// The timeout of checks whose job sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,42 +30,6 @@ pub struct HttpCheck {
 }
 
 impl HttpCheck {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Self> {
-        let url = t.http_url(d, "url");
-        let method = match t.str(d, "method") {
-            Some(m) => match Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
-                Ok(method) => method,
-                Err(_) => {
-                    t.error(d, m.span.clone(), format!("invalid HTTP method \"{}\"", m.value));
-                    Method::GET
-                }
-            },
-            None => Method::GET,
-        };
-        let expect_status = parse_statuses(t, d);
-        let expect_body = t.str(d, "expect_body").map(|b| b.value.to_string());
-        let mut headers = HeaderMap::new();
-        if let Some((table, _)) = t.table(d, "headers") {
-            for (k, v) in table {
-                let name = HeaderName::from_bytes(k.get_ref().as_bytes());
-                let value = match v.get_ref() {
-                    DeValue::String(s) => {
-                        HeaderValue::from_str(s).map_err(|_| "is not a valid header value".to_string())
-                    }
-                    other => Err(format!("must be a string, not {}", type_name(other))),
-                };
-                match (name, value) {
-                    (Ok(name), Ok(value)) => {
-                        headers.insert(name, value);
-                    }
-                    (Err(_), _) => t.error(d, k.span(), format!("invalid header name \"{}\"", k.get_ref())),
-                    (_, Err(e)) => t.error(d, v.span(), format!("header \"{}\" {e}", k.get_ref())),
-                }
-            }
-        }
-        Some(HttpCheck { url: url?, method, expect_status, expect_body, headers, timeout: DEFAULT_TIMEOUT })
-    }
-
     fn status_ok(&self, status: u16) -> bool {
         if self.expect_status.is_empty() {
             (200..400).contains(&status)
@@ -120,39 +79,13 @@ impl HttpCheck {
 
 async fn read_body(mut resp: reqwest::Response) -> Result<String, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the body: {}", crate::http::error_chain(&e)))? {
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|e| format!("reading the body: {}", crate::http::error_chain(&e)))?
+    {
         body.extend_from_slice(&chunk);
         if body.len() >= MAX_BODY {
             break;
         }
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-fn parse_statuses(t: &mut Table<'_, '_>, d: &mut Diags) -> Vec<(u16, u16)> {
-    let Some(v) = t.get("expect_status") else { return Vec::new() };
-    let items: Vec<&toml::Spanned<DeValue<'_>>> = match v.get_ref() {
-        DeValue::Array(items) => items.iter().collect(),
-        _ => vec![v],
-    };
-    let mut out = Vec::new();
-    for item in items {
-        let parsed = match item.get_ref() {
-            DeValue::Integer(i) => i.as_str().parse::<u16>().ok().map(|s| (s, s)),
-            DeValue::String(s) => match s.split_once('-') {
-                Some((a, b)) => a.trim().parse().ok().zip(b.trim().parse().ok()),
-                None => s.trim().parse().ok().map(|s| (s, s)),
-            },
-            _ => None,
-        };
-        match parsed {
-            Some((lo, hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => out.push((lo, hi)),
-            _ => t.error(
-                d,
-                item.span(),
-                "\"expect_status\" takes statuses (200) or ranges (\"200-299\") from 100 to 599",
-            ),
-        }
-    }
-    out
 }

@@ -15,17 +15,15 @@ pub mod tcp_check;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::diag::Diags;
-use crate::config::table::Table;
 use crate::fire::Fire;
-use crate::notifications::Notifications;
 use crate::job::Details;
+use crate::notifications::Notifications;
 
 /// The names `action = "..."` accepts.
 pub const ACTIONS: &[&str] = &["command", "noop", "cleanup", "http_check", "tcp_check", "report", "celery", "push"];
@@ -169,40 +167,6 @@ impl Action {
         matches!(self, Action::HttpCheck(_) | Action::TcpCheck(_))
     }
 
-    /// Every key any action takes, so a job with a mistyped action is not also buried in
-    /// "unknown key" errors for keys that are fine once the action is fixed.
-    pub fn all_keys() -> Vec<&'static str> {
-        let mut keys = [
-            command::KEYS,
-            noop::KEYS,
-            cleanup::KEYS,
-            http_check::KEYS,
-            tcp_check::KEYS,
-            report::KEYS,
-            celery::KEYS,
-            push::KEYS,
-        ]
-        .concat();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
-    }
-
-    /// Parses the action `kind` from the job's table; errors go to `d`.
-    pub fn parse(kind: &str, t: &mut Table<'_, '_>, d: &mut Diags, cx: &ParseContext<'_>) -> Option<Action> {
-        match kind {
-            "command" => command::Command::parse(t, d, cx.base).map(|a| Action::Command(Box::new(a))),
-            "noop" => Some(Action::Noop(noop::Noop)),
-            "cleanup" => cleanup::Cleanup::parse(t, d, cx.base).map(|a| Action::Cleanup(Box::new(a))),
-            "http_check" => http_check::HttpCheck::parse(t, d).map(|a| Action::HttpCheck(Box::new(a))),
-            "tcp_check" => tcp_check::TcpCheck::parse(t, d).map(|a| Action::TcpCheck(Box::new(a))),
-            "report" => report::Report::parse(t, d, cx).map(|a| Action::Report(Box::new(a))),
-            "celery" => celery::Celery::parse(t, d, cx.broker_names).map(|a| Action::Celery(Box::new(a))),
-            "push" => push::Push::parse(t, d, cx.broker_names).map(|a| Action::Push(Box::new(a))),
-            _ => None,
-        }
-    }
-
     pub async fn run(&self, fire: &Fire, cx: &RunContext) -> RunResult {
         match self {
             Action::Command(c) => c.run(fire, cx).await,
@@ -216,15 +180,4 @@ impl Action {
             Action::Celery(_) | Action::Push(_) => RunResult::failed("queue jobs are sent by their broker, not run"),
         }
     }
-}
-
-/// What an action's parser may need besides its own keys.
-#[derive(Debug)]
-pub struct ParseContext<'a> {
-    /// The config file's folder; relative paths resolve against it.
-    pub base: &'a Path,
-    /// Every job name in the file (for reports that name jobs).
-    pub job_names: &'a [String],
-    /// Every `[brokers.NAME]` (for queue jobs).
-    pub broker_names: &'a [String],
 }

@@ -2,8 +2,6 @@
 
 use super::RunResult;
 
-pub const KEYS: &[&str] = &[];
-
 #[derive(Debug, Clone, Copy)]
 pub struct Noop;
 

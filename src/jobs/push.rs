@@ -4,11 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::broker::{QueueMessage, OnBrokerDown, Side};
-use crate::config::diag::Diags;
-use crate::config::table::Table;
-
-pub const KEYS: &[&str] = &["broker", "queue", "payload", "method", "on_broker_down"];
+use crate::broker::{OnBrokerDown, QueueMessage, Side};
 
 #[derive(Debug, Clone)]
 pub struct Push {
@@ -20,16 +16,6 @@ pub struct Push {
 }
 
 impl Push {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<Push> {
-        let broker = crate::broker::parse_broker_name(t, d, brokers);
-        let queue = t.req_str(d, "queue").map(|q| q.value.to_string());
-        let payload = t.json(d, "payload", "a table", Value::is_object).unwrap_or(json!({}));
-        let side =
-            t.choice(d, "method", "method", &[("rpush", Side::Right), ("lpush", Side::Left)]).unwrap_or(Side::Right);
-        let on_broker_down = OnBrokerDown::parse(t, d);
-        Some(Push { broker: broker?, queue: queue?, payload, side, on_broker_down })
-    }
-
     /// `{"job", "fire_id", "scheduled_at", "fired_at", "payload"}`.
     pub fn body(&self, job: &str, id: &str, slot: DateTime<Utc>, fired_at: DateTime<Utc>) -> String {
         let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);

@@ -16,15 +16,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{ParseContext, RunContext, RunResult};
-use crate::config::diag::{Diags, hint};
-use crate::config::table::Table;
+use super::{RunContext, RunResult};
 use crate::fire::Fire;
+use crate::job::RunOutcome;
 use crate::notifications::Notification;
 use crate::state::history::{self, RunRecord};
-use crate::job::RunOutcome;
-
-pub const KEYS: &[&str] = &["period", "jobs", "output_dir"];
 
 /// The period of a first report, when there is no previous one.
 const FIRST_PERIOD: Duration = Duration::from_secs(7 * 86_400);
@@ -71,28 +67,6 @@ pub struct Summary {
 }
 
 impl Report {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags, cx: &ParseContext<'_>) -> Option<Self> {
-        let period = t.duration(d, "period").map(|(v, _)| v);
-        let jobs = t.str_list(d, "jobs").map(|(names, _)| {
-            for n in &names {
-                if !cx.job_names.iter().any(|j| j == n.value) {
-                    let h = hint(n.value, cx.job_names.iter().map(String::as_str));
-                    t.error(d, n.span.clone(), format!("no job \"{}\" to report on{h}", n.value));
-                }
-            }
-            names.iter().map(|n| n.value.to_string()).collect()
-        });
-        let output_dir = t.path(d, "output_dir", cx.base).map(|(p, span)| {
-            let p = crate::nofollow::normalize(&p);
-            t.defer(d, span, crate::config::DiskCheck::OutputDir(p.clone()));
-            p
-        });
-        if output_dir.is_none() && t.key_span("output_dir").is_none() {
-            t.error(d, t.span.clone(), "missing key \"output_dir\"");
-        }
-        Some(Report { period, jobs, output_dir: output_dir? })
-    }
-
     pub async fn run(&self, fire: &Fire, cx: &RunContext) -> RunResult {
         let me = self.clone();
         let fire2 = fire.clone();

@@ -4,13 +4,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::http_check::DEFAULT_TIMEOUT;
 use super::{RunContext, RunResult};
-use crate::config::diag::Diags;
-use crate::config::table::Table;
 use crate::job::Details;
-
-pub const KEYS: &[&str] = &["address"];
 
 #[derive(Debug, Clone)]
 pub struct TcpCheck {
@@ -20,17 +15,6 @@ pub struct TcpCheck {
 }
 
 impl TcpCheck {
-    pub fn parse(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Self> {
-        let a = t.req_str(d, "address")?;
-        let port_ok =
-            a.value.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
-            t.error(d, a.span.clone(), format!("\"address\" must be host:port, not \"{}\"", a.value));
-            return None;
-        }
-        Some(TcpCheck { address: a.value.to_string(), timeout: DEFAULT_TIMEOUT })
-    }
-
     pub async fn run(&self, cx: &RunContext) -> RunResult {
         let started = Instant::now();
         let outcome = tokio::select! {

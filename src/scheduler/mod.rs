@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::job::Job;
 use crate::fire::Fire;
+use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::policy::CatchUp;
 use crate::schedule::Schedule;
@@ -273,8 +273,7 @@ impl<D: Dispatch> Scheduler<D> {
     pub fn apply(&mut self, jobs: Vec<Job>) -> Diff {
         let now = self.clock.now();
         let old_set = self.board.jobs();
-        let old_index: HashMap<&str, usize> =
-            self.jobs.iter().enumerate().map(|(i, e)| (&*e.job.name, i)).collect();
+        let old_index: HashMap<&str, usize> = self.jobs.iter().enumerate().map(|(i, e)| (&*e.job.name, i)).collect();
         let mut pending: HashMap<u32, timers::Timer> = HashMap::with_capacity(self.timers.len());
         for e in self.timers.drain() {
             pending.insert(e.job, e);
@@ -286,7 +285,9 @@ impl<D: Dispatch> Scheduler<D> {
             match old_set.get(&e.job.name) {
                 None => diff.added.push(e.job.name.to_string()),
                 Some(old) if Arc::ptr_eq(&old.job, &e.job) => diff.unchanged.push(e.job.name.to_string()),
-                Some(old) => diff.changed.push((e.job.name.to_string(), schedule_key(&old.job) != schedule_key(&e.job))),
+                Some(old) => {
+                    diff.changed.push((e.job.name.to_string(), schedule_key(&old.job) != schedule_key(&e.job)))
+                }
             }
         }
         diff.removed =

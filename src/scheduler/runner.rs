@@ -26,11 +26,11 @@ use tokio_util::task::TaskTracker;
 
 use super::Dispatch;
 use crate::fire::Fire;
+use crate::job::RunOutcome;
 use crate::jobs::{Execute, RunContext, RunResult, Services};
 use crate::notifications::Notification;
 use crate::policy::Overlap;
-use crate::state::history::{Pending, History, RunRecord};
-use crate::job::RunOutcome;
+use crate::state::history::{History, Pending, RunRecord};
 
 #[derive(Debug, Clone)]
 pub struct Runner {

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Dispatch, Scheduler};
 use crate::clock::Clock;
 use crate::config::parse_str;
-use crate::job::Job;
 use crate::fire::Fire;
+use crate::job::Job;
 
 /// (job, scheduled slot, dispatch time) of each fire.
 type Fired = (String, DateTime<Utc>, DateTime<Utc>);

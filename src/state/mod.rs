@@ -86,7 +86,8 @@ pub fn set_paused(
 }
 
 /// Builds a queue job's message for a slot: (broker, message); `None` for other jobs.
-pub type Requeue<'a> = dyn Fn(&str, chrono::DateTime<chrono::Utc>) -> Option<(String, crate::broker::QueueMessage)> + 'a;
+pub type Requeue<'a> =
+    dyn Fn(&str, chrono::DateTime<chrono::Utc>) -> Option<(String, crate::broker::QueueMessage)> + 'a;
 
 /// Deals with every fire the journal lists whose run the history lacks: beatd stopped between
 /// dispatching it and recording its end. A queue job's message (`requeue` builds it) goes to the

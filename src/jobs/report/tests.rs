@@ -3,8 +3,8 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::{JobSummary, summarize};
-use crate::state::history::RunRecord;
 use crate::job::{Details, RunOutcome};
+use crate::state::history::RunRecord;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)

@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use super::Runner;
 use crate::clock::Clock;
 use crate::config::parse_str;
-use crate::job::Job;
 use crate::fire::Fire;
+use crate::job::Job;
+use crate::job::RunOutcome;
 use crate::jobs::{Execute, RunContext, RunResult, Services};
 use crate::scheduler::Scheduler;
 use crate::state::history::{History, RunRecord};
-use crate::job::RunOutcome;
 
 /// How a scripted job behaves: each attempt takes `takes`, and the first `fail_first`
 /// attempts fail.

@@ -1,0 +1,236 @@
+//! The config's named sections besides jobs: `[scheduler]` and `[api]` (main file only),
+//! `[notifiers.NAME]` and `[brokers.NAME]`, read into the types their modules use.
+
+use std::path::Path;
+
+use super::diag::{Diags, hint};
+use super::table::Table;
+use super::{DiskCheck, SchedulerConfig, resolve, system_zone};
+use crate::api::{ApiConfig, Listen};
+use crate::broker::{BrokerConfig, BrokerUrl, Kind, OnBrokerDown, TransportOptions};
+use crate::notifications::{Format, Notifier};
+
+pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<SchedulerConfig> {
+    let timezone = match t.str(d, "timezone") {
+        Some(s) => super::job::zone(t, d, &s),
+        None => Some(system_zone()),
+    };
+    let state_dir = t.path(d, "state_dir", base).map_or_else(|| base.join("state"), |(p, _)| p);
+    let defaults = SchedulerConfig::defaults(base);
+    let shutdown_grace = t.duration(d, "shutdown_grace").map_or(defaults.shutdown_grace, |(v, _)| v);
+    let max_running = t.integer(d, "max_running").and_then(|(n, span)| match usize::try_from(n) {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            t.error(d, span, "\"max_running\" must be 1 or more");
+            None
+        }
+    });
+    let history_keep = t.duration(d, "history_keep").map_or(defaults.history_keep, |(v, _)| v);
+    let mut include = Vec::new();
+    for pattern in t.str_list(d, "include").map(|(l, _)| l).unwrap_or_default() {
+        if let Err(e) = glob::Pattern::new(pattern.value) {
+            t.error(d, pattern.span, format!("invalid include pattern \"{}\": {}", pattern.value, e.msg));
+        } else if Path::new(pattern.value).is_absolute() || pattern.value.split('/').any(|p| p == "..") {
+            // Drop-ins live beside the config: the folder a team is given to write in.
+            t.error(d, pattern.span, format!("include \"{}\" must stay inside the config's folder", pattern.value));
+        } else {
+            include.push(pattern.value.to_string());
+        }
+    }
+    let max_outbox = t.integer(d, "max_outbox").map_or(defaults.max_outbox, |(n, span)| {
+        u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or_else(|| {
+            t.error(d, span, "\"max_outbox\" must be 1 or more");
+            defaults.max_outbox
+        })
+    });
+    t.finish(d, &[]);
+    Some(SchedulerConfig {
+        timezone: timezone?,
+        state_dir,
+        shutdown_grace,
+        max_running,
+        history_keep,
+        include,
+        max_outbox,
+    })
+}
+
+pub(super) fn api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<ApiConfig> {
+    let listen = t.req_str(d, "listen").and_then(|l| {
+        if let Some(path) = l.value.strip_prefix("unix:") {
+            if path.is_empty() || path.contains('\0') {
+                t.error(d, l.span, "\"listen\" = \"unix:PATH\" needs the socket's path, such as unix:/run/beatd/api.sock");
+                return None;
+            }
+            return Some(Listen::Unix(resolve(base, path)));
+        }
+        match l.value.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(Listen::Tcp(addr)),
+            Err(_) => {
+                t.error(
+                    d,
+                    l.span.clone(),
+                    format!(
+                        "\"listen\" must be an address and port such as 127.0.0.1:8089, or unix:/run/beatd/api.sock, not \"{}\"",
+                        l.value
+                    ),
+                );
+                None
+            }
+        }
+    });
+    let token_file = t.path(d, "token_file", base);
+    if let Some((p, span)) = &token_file {
+        t.defer(d, span.clone(), DiskCheck::TokenFile(p.clone()));
+    }
+    let allow_unauthenticated = t.bool(d, "allow_unauthenticated").unwrap_or(false);
+    let allowed_hosts = t
+        .str_list(d, "allowed_hosts")
+        .map(|(hosts, _)| hosts.iter().map(|h| h.value.trim().to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    let per_job_metrics = t.bool(d, "per_job_metrics").unwrap_or(true);
+    let max_connections = t.integer(d, "max_connections").map_or(512, |(n, span)| {
+        usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or_else(|| {
+            t.error(d, span, "\"max_connections\" must be 1 or more");
+            512
+        })
+    });
+    t.finish(d, &[]);
+    Some(ApiConfig {
+        listen: listen?,
+        token_file: token_file.map(|(p, _)| p),
+        allow_unauthenticated,
+        allowed_hosts,
+        per_job_metrics,
+        max_connections,
+    })
+}
+
+pub fn notifier(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Notifier> {
+    let kind = t.req_str(d, "kind");
+    if let Some(k) = &kind
+        && k.value != "webhook"
+    {
+        t.error(d, k.span.clone(), format!("unknown notifier kind \"{}\" (the one kind is \"webhook\")", k.value));
+    }
+    let url = t.http_url(d, "url");
+    let format = match t.str(d, "format") {
+        None => Format::Json,
+        Some(f) if f.value == "json" => Format::Json,
+        Some(f) if f.value == "slack" => Format::Slack,
+        Some(f) => {
+            let msg = format!("unknown format \"{}\"{}", f.value, hint(f.value, ["json", "slack"]));
+            t.error(d, f.span, if msg.ends_with(')') { msg } else { format!("{msg} (one of: json, slack)") });
+            Format::Json
+        }
+    };
+    t.finish(d, &[]);
+    kind?;
+    Some(Notifier { name: name.to_string(), url: url?, format })
+}
+
+pub fn broker(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<BrokerConfig> {
+    let url = t.req_str(d, "url");
+    let options = t.table(d, "transport_options");
+    let url = url.and_then(|url| match BrokerUrl::parse(url.value) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            // Never echo the URL: it may hold a password.
+            t.error(d, url.span, e);
+            None
+        }
+    });
+    let transport = match options {
+        None => TransportOptions::default(),
+        Some((table, span)) => {
+            if url.as_ref().is_some_and(|u| u.kind != Kind::Redis) {
+                t.error(
+                    d,
+                    t.key_span("transport_options").unwrap_or(span.clone()),
+                    "\"transport_options\" are kombu's Redis transport options: this broker is not Redis",
+                );
+            }
+            let mut opts = Table::new(table, span, None).section("transport_options");
+            transport_options(&mut opts, d)
+        }
+    };
+    t.finish(d, &[]);
+    Some(BrokerConfig { name: name.to_string(), url: url?, transport })
+}
+
+/// kombu transport options that only concern consumers (workers): accepted, so a copy of the
+/// workers' `broker_transport_options` is valid, and without effect on what beatd sends.
+const WORKER_ONLY_OPTIONS: &[&str] = &[
+    "ack_emulation",
+    "client_name",
+    "fanout_patterns",
+    "fanout_prefix",
+    "health_check_interval",
+    "max_connections",
+    "queue_order_strategy",
+    "reauth_check_interval",
+    "retry_on_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "socket_keepalive_options",
+    "socket_timeout",
+    "unacked_index_key",
+    "unacked_key",
+    "unacked_mutex_expire",
+    "unacked_mutex_key",
+    "unacked_restore_interval",
+    "unacked_restore_limit",
+    "unacked_restore_throttle",
+    "visibility_timeout",
+];
+
+fn transport_options(t: &mut Table<'_, '_>, d: &mut Diags) -> TransportOptions {
+    let mut options = TransportOptions::default();
+    if let Some(v) = t.get("priority_steps") {
+        let steps: Option<Vec<u32>> = match v.get_ref() {
+            toml::de::DeValue::Array(items) => items
+                .iter()
+                .map(|i| match i.get_ref() {
+                    toml::de::DeValue::Integer(n) => n.as_str().replace('_', "").parse::<u32>().ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        match steps {
+            Some(s) if !s.is_empty() && s.windows(2).all(|w| w[0] < w[1]) => options.priority_steps = s,
+            _ => t.error(
+                d,
+                v.span(),
+                "\"priority_steps\" must be a list of whole numbers in ascending order, such as [0, 3, 6, 9]",
+            ),
+        }
+    }
+    if let Some(sep) = t.str(d, "sep") {
+        options.sep = sep.value.to_string();
+    }
+    if let Some(prefix) = t.str(d, "global_keyprefix") {
+        options.global_keyprefix = prefix.value.to_string();
+    }
+    for key in WORKER_ONLY_OPTIONS {
+        t.get(key);
+    }
+    t.finish(d, &[]);
+    options
+}
+
+pub fn on_broker_down(t: &mut Table<'_, '_>, d: &mut Diags) -> OnBrokerDown {
+    t.choice(d, "on_broker_down", "on_broker_down", &[("outbox", OnBrokerDown::Outbox), ("drop", OnBrokerDown::Drop)])
+        .unwrap_or_default()
+}
+
+/// `broker = "NAME"`, which must name a `[brokers.NAME]`.
+pub fn broker_name(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<String> {
+    let b = t.req_str(d, "broker")?;
+    if brokers.iter().any(|n| n == b.value) {
+        return Some(b.value.to_string());
+    }
+    let h = crate::config::diag::hint(b.value, brokers.iter().map(String::as_str));
+    t.error(d, b.span, format!("no broker \"{}\" (define it as [brokers.{}]){h}", b.value, b.value));
+    None
+}
