@@ -29,11 +29,20 @@ pub fn allowed(target: &str) -> bool {
     !SILENCED.iter().any(|s| target == *s || target.strip_prefix(s).is_some_and(|rest| rest.starts_with("::")))
 }
 
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("invalid --log-level \"{level}\": {source}")]
+    Level { level: String, source: tracing_subscriber::filter::ParseError },
+    #[error("cannot set up logging: {0}")]
+    Install(#[from] tracing_subscriber::util::TryInitError),
+}
+
 /// Installs the global subscriber. `level` (from `--log-level`) wins over `RUST_LOG`; the
 /// default is `info`.
-pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), LogError> {
     let filter = match level {
-        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("invalid --log-level \"{l}\": {e}"))?,
+        Some(l) => EnvFilter::try_new(l).map_err(|source| LogError::Level { level: l.to_string(), source })?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -45,7 +54,7 @@ pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
         .with(filter)
         .with(fmt.with_filter(filter_fn(|meta| allowed(meta.target()))))
         .try_init()
-        .map_err(|e| format!("cannot set up logging: {e}"))
+        .map_err(LogError::from)
 }
 
 #[cfg(test)]

@@ -36,6 +36,11 @@ pub enum PathError {
     NotFolder(PathBuf),
     /// The path is `/`, however it is spelled or reached.
     Root,
+    /// A folder other users can write to (with its mode), not sticky and beatd's own.
+    Shared {
+        at: PathBuf,
+        mode: u32,
+    },
     Io {
         at: PathBuf,
         errno: Errno,
@@ -55,6 +60,11 @@ impl fmt::Display for PathError {
             }
             PathError::NotFolder(at) => write!(f, "{} is not a folder", at.display()),
             PathError::Root => f.write_str("refusing \"/\""),
+            PathError::Shared { at, mode } => write!(
+                f,
+                "{} can be written by other users (mode {mode:04o}): refusing to write there; make it writable by beatd's user only, or sticky and owned by it",
+                at.display()
+            ),
             PathError::Io { at, errno } => write!(f, "cannot open {}: {errno}", at.display()),
         }
     }
@@ -153,15 +163,12 @@ fn is_root(dir: &OwnedFd) -> bool {
 
 /// Refuses a folder others can write to (group or world), unless it is sticky and owned by
 /// beatd's user: in such a folder another user can plant or swap names.
-pub fn check_private(dir: &OwnedFd, shown: &Path) -> Result<(), String> {
-    let st = rustix::fs::fstat(dir).map_err(|e| format!("cannot stat {}: {e}", shown.display()))?;
+pub fn check_private(dir: &OwnedFd, shown: &Path) -> Result<(), PathError> {
+    let st = rustix::fs::fstat(dir).map_err(|errno| PathError::Io { at: shown.to_path_buf(), errno })?;
     let mode = st.st_mode & 0o7777;
     let sticky_and_ours = mode & 0o1000 != 0 && st.st_uid == rustix::process::geteuid().as_raw();
     if mode & 0o022 != 0 && !sticky_and_ours {
-        return Err(format!(
-            "{} can be written by other users (mode {mode:04o}): refusing to write there; make it writable by beatd's user only, or sticky and owned by it",
-            shown.display()
-        ));
+        return Err(PathError::Shared { at: shown.to_path_buf(), mode });
     }
     Ok(())
 }

@@ -27,8 +27,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::error;
 use super::{ApiConfig, Listen};
+use super::{ApiError, error};
 
 /// The token beatd makes for itself, in the state folder.
 pub const TOKEN_FILE: &str = "api-token";
@@ -170,7 +170,7 @@ pub async fn private_read(State(guard): State<Arc<Guard>>, request: Request, nex
 
 /// The token the API needs, at start: `None` with `allow_unauthenticated` (and a warning);
 /// `token_file`'s; or the one in `state_dir`, made now if there is none yet.
-pub fn token_at_start(api: &ApiConfig, state_dir: &Path) -> Result<Option<String>, String> {
+pub fn token_at_start(api: &ApiConfig, state_dir: &Path) -> Result<Option<String>, ApiError> {
     if api.allow_unauthenticated {
         tracing::warn!(
             "[api] allow_unauthenticated = true: anyone who can reach {} can run, pause and resume jobs",
@@ -189,29 +189,28 @@ pub fn token_at_start(api: &ApiConfig, state_dir: &Path) -> Result<Option<String
 }
 
 /// Reads a token file; an empty one is an error, never "no token".
-pub fn read_token(path: &Path) -> Result<String, String> {
+pub fn read_token(path: &Path) -> Result<String, ApiError> {
     let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read the API token {}: {e}", path.display()))?;
+        std::fs::read_to_string(path).map_err(|source| ApiError::ReadToken { path: path.to_path_buf(), source })?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(format!("the API token {} is empty: an empty token would let anyone in", path.display()));
+        return Err(ApiError::EmptyToken(path.to_path_buf()));
     }
     Ok(token.to_string())
 }
 
-fn make_token(path: &Path) -> Result<(), String> {
+fn make_token(path: &Path) -> Result<(), ApiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let made = |source| ApiError::MakeToken { path: path.to_path_buf(), source };
     let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true) // O_EXCL: never a name that exists, not even a planted link
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("cannot make the API token {}: {e}", path.display()))?;
-    file.write_all(format!("{token}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write the API token {}: {e}", path.display()))
+        .map_err(made)?;
+    file.write_all(format!("{token}\n").as_bytes()).and_then(|()| file.sync_all()).map_err(made)
 }
 
 fn warn_if_readable(path: &Path) {
@@ -228,7 +227,7 @@ fn warn_if_readable(path: &Path) {
 }
 
 /// Where the CLI finds the token: as the daemon does, without making one.
-pub fn token_for_client(api: &ApiConfig, state_dir: &Path) -> (PathBuf, Result<String, String>) {
+pub fn token_for_client(api: &ApiConfig, state_dir: &Path) -> (PathBuf, Result<String, ApiError>) {
     let path = api.token_path(state_dir);
     let token = read_token(&path);
     (path, token)

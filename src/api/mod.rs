@@ -90,6 +90,27 @@ impl ApiConfig {
     }
 }
 
+/// Why the API could not start, or its token be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot listen on {listen} for the HTTP API: {source}")]
+    Listen { listen: String, source: std::io::Error },
+    #[error("cannot listen on unix:{}: another process is listening there", .0.display())]
+    SocketInUse(PathBuf),
+    #[error("cannot listen on unix:{}: it exists and is not a socket", .0.display())]
+    NotASocket(PathBuf),
+    #[error("cannot replace the old socket {}: {source}", .path.display())]
+    OldSocket { path: PathBuf, source: std::io::Error },
+    #[error("cannot set the permissions of {}: {source}", .path.display())]
+    SocketMode { path: PathBuf, source: std::io::Error },
+    #[error("cannot read the API token {}: {source}", .path.display())]
+    ReadToken { path: PathBuf, source: std::io::Error },
+    #[error("the API token {} is empty: an empty token would let anyone in", .0.display())]
+    EmptyToken(PathBuf),
+    #[error("cannot make the API token {}: {source}", .path.display())]
+    MakeToken { path: PathBuf, source: std::io::Error },
+}
+
 /// Every route, as (method, path): the router is built from it, and the OpenAPI test checks
 /// `docs/openapi.json` against it.
 pub const ROUTES: &[(&str, &str)] = &[

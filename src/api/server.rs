@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::Listen;
 use super::auth::Transport;
+use super::{ApiError, Listen};
 use crate::status::Board;
 
 /// How long a client may take to send a request's headers.
@@ -51,34 +51,34 @@ pub enum Listener {
 impl Listener {
     /// Binds `listen`. A unix socket left by a beatd that stopped is replaced; a path that is
     /// not a socket, or a socket someone still listens on, is an error.
-    pub async fn bind(listen: &Listen) -> Result<Listener, String> {
+    pub async fn bind(listen: &Listen) -> Result<Listener, ApiError> {
         match listen {
             Listen::Tcp(addr) => tokio::net::TcpListener::bind(addr)
                 .await
                 .map(Listener::Tcp)
-                .map_err(|e| format!("cannot listen on {addr} for the HTTP API: {e}")),
+                .map_err(|source| ApiError::Listen { listen: addr.to_string(), source }),
             Listen::Unix(path) => bind_unix(path).map(|l| Listener::Unix(l, path.clone())),
         }
     }
 }
 
-fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, String> {
+fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let shown = path.display();
+    let path_buf = || path.to_path_buf();
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(format!("cannot listen on unix:{shown}: another process is listening there"));
+                return Err(ApiError::SocketInUse(path_buf()));
             }
-            std::fs::remove_file(path).map_err(|e| format!("cannot replace the old socket {shown}: {e}"))?;
+            std::fs::remove_file(path).map_err(|source| ApiError::OldSocket { path: path_buf(), source })?;
         }
-        Ok(_) => return Err(format!("cannot listen on unix:{shown}: it exists and is not a socket")),
+        Ok(_) => return Err(ApiError::NotASocket(path_buf())),
         Err(_) => {}
     }
     let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| format!("cannot listen on unix:{shown} for the HTTP API: {e}"))?;
+        .map_err(|source| ApiError::Listen { listen: format!("unix:{}", path.display()), source })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("cannot set the permissions of {shown}: {e}"))?;
+        .map_err(|source| ApiError::SocketMode { path: path_buf(), source })?;
     Ok(listener)
 }
 

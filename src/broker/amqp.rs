@@ -50,7 +50,7 @@ impl std::fmt::Debug for Amqp {
 
 impl Amqp {
     /// Connects lazily, at the first send.
-    pub fn new(url: &BrokerUrl) -> Result<Amqp, String> {
+    pub fn new(url: &BrokerUrl) -> Result<Amqp, super::UrlError> {
         Ok(Amqp { uri: url.amqp_uri()?, open: None, max_body: None })
     }
 

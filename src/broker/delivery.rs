@@ -36,11 +36,10 @@ use tokio_util::task::TaskTracker;
 use super::amqp::Amqp;
 use super::outbox::Outbox;
 use super::redis::Redis;
-use super::{BrokerConfig, BrokerConfigs, Kind, OnBrokerDown, QueueMessage, Sent};
+use super::{BrokerConfig, BrokerConfigs, Kind, OnBrokerDown, QueueMessage, Sent, StartError};
 use crate::clock::Clock;
 use crate::fire::Fire;
 use crate::job::RunOutcome;
-use crate::jobs::Action;
 use crate::state::history::{History, Pending, RunRecord};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -76,16 +75,20 @@ pub struct Brokers {
 
 impl Brokers {
     /// Starts a delivery task per broker, with the outbox in `state_dir`.
-    pub fn start(configs: &BrokerConfigs, state_dir: &Path, shared: Shared) -> Result<Brokers, String> {
+    pub fn start(configs: &BrokerConfigs, state_dir: &Path, shared: Shared) -> Result<Brokers, StartError> {
         let brokers = Brokers { shared: Some(shared.clone()), ..Brokers::default() };
         let mut senders = HashMap::new();
         for (name, config) in configs {
-            let named = |e: String| format!("broker \"{name}\": {e}");
+            let broker = name.clone();
             let transport = match config.url.kind {
-                Kind::Redis => Transport::Redis(Box::new(Redis::new(&config.url).map_err(named)?)),
-                Kind::Amqp => Transport::Amqp(Box::new(Amqp::new(&config.url).map_err(named)?)),
+                Kind::Redis => Transport::Redis(Box::new(
+                    Redis::new(&config.url).map_err(|source| StartError::Client { broker, source })?,
+                )),
+                Kind::Amqp => Transport::Amqp(Box::new(
+                    Amqp::new(&config.url).map_err(|source| StartError::Url { broker, source })?,
+                )),
             };
-            let outbox = Outbox::open(state_dir).map_err(|e| e.to_string())?;
+            let outbox = Outbox::open(state_dir)?;
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(name.clone(), tx);
             let task = Task::new(config.clone(), transport, outbox, shared.clone());
@@ -574,11 +577,8 @@ impl Task {
 /// The message of a queue job's fire, for `broker`.
 fn build(fire: Fire, broker: &BrokerConfig) -> Option<Item> {
     let id = fire.id().to_string();
-    let (message, on_down) = match &fire.job.action {
-        Action::Celery(c) => (c.message(&fire.job.name, id, fire.scheduled_at, broker), c.on_broker_down),
-        Action::Push(p) => (p.message(&fire.job.name, id, fire.scheduled_at, fire.fired_at), p.on_broker_down),
-        _ => return None,
-    };
+    let (message, on_down) =
+        fire.job.action.queue_message(&fire.job.name, id, fire.scheduled_at, fire.fired_at, broker)?;
     Some(Item { message, fire: Some(fire), on_down })
 }
 
@@ -589,11 +589,8 @@ pub fn message_for(
     broker: &BrokerConfig,
 ) -> Option<(String, QueueMessage)> {
     let id = crate::job::fire_id(&job.name, slot).to_string();
-    match &job.action {
-        Action::Celery(c) => Some((c.broker.clone(), c.message(&job.name, id, slot, broker))),
-        Action::Push(p) => Some((p.broker.clone(), p.message(&job.name, id, slot, slot))),
-        _ => None,
-    }
+    let (message, _) = job.action.queue_message(&job.name, id, slot, slot, broker)?;
+    Some((broker.name.clone(), message))
 }
 
 async fn sleep_until(at: Option<Instant>) {

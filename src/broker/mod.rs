@@ -23,6 +23,30 @@ pub enum Kind {
     Amqp,
 }
 
+/// Why a broker URL was refused. Never holds the URL: it may hold a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("invalid broker url: {0}")]
+    Invalid(String),
+    #[error("unsupported broker scheme \"{0}\" (one of: redis://, rediss://, unix://, amqp://, amqps://)")]
+    Scheme(String),
+    #[error("the broker url has no host")]
+    NoHost,
+    #[error("the vhost in the broker url is not UTF-8")]
+    Vhost,
+}
+
+/// Why a broker's delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("broker \"{broker}\": {source}")]
+    Url { broker: String, source: UrlError },
+    #[error("broker \"{broker}\": {source}")]
+    Client { broker: String, source: ::redis::RedisError },
+    #[error(transparent)]
+    Outbox(#[from] crate::state::StateError),
+}
+
 /// A broker URL. Shown (in logs, errors and the API) with its password replaced.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -31,19 +55,15 @@ pub struct BrokerUrl {
 }
 
 impl BrokerUrl {
-    pub fn parse(text: &str) -> Result<BrokerUrl, String> {
-        let url = reqwest::Url::parse(text).map_err(|e| format!("invalid broker url: {e}"))?;
+    pub fn parse(text: &str) -> Result<BrokerUrl, UrlError> {
+        let url = reqwest::Url::parse(text).map_err(|e| UrlError::Invalid(e.to_string()))?;
         let kind = match url.scheme() {
             "redis" | "rediss" | "unix" | "redis+unix" => Kind::Redis,
             "amqp" | "amqps" => Kind::Amqp,
-            other => {
-                return Err(format!(
-                    "unsupported broker scheme \"{other}\" (one of: redis://, rediss://, unix://, amqp://, amqps://)"
-                ));
-            }
+            other => return Err(UrlError::Scheme(other.to_string())),
         };
         if !url.scheme().ends_with("unix") && url.host_str().is_none_or(str::is_empty) {
-            return Err("the broker url has no host".into());
+            return Err(UrlError::NoHost);
         }
         let parsed = BrokerUrl { url, kind };
         if kind == Kind::Amqp {
@@ -60,20 +80,20 @@ impl BrokerUrl {
     /// The AMQP virtual host, by kombu's rules (which users copy from their Celery settings):
     /// the path without its leading `/`, percent-decoded; none or empty means `/`. So
     /// `...:5672`, `...:5672/`, `...:5672//` and `...:5672/%2F` are all the vhost `/`.
-    pub fn vhost(&self) -> Result<String, String> {
+    pub fn vhost(&self) -> Result<String, UrlError> {
         let path = self.url.path();
         let path = path.strip_prefix('/').unwrap_or(path);
-        let vhost = percent_decode(path).map_err(|_| "the vhost in the broker url is not UTF-8".to_string())?;
+        let vhost = percent_decode(path).map_err(|_| UrlError::Vhost)?;
         Ok(if vhost.is_empty() { "/".to_string() } else { vhost })
     }
 
     /// The URL as lapin takes it: host and port as written (an IP address stays one), the vhost
     /// by kombu's rules, and the query's connection settings (`heartbeat`, `frame_max`, ...).
-    pub fn amqp_uri(&self) -> Result<lapin::uri::AMQPUri, String> {
+    pub fn amqp_uri(&self) -> Result<lapin::uri::AMQPUri, UrlError> {
         // amq-protocol-uri reads the host with `Url::domain`, which is `None` for an IP
         // address: it would connect to "localhost" instead. Only its query parsing is used.
-        let mut uri: lapin::uri::AMQPUri = self.url.as_str().parse().map_err(|e| format!("invalid broker url: {e}"))?;
-        let host = self.url.host_str().ok_or("the broker url has no host")?;
+        let mut uri: lapin::uri::AMQPUri = self.url.as_str().parse().map_err(UrlError::Invalid)?;
+        let host = self.url.host_str().ok_or(UrlError::NoHost)?;
         uri.authority.host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         uri.authority.port = self.url.port().unwrap_or_else(|| uri.scheme.default_port());
         uri.vhost = self.vhost()?;
@@ -256,7 +276,7 @@ mod tests {
         assert_eq!(u.to_string(), "rediss://user:***@cache.example:6380/0");
         let u = BrokerUrl::parse("unix:///run/redis.sock?db=1&pass=pw").expect("valid");
         assert_eq!(u.to_string(), "unix:///run/redis.sock?db=1&pass=***");
-        let e = BrokerUrl::parse("kafka://x:pw@h:1").expect_err("refused");
+        let e = BrokerUrl::parse("kafka://x:pw@h:1").expect_err("refused").to_string();
         assert!(e.starts_with("unsupported broker scheme \"kafka\"") && !e.contains("pw"), "{e}");
         assert!(BrokerUrl::parse("redis://").is_err());
         let u = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").expect("valid");

@@ -179,6 +179,34 @@ impl Outbox {
     }
 }
 
+/// Builds a queue job's message for a slot: `None` for other jobs.
+pub type Requeue<'a> = dyn Fn(&str, chrono::DateTime<chrono::Utc>) -> Option<(String, QueueMessage)> + 'a;
+
+/// Puts the messages of queue jobs' `fires` that a crash left unsent back in the outbox
+/// (unless one is waiting there already), with their task ids: delivery is at-least-once.
+/// Returns the fires that are not queue jobs'.
+pub fn requeue(
+    state_dir: &Path,
+    fires: Vec<crate::state::Fired>,
+    message: &Requeue<'_>,
+) -> Result<Vec<crate::state::Fired>, StateError> {
+    let mut outbox = Outbox::open(state_dir)?;
+    let err = |source| StateError::Sqlite { path: state_dir.join(FILE), source };
+    let mut rest = Vec::new();
+    for (job, slot) in fires {
+        match message(&job, slot) {
+            Some((broker, m)) => {
+                if !outbox.contains(&job, slot).map_err(err)? {
+                    tracing::warn!(job = %job, %slot, "message possibly not sent before beatd stopped: queued again (same task id)");
+                    outbox.push(&broker, &[m]).map_err(err)?;
+                }
+            }
+            None => rest.push((job, slot)),
+        }
+    }
+    Ok(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,8 +31,8 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Connects at the first send: a broker that is down at start is not an error.
-    pub fn new(url: &BrokerUrl) -> Result<Redis, String> {
-        let client = redis::Client::open(url.secret()).map_err(|e| format!("broker url: {:?}", e.kind()))?;
+    pub fn new(url: &BrokerUrl) -> Result<Redis, redis::RedisError> {
+        let client = redis::Client::open(url.secret())?;
         Ok(Redis { client, conn: None })
     }
 

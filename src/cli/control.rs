@@ -70,7 +70,7 @@ impl Client {
             (Listen::Unix(_), _) | (_, true) => (None, None),
             _ => match crate::api::auth::token_for_client(api, &config.scheduler.state_dir).1 {
                 Ok(t) => (Some(t), None),
-                Err(e) => (None, Some(e)),
+                Err(e) => (None, Some(e.to_string())),
             },
         };
         Ok(Client { base: api.client_base(), token, no_token, http, runtime })

@@ -60,8 +60,11 @@ pub fn run(args: Args) -> Result<(), Failed> {
         let broker = config.brokers.get(job.action.broker()?)?;
         broker::delivery::message_for(job, slot, broker)
     };
-    state::recover_interrupted(&sched.state_dir, Clock::System.now(), &requeue).map_err(fail)?;
-    let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep).map_err(fail)?;
+    let unfinished = state::unfinished(&sched.state_dir).map_err(fail)?;
+    let interrupted = broker::outbox::requeue(&sched.state_dir, unfinished, &requeue).map_err(fail)?;
+    state::record_interrupted(&sched.state_dir, &interrupted, Clock::System.now()).map_err(fail)?;
+    state::forget_unfinished(&sched.state_dir).map_err(fail)?;
+    let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep, Clock::System).map_err(fail)?;
     let result = runtime.block_on(serve(config, history, args.watch));
     // Every sender is gone once `serve` returns: the writer flushes and stops.
     writer.finish();
@@ -75,7 +78,7 @@ async fn serve(config: Config, history: History, watch: bool) -> Result<(), Fail
     let sched = &config.scheduler;
     let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
     let board = Board::new(config.jobs.clone(), Metrics::new(per_job));
-    let mut services = Services::new(Clock::System, sched.state_dir.clone(), config.notifiers.clone());
+    let services = Services::new(Clock::System, sched.state_dir.clone(), config.notifiers.clone());
     let shared = broker::delivery::Shared {
         history: history.clone(),
         clock: Clock::System,
@@ -83,9 +86,9 @@ async fn serve(config: Config, history: History, watch: bool) -> Result<(), Fail
         waiting: board.metrics.outbox.clone(),
         dropped: board.metrics.outbox_dropped.clone(),
     };
-    services.brokers = Brokers::start(&config.brokers, &sched.state_dir, shared).map_err(fail)?;
+    let brokers = Brokers::start(&config.brokers, &sched.state_dir, shared).map_err(fail)?;
     let services = Arc::new(services);
-    let runner = Runner::new(Actions, services.clone(), history, sched.max_running);
+    let runner = Runner::with_brokers(Actions, services.clone(), history, sched.max_running, brokers);
     let grace = sched.shutdown_grace;
     // Paused jobs stay paused across restarts.
     match state::paused(&sched.state_dir) {
@@ -162,7 +165,6 @@ async fn serve(config: Config, history: History, watch: bool) -> Result<(), Fail
     });
     scheduler.run(stop).await;
     runner.shutdown(grace).await;
-    services.brokers.shutdown(std::time::Duration::from_secs(15)).await;
     api_stop.cancel();
     if let Some(api) = api {
         let _ = api.await;

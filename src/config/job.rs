@@ -201,15 +201,24 @@ pub fn policy(t: &mut Table<'_, '_>, d: &mut Diags) -> Policy {
 }
 
 pub(super) fn zone(t: &Table<'_, '_>, d: &mut Diags, s: &Str<'_>) -> Option<Tz> {
-    parse_zone(s.value).map_err(|m| t.error(d, s.span.clone(), m)).ok()
+    parse_zone(s.value).map_err(|m| t.error(d, s.span.clone(), m.to_string())).ok()
 }
 
 /// A zone by its IANA name, with a hint for near misses.
-pub fn parse_zone(name: &str) -> Result<Tz, String> {
+pub fn parse_zone(name: &str) -> Result<Tz, UnknownZone> {
     name.parse::<Tz>().map_err(|_| {
         let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
-        format!("unknown time zone \"{name}\"{}", hint(name, names))
+        UnknownZone { name: name.to_string(), hint: hint(name, names) }
     })
+}
+
+/// A zone name the IANA database does not have, with the nearest one when it is a typo.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown time zone \"{name}\"{hint}")]
+pub struct UnknownZone {
+    pub name: String,
+    /// ` (did you mean "..."?)`, or empty.
+    pub hint: String,
 }
 
 /// A fixed instant to test "does this expression ever fire", so checking is repeatable.

@@ -174,7 +174,7 @@ fn include_patterns(text: &str) -> Vec<String> {
 
 /// The files an `include` pattern names, sorted. A pattern whose folder does not exist is an
 /// error (a typo would otherwise include nothing, silently); a folder with no match is not.
-pub fn expand_include(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+fn expand_include(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
     let full = resolve(base, pattern);
     let text = full.to_str().ok_or_else(|| format!("include \"{pattern}\": the path is not UTF-8"))?;
     let paths = glob::glob(text).map_err(|e| format!("include \"{pattern}\": invalid pattern: {}", e.msg))?;
@@ -417,10 +417,10 @@ pub enum DiskCheck {
 }
 
 impl DiskCheck {
-    pub fn run(&self) -> Result<(), String> {
+    pub(crate) fn run(&self) -> Result<(), String> {
         match self {
-            DiskCheck::CleanupPath(p) => crate::jobs::cleanup::check_path(p),
-            DiskCheck::OutputDir(p) => crate::jobs::report::check_output_dir(p),
+            DiskCheck::CleanupPath(p) => crate::jobs::cleanup::check_path(p).map_err(|e| e.to_string()),
+            DiskCheck::OutputDir(p) => crate::jobs::report::check_output_dir(p).map_err(|e| format!("output_dir: {e}")),
             DiskCheck::TokenFile(p) => match std::fs::read_to_string(p) {
                 Ok(token) if token.trim().is_empty() => Err(format!(
                     "token_file {} is empty: an empty token would let anyone in (remove token_file and beatd makes one)",

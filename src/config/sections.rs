@@ -136,7 +136,7 @@ pub fn broker(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Broker
         Ok(parsed) => Some(parsed),
         Err(e) => {
             // Never echo the URL: it may hold a password.
-            t.error(d, url.span, e);
+            t.error(d, url.span, e.to_string());
             None
         }
     });

@@ -353,8 +353,8 @@ pub fn to_json(v: &DeValue<'_>) -> serde_json::Value {
 }
 
 /// Parses `90s`, `5m`, `1h30m`, `2d`, `1h 30m`, `500ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| e.to_string())
+pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(text.trim())
 }
 
 #[cfg(test)]
@@ -364,10 +364,10 @@ mod tests {
 
     #[test]
     fn duration_forms() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m").ok(), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d").ok(), Some(Duration::from_secs(172_800)));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
     }

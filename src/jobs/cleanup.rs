@@ -79,7 +79,7 @@ impl Cleanup {
         let walked = tokio::task::spawn_blocking(move || me.walk(&job, cutoff.timestamp(), Hooks::default())).await;
         let stats = match walked {
             Ok(Ok(stats)) => stats,
-            Ok(Err(e)) => return RunResult::failed(e),
+            Ok(Err(e)) => return RunResult::failed(e.to_string()),
             Err(e) => return RunResult::failed(format!("cleanup task failed: {e}")),
         };
         let details = Details {
@@ -104,12 +104,14 @@ impl Cleanup {
 
     /// Walks the tree and deletes what is due. `cutoff` is in Unix seconds: files modified
     /// before it go. An error about `path` itself fails the run; errors below it are counted.
-    pub fn walk(&self, job: &str, cutoff: i64, mut hooks: Hooks<'_>) -> Result<Stats, String> {
+    pub fn walk(&self, job: &str, cutoff: i64, mut hooks: Hooks<'_>) -> Result<Stats, Refused> {
         let root = nofollow::open_dir(&self.path).map_err(|e| match e {
-            PathError::Missing(_) => format!("{} does not exist", self.path.display()),
-            e => refusal(&e),
+            PathError::Missing(_) => Refused::Missing(self.path.clone()),
+            e => Refused::from(e),
         })?;
-        let dev = rustix::fs::fstat(&root).map_err(|e| format!("cannot stat {}: {e}", self.path.display()))?.st_dev;
+        let dev = rustix::fs::fstat(&root)
+            .map_err(|errno| Refused::Path(PathError::Io { at: self.path.clone(), errno }))?
+            .st_dev;
         let mut walk = Walk { cleanup: self, job, cutoff, dev, stats: Stats::default(), hooks: &mut hooks };
         walk.dir(&root, &self.path);
         Ok(walk.stats)
@@ -122,15 +124,28 @@ fn dir_flags() -> OFlags {
 
 /// What `beatd check` says of a cleanup path: one that does not exist yet is fine (a run
 /// reports it); a link anywhere on the way, `/`, or something that is not a folder is not.
-pub fn check_path(path: &Path) -> Result<(), String> {
-    nofollow::probe(path).map_err(|e| refusal(&e))
+pub fn check_path(path: &Path) -> Result<(), Refused> {
+    nofollow::probe(path).map_err(Refused::from)
 }
 
 /// Why a cleanup path is refused, as `check` and a run say it.
-fn refusal(e: &PathError) -> String {
-    match e {
-        PathError::Root => "refusing to clean up \"/\"".into(),
-        e => e.to_string(),
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("refusing to clean up \"/\"")]
+    Root,
+    /// The whole path, not only its first missing component.
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error(transparent)]
+    Path(PathError),
+}
+
+impl From<PathError> for Refused {
+    fn from(e: PathError) -> Refused {
+        match e {
+            PathError::Root => Refused::Root,
+            e => Refused::Path(e),
+        }
     }
 }
 
@@ -167,80 +182,99 @@ impl Walk<'_, '_> {
                     continue;
                 }
             };
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::Symlink => self.stats.links_left += 1,
-                FileType::Directory => {
-                    if !self.cleanup.recursive || st.st_dev != self.dev {
-                        continue;
-                    }
-                    if let Some(hook) = self.hooks.before_descend.as_mut() {
-                        hook(&path);
-                    }
-                    let sub = match rustix::fs::openat(dir, name.as_c_str(), dir_flags(), Mode::empty()) {
-                        Ok(sub) => sub,
-                        Err(e) => {
-                            self.error(&path, "cannot open folder (not following it)", e);
-                            continue;
-                        }
-                    };
-                    // Still the directory we examined, and still on our file system?
-                    match rustix::fs::fstat(&sub) {
-                        Ok(now) if now.st_ino == st.st_ino && now.st_dev == st.st_dev => {}
-                        _ => {
-                            self.error(&path, "changed while being cleaned up; skipped", Errno::AGAIN);
-                            continue;
-                        }
-                    }
-                    let empty = self.dir(&sub, &path);
-                    drop(sub);
-                    if empty && self.cleanup.remove_empty_dirs {
-                        if self.cleanup.dry_run {
-                            tracing::info!(job = %self.job, "would remove empty folder {}", path.display());
-                            self.stats.dirs_removed += 1;
-                            left -= 1;
-                        } else {
-                            match rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::REMOVEDIR) {
-                                Ok(()) => {
-                                    self.stats.dirs_removed += 1;
-                                    left -= 1;
-                                }
-                                Err(Errno::NOTEMPTY) => {}
-                                Err(e) => self.error(&path, "cannot remove empty folder", e),
-                            }
-                        }
-                    }
+            let gone = match FileType::from_raw_mode(st.st_mode) {
+                FileType::Symlink => {
+                    self.stats.links_left += 1;
+                    false
                 }
-                FileType::RegularFile => {
-                    if st.st_mtime >= self.cutoff || !self.matches(&name) {
-                        continue;
-                    }
-                    let size = u64::try_from(st.st_size).unwrap_or(0);
-                    if self.cleanup.dry_run {
-                        tracing::info!(job = %self.job, "would delete {} ({size} bytes)", path.display());
-                        self.stats.files_deleted += 1;
-                        self.stats.bytes_freed += size;
-                        left -= 1;
-                        continue;
-                    }
-                    if let Some(hook) = self.hooks.before_unlink.as_mut() {
-                        hook(&path);
-                    }
-                    // Removes the name only: were it swapped for a symlink, the link goes, not its target.
-                    match rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()) {
-                        Ok(()) => {
-                            tracing::debug!(job = %self.job, "deleted {}", path.display());
-                            self.stats.files_deleted += 1;
-                            self.stats.bytes_freed += size;
-                            left -= 1;
-                        }
-                        Err(Errno::NOENT) => left -= 1,
-                        Err(e) => self.error(&path, "cannot delete", e),
-                    }
-                }
-                _ => {} // sockets, fifos, devices: not ours to delete
+                FileType::Directory => self.subdir(dir, &name, &path, &st),
+                FileType::RegularFile => self.file(dir, &name, &path, &st),
+                _ => false, // sockets, fifos, devices: not ours to delete
+            };
+            if gone {
+                left -= 1;
             }
         }
         left == 0
+    }
+
+    /// The folder `name` of `dir`, examined as `st`: cleaned (when recursive, and on our file
+    /// system) and, once empty, removed if asked. Returns whether it is gone.
+    fn subdir(&mut self, dir: &OwnedFd, name: &CStr, path: &Path, st: &rustix::fs::Stat) -> bool {
+        if !self.cleanup.recursive || st.st_dev != self.dev {
+            return false;
+        }
+        if let Some(hook) = self.hooks.before_descend.as_mut() {
+            hook(path);
+        }
+        let sub = match rustix::fs::openat(dir, name, dir_flags(), Mode::empty()) {
+            Ok(sub) => sub,
+            Err(e) => {
+                self.error(path, "cannot open folder (not following it)", e);
+                return false;
+            }
+        };
+        // Still the directory we examined, and still on our file system?
+        match rustix::fs::fstat(&sub) {
+            Ok(now) if now.st_ino == st.st_ino && now.st_dev == st.st_dev => {}
+            _ => {
+                self.error(path, "changed while being cleaned up; skipped", Errno::AGAIN);
+                return false;
+            }
+        }
+        let empty = self.dir(&sub, path);
+        drop(sub);
+        if !empty || !self.cleanup.remove_empty_dirs {
+            return false;
+        }
+        if self.cleanup.dry_run {
+            tracing::info!(job = %self.job, "would remove empty folder {}", path.display());
+            self.stats.dirs_removed += 1;
+            return true;
+        }
+        match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+            Ok(()) => {
+                self.stats.dirs_removed += 1;
+                true
+            }
+            Err(Errno::NOTEMPTY) => false,
+            Err(e) => {
+                self.error(path, "cannot remove empty folder", e);
+                false
+            }
+        }
+    }
+
+    /// The file `name` of `dir`, examined as `st`: deleted if it is old enough and matches.
+    /// Returns whether it is gone.
+    fn file(&mut self, dir: &OwnedFd, name: &CStr, path: &Path, st: &rustix::fs::Stat) -> bool {
+        if st.st_mtime >= self.cutoff || !self.matches(name) {
+            return false;
+        }
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        if self.cleanup.dry_run {
+            tracing::info!(job = %self.job, "would delete {} ({size} bytes)", path.display());
+            self.stats.files_deleted += 1;
+            self.stats.bytes_freed += size;
+            return true;
+        }
+        if let Some(hook) = self.hooks.before_unlink.as_mut() {
+            hook(path);
+        }
+        // Removes the name only: were it swapped for a symlink, the link goes, not its target.
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) => {
+                tracing::debug!(job = %self.job, "deleted {}", path.display());
+                self.stats.files_deleted += 1;
+                self.stats.bytes_freed += size;
+                true
+            }
+            Err(Errno::NOENT) => true,
+            Err(e) => {
+                self.error(path, "cannot delete", e);
+                false
+            }
+        }
     }
 
     fn matches(&self, name: &CStr) -> bool {

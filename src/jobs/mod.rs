@@ -76,8 +76,6 @@ pub struct Services {
     pub notifications: Notifications,
     /// The state folder, for reports that read the history.
     pub state_dir: PathBuf,
-    /// Where queue jobs' fires go.
-    pub brokers: crate::broker::delivery::Brokers,
 }
 
 impl Services {
@@ -85,7 +83,7 @@ impl Services {
     pub fn new(clock: Clock, state_dir: PathBuf, notifiers: HashMap<String, crate::notifications::Notifier>) -> Self {
         let http = crate::http::client();
         let notifications = Notifications::new(notifiers, http.clone());
-        Services { clock, notifications, http, state_dir, brokers: Default::default() }
+        Services { clock, notifications, http, state_dir }
     }
 }
 
@@ -158,6 +156,23 @@ impl Action {
         match self {
             Action::Celery(c) => Some(&c.broker),
             Action::Push(p) => Some(&p.broker),
+            _ => None,
+        }
+    }
+
+    /// For a queue job, its message for `slot` (task id `id`, dispatched at `fired_at`) to
+    /// `broker`, and what it does while the broker cannot take it; `None` for other actions.
+    pub fn queue_message(
+        &self,
+        job: &str,
+        id: String,
+        slot: chrono::DateTime<chrono::Utc>,
+        fired_at: chrono::DateTime<chrono::Utc>,
+        broker: &crate::broker::BrokerConfig,
+    ) -> Option<(crate::broker::QueueMessage, crate::broker::OnBrokerDown)> {
+        match self {
+            Action::Celery(c) => Some((c.message(job, id, slot, broker), c.on_broker_down)),
+            Action::Push(p) => Some((p.message(job, id, slot, fired_at), p.on_broker_down)),
             _ => None,
         }
     }

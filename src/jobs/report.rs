@@ -139,13 +139,12 @@ impl Report {
 
 /// What `beatd check` says of a report folder: one not there yet is made at the first run; one
 /// reached through a link, not a folder, or writable by others is refused.
-pub fn check_output_dir(path: &Path) -> Result<(), String> {
-    let checked = match crate::nofollow::open_dir(path) {
+pub fn check_output_dir(path: &Path) -> Result<(), crate::nofollow::PathError> {
+    match crate::nofollow::open_dir(path) {
         Ok(dir) => crate::nofollow::check_private(&dir, path),
         Err(crate::nofollow::PathError::Missing(_)) => Ok(()),
-        Err(e) => Err(e.to_string()),
-    };
-    checked.map_err(|e| format!("output_dir: {e}"))
+        Err(e) => Err(e),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {

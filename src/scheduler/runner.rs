@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Dispatch;
+use crate::broker::delivery::Brokers;
 use crate::fire::Fire;
 use crate::job::RunOutcome;
 use crate::jobs::{Execute, RunContext, RunResult, Services};
@@ -40,6 +41,8 @@ pub struct Runner {
 struct Inner {
     exec: Box<dyn Execute>,
     services: Arc<Services>,
+    /// Where queue jobs' fires go: the runner is the one place that sends.
+    brokers: Brokers,
     history: History,
     tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: every run stops at once.
@@ -73,10 +76,22 @@ struct JobState {
 
 impl Runner {
     pub fn new(exec: impl Execute, services: Arc<Services>, history: History, max_running: Option<usize>) -> Self {
+        Self::with_brokers(exec, services, history, max_running, Brokers::default())
+    }
+
+    /// A runner that hands queue jobs' fires to `brokers`.
+    pub fn with_brokers(
+        exec: impl Execute,
+        services: Arc<Services>,
+        history: History,
+        max_running: Option<usize>,
+        brokers: Brokers,
+    ) -> Self {
         Runner {
             inner: Arc::new(Inner {
                 exec: Box::new(exec),
                 services,
+                brokers,
                 history,
                 tracker: TaskTracker::new(),
                 kill: CancellationToken::new(),
@@ -116,6 +131,7 @@ impl Runner {
             tracker.wait().await;
         }
         self.inner.services.notifications.shutdown(Duration::from_secs(5)).await;
+        self.inner.brokers.shutdown(Duration::from_secs(15)).await;
     }
 }
 
@@ -359,7 +375,7 @@ impl Dispatch for Runner {
         if fire.job.action.broker().is_some() {
             // Queue jobs: the broker's delivery task sends, retries and records.
             tracing::debug!(job = %fire.job.name, slot = %fire.scheduled_at, "to the broker");
-            inner.services.brokers.send(fire);
+            inner.brokers.send(fire);
             return;
         }
         if inner.exec.is_instant(&fire) {

@@ -132,13 +132,17 @@ pub struct Writer {
 
 impl Writer {
     /// Opens the database and starts the writer thread.
-    pub fn start(state_dir: &Path, keep: Duration) -> Result<(History, Writer), StateError> {
+    pub fn start(
+        state_dir: &Path,
+        keep: Duration,
+        clock: crate::clock::Clock,
+    ) -> Result<(History, Writer), StateError> {
         let conn = super::open(state_dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let path = state_dir.join(super::DB_FILE);
         let thread = std::thread::Builder::new()
             .name("beatd-history".into())
-            .spawn(move || write_loop(conn, rx, keep, path))
+            .spawn(move || write_loop(conn, rx, keep, path, clock))
             .map_err(|source| StateError::CreateDir { path: state_dir.to_path_buf(), source })?;
         Ok((History { tx: Some(Sender::Writer(tx)) }, Writer { thread: Some(thread) }))
     }
@@ -154,7 +158,13 @@ impl Writer {
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const MAX_BATCH: usize = 20_000;
 
-fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Pending>, keep: Duration, path: PathBuf) {
+fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    keep: Duration,
+    path: PathBuf,
+    clock: crate::clock::Clock,
+) {
     // The history can wait; the timer loop cannot. On a small machine this thread's inserts
     // would otherwise take the loop's core just when a burst of fires is due.
     let tid = rustix::thread::gettid();
@@ -177,7 +187,7 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Pending>, ke
         batch.clear();
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(Instant::now());
-            let cutoff = Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+            let cutoff = clock.now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
             match conn.execute("DELETE FROM runs WHERE finished_at < ?1", [cutoff.timestamp_millis()]) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!("pruned {n} run(s) older than {}", humantime::format_duration(keep)),
@@ -281,7 +291,9 @@ mod tests {
     #[test]
     fn the_writer_batches_and_queries_read_back() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (history, writer) = Writer::start(dir.path(), Duration::from_secs(365 * 86_400 * 100)).expect("start");
+        let (history, writer) =
+            Writer::start(dir.path(), Duration::from_secs(365 * 86_400 * 100), crate::clock::Clock::System)
+                .expect("start");
         for i in 0..1000 {
             history.record(record(if i % 2 == 0 { "a" } else { "b" }, 1_000_000 + i, RunOutcome::Success));
         }
@@ -303,7 +315,8 @@ mod tests {
     #[test]
     fn old_runs_are_pruned() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (history, writer) = Writer::start(dir.path(), Duration::from_secs(86_400)).expect("start");
+        let (history, writer) =
+            Writer::start(dir.path(), Duration::from_secs(86_400), crate::clock::Clock::System).expect("start");
         let now = Utc::now().timestamp_millis();
         history.record(record("old", now - 2 * 86_400_000, RunOutcome::Success));
         drop(history);

@@ -85,69 +85,72 @@ pub fn set_paused(
     Ok(())
 }
 
-/// Builds a queue job's message for a slot: (broker, message); `None` for other jobs.
-pub type Requeue<'a> =
-    dyn Fn(&str, chrono::DateTime<chrono::Utc>) -> Option<(String, crate::broker::QueueMessage)> + 'a;
+/// A fire a crash may have cut short: (job, slot).
+pub type Fired = (String, chrono::DateTime<chrono::Utc>);
 
-/// Deals with every fire the journal lists whose run the history lacks: beatd stopped between
-/// dispatching it and recording its end. A queue job's message (`requeue` builds it) goes to the
-/// outbox unless it is there already: delivery is at-least-once. Any other fire is recorded as
-/// interrupted. Runs at start, before anything else writes, so that the history holds every
-/// handled fire exactly once. Returns how many were recorded or queued.
-pub fn recover_interrupted(
-    state_dir: &Path,
-    now: chrono::DateTime<chrono::Utc>,
-    requeue: &Requeue<'_>,
-) -> Result<usize, StateError> {
+/// The fires the journal lists whose run the history lacks: beatd stopped between dispatching
+/// them and recording their end. Read at start, before anything else writes; the caller deals
+/// with each (queue jobs' messages go to the outbox again, see
+/// [`crate::broker::outbox::requeue`]; the rest are [`record_interrupted`]) and then
+/// [`forget_unfinished`], so that the history holds every handled fire exactly once.
+pub fn unfinished(state_dir: &Path) -> Result<Vec<Fired>, StateError> {
     let sqlite = |source| StateError::Sqlite { path: state_dir.to_path_buf(), source };
-    let mut journal = journal::Journal::open(state_dir)?;
+    let journal = journal::Journal::open(state_dir)?;
     let fired = journal.load().map_err(sqlite)?.fired;
     if fired.is_empty() {
-        return Ok(0);
+        return Ok(fired);
     }
-    let mut conn = open(state_dir)?;
-    let mut outbox = crate::broker::outbox::Outbox::open(state_dir)?;
-    let outbox_err = |source| StateError::Sqlite { path: state_dir.join(crate::broker::outbox::FILE), source };
+    let conn = open(state_dir)?;
+    let mut has =
+        conn.prepare("SELECT EXISTS (SELECT 1 FROM runs WHERE job = ?1 AND scheduled_at = ?2)").map_err(sqlite)?;
     let mut missing = Vec::new();
-    let mut queued = 0;
-    {
-        let mut has =
-            conn.prepare("SELECT EXISTS (SELECT 1 FROM runs WHERE job = ?1 AND scheduled_at = ?2)").map_err(sqlite)?;
-        for (job, slot) in fired {
-            if has
-                .query_row(rusqlite::params![job, slot.timestamp_millis()], |r| r.get::<_, bool>(0))
-                .map_err(sqlite)?
-            {
-                continue;
-            }
-            if let Some((broker, message)) = requeue(&job, slot) {
-                if !outbox.contains(&job, slot).map_err(outbox_err)? {
-                    tracing::warn!(job = %job, %slot, "message possibly not sent before beatd stopped: queued again (same task id)");
-                    outbox.push(&broker, &[message]).map_err(outbox_err)?;
-                    queued += 1;
-                }
-            } else {
-                missing.push(history::RunRecord {
-                    job,
-                    fire_id: String::new(),
-                    scheduled_at: slot,
-                    started_at: None,
-                    finished_at: now,
-                    outcome: crate::job::RunOutcome::Interrupted,
-                    attempt: 1,
-                    exit_code: None,
-                    error: Some("beatd stopped before this run's end was recorded; it may or may not have run".into()),
-                    details: Default::default(),
-                });
-            }
+    for (job, slot) in fired {
+        let recorded =
+            has.query_row(rusqlite::params![job, slot.timestamp_millis()], |r| r.get::<_, bool>(0)).map_err(sqlite)?;
+        if !recorded {
+            missing.push((job, slot));
         }
     }
-    history::insert(&mut conn, &missing).map_err(sqlite)?;
-    for r in &missing {
-        tracing::warn!(job = %r.job, slot = %r.scheduled_at, "recorded as interrupted: beatd stopped while it ran");
+    Ok(missing)
+}
+
+/// Records `fires` in the history as interrupted: they may or may not have run.
+pub fn record_interrupted(
+    state_dir: &Path,
+    fires: &[Fired],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StateError> {
+    if fires.is_empty() {
+        return Ok(());
     }
-    journal.clear_fired().map_err(sqlite)?;
-    Ok(missing.len() + queued)
+    let records: Vec<history::RunRecord> = fires
+        .iter()
+        .map(|(job, slot)| history::RunRecord {
+            job: job.clone(),
+            fire_id: String::new(),
+            scheduled_at: *slot,
+            started_at: None,
+            finished_at: now,
+            outcome: crate::job::RunOutcome::Interrupted,
+            attempt: 1,
+            exit_code: None,
+            error: Some("beatd stopped before this run's end was recorded; it may or may not have run".into()),
+            details: Default::default(),
+        })
+        .collect();
+    let mut conn = open(state_dir)?;
+    history::insert(&mut conn, &records)
+        .map_err(|source| StateError::Sqlite { path: state_dir.join(DB_FILE), source })?;
+    for (job, slot) in fires {
+        tracing::warn!(job = %job, %slot, "recorded as interrupted: beatd stopped while it ran");
+    }
+    Ok(())
+}
+
+/// Forgets the journal's fire lists, once every unfinished fire has been dealt with.
+pub fn forget_unfinished(state_dir: &Path) -> Result<(), StateError> {
+    let mut journal = journal::Journal::open(state_dir)?;
+    journal.clear_fired().map_err(|source| StateError::Sqlite { path: state_dir.join(journal::FILE), source })
 }
 
 /// Opens (creating if needed) the state database for writing, migrated to the latest schema.
