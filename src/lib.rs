@@ -21,6 +21,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod fire;
 pub mod http;
 pub mod job;
