@@ -1,45 +1,13 @@
-//! The HTTP API and the control commands against a running daemon, over real HTTP.
+//! The HTTP API and the control commands against a running daemon: in-process on paused time
+//! where the schedule is the point, over real HTTP to the binary where the client is.
 
 use std::collections::HashMap;
-use std::process::Child;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{Beatd, free_port, signal, wait_exit, wait_for};
-
-/// One HTTP request; the body as JSON when it is JSON, else as a string.
-fn http(method: &str, url: &str, token: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let mut req = reqwest::Client::new().request(method.parse().expect("method"), url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.expect("beatd answers");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
-    })
-}
-
-pub fn get(url: &str) -> (u16, Value) {
-    let (s, v, _) = http("GET", url, None);
-    (s, v)
-}
-
-struct Daemon {
-    b: Beatd,
-    child: Child,
-    base: String,
-}
-
-/// The token beatd made in its state folder at its first start.
-fn made_token(b: &Beatd) -> String {
-    std::fs::read_to_string(b.path("state/api-token")).expect("beatd made its token").trim().to_string()
-}
+use crate::inproc::{Sim, eventually};
+use crate::util::{Api, Beatd, Running, free_port, wait_for};
 
 const JOBS: &str = r#"
 [jobs.tick]
@@ -57,59 +25,19 @@ action = "noop"
 enabled = false
 "#;
 
-fn start(api_extra: &str, jobs: &str) -> Daemon {
+/// A daemon with an API on a free port, `api_extra` in its `[api]`, and `jobs`.
+fn start(api_extra: &str, jobs: &str) -> (Beatd, Running, Api) {
     let port = free_port();
     let b = Beatd::with_config(&format!("[api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}\n{jobs}"));
-    let base = format!("http://127.0.0.1:{port}");
-    let child = b.spawn_run(&[]);
-    let mut d = Daemon { b, child, base };
-    d.wait_healthy();
-    d
+    let d = b.run(&[]);
+    let api = d.api();
+    (b, d, api)
 }
 
-impl Daemon {
-    fn wait_healthy(&mut self) {
-        let url = format!("{}/healthz", self.base);
-        let up = wait_for(Duration::from_secs(5), || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async { reqwest::get(&url).await.is_ok() })
-        });
-        assert!(up, "{}", self.b.log());
-    }
-
-    fn restart(&mut self) {
-        signal(&self.child, Signal::SIGTERM);
-        wait_exit(&mut self.child, Duration::from_secs(10)).expect("exits");
-        self.child = self.b.spawn_run(&[]);
-        self.wait_healthy();
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// A POST with the token beatd made.
-    fn post(&self, path: &str) -> (u16, Value) {
-        let (status, body, _) = http("POST", &self.url(path), Some(&made_token(&self.b)));
-        (status, body)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        signal(&self.child, Signal::SIGTERM);
-        let _ = wait_exit(&mut self.child, Duration::from_secs(10));
-    }
-}
-
-fn metrics(d: &Daemon) -> prometheus_parse::Scrape {
-    let (status, body) = get(&d.url("/metrics"));
+fn metrics(api: &Api) -> prometheus_parse::Scrape {
+    let (status, body) = api.get("/metrics");
     assert_eq!(status, 200);
-    let text = body.as_str().expect("text").to_string();
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition format")
+    scrape(&body)
 }
 
 /// The value of the sample `name` with exactly these labels.
@@ -130,16 +58,34 @@ fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> 
         })
 }
 
-#[test]
-fn every_endpoint_with_the_token_beatd_made() {
-    let mut d = start("", JOBS);
+/// [`JOBS`] with `cmd` a noop too, for the in-process daemon on paused time (see `inproc`).
+fn noop_jobs() -> String {
+    let jobs = JOBS.replace("action = \"command\"\ncommand = \"true\"", "action = \"noop\"");
+    assert!(!jobs.contains("\"command\""), "a real child process would let paused time run ahead");
+    jobs
+}
+
+fn scrape(body: &Value) -> prometheus_parse::Scrape {
+    let text = body.as_str().expect("text").to_string();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition format")
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_endpoint_with_the_token_beatd_made() {
+    let port = free_port();
+    // The zone is the scheduler's, not this machine's: the test runs in-process, without TZ=UTC.
+    let b = Beatd::with_config(&format!(
+        "[scheduler]\ntimezone = \"UTC\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n{}",
+        noop_jobs()
+    ));
+    let mut d = Sim::start(b).await;
     // Mutations need the token even on loopback: any local account can reach loopback.
     let token = std::fs::metadata(d.b.path("state/api-token")).expect("made at the first start");
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&token.permissions()) & 0o777, 0o600);
-    assert_eq!(http("POST", &d.url("/api/jobs/cmd/run"), None).0, 401);
-    assert_eq!(get(&d.url("/healthz")), (200, serde_json::json!({ "status": "ok" })));
+    assert_eq!(d.request("POST", "/api/jobs/cmd/run", None).await.0, 401);
+    assert_eq!(d.get("/healthz").await, (200, serde_json::json!({ "status": "ok" })));
 
-    let (status, jobs) = get(&d.url("/api/jobs"));
+    let (status, jobs) = d.get("/api/jobs").await;
     assert_eq!(status, 200);
     let names: Vec<&str> = jobs.as_array().expect("list").iter().filter_map(|j| j["name"].as_str()).collect();
     assert_eq!(names, ["tick", "cmd", "off"]);
@@ -148,53 +94,53 @@ fn every_endpoint_with_the_token_beatd_made() {
     assert_eq!((jobs[0]["action"].as_str(), jobs[0]["schedule"].as_str()), (Some("noop"), Some("every 1s")));
     assert_eq!(jobs[0]["timezone"], "UTC");
 
-    assert!(wait_for(Duration::from_secs(5), || get(&d.url("/api/jobs/cmd")).1["last_run"]["outcome"] == "success"));
-    let (status, cmd) = get(&d.url("/api/jobs/cmd"));
+    d.advance(Duration::from_millis(2500)).await;
+    assert!(eventually(|| async { d.get("/api/jobs/cmd").await.1["last_run"]["outcome"] == "success" }).await);
+    let (status, cmd) = d.get("/api/jobs/cmd").await;
     assert_eq!(status, 200);
     assert!(cmd["next_fire"].as_str().is_some_and(|n| n.ends_with("+00:00")), "{cmd}");
     assert_eq!(cmd["paused"], false);
 
-    assert_eq!(get(&d.url("/api/jobs/nope")), (404, serde_json::json!({ "error": "no job \"nope\"" })));
+    assert_eq!(d.get("/api/jobs/nope").await, (404, serde_json::json!({ "error": "no job \"nope\"" })));
     assert_eq!(
-        get(&d.url("/api/jobs/cmd/runs?limit=lots")),
+        d.get("/api/jobs/cmd/runs?limit=lots").await,
         (400, serde_json::json!({ "error": "limit must be a whole number from 1 to 1000" }))
     );
-    assert_eq!(get(&d.url("/api/jobs/cmd/runs?limit=0")).0, 400);
-    assert_eq!(get(&d.url("/api/jobs/nope/runs")).0, 404);
-    assert!(wait_for(Duration::from_secs(5), || get(&d.url("/api/jobs/cmd/runs?limit=2"))
-        .1
-        .as_array()
-        .is_some_and(|r| r.len() == 2)));
+    assert_eq!(d.get("/api/jobs/cmd/runs?limit=0").await.0, 400);
+    assert_eq!(d.get("/api/jobs/nope/runs").await.0, 404);
+    assert!(
+        eventually(|| async { d.get("/api/jobs/cmd/runs?limit=2").await.1.as_array().is_some_and(|r| r.len() == 2) })
+            .await
+    );
 
     // Run now: a fire id, and that run in the history.
-    let (status, body) = d.post("/api/jobs/cmd/run");
+    let (status, body) = d.post("/api/jobs/cmd/run").await;
     assert_eq!(status, 202);
     let id = body["fire_id"].as_str().expect("fire id").to_string();
-    assert!(
-        wait_for(Duration::from_secs(5), || {
-            get(&d.url("/api/jobs/cmd/runs?limit=50"))
-                .1
-                .as_array()
-                .is_some_and(|r| r.iter().any(|x| x["fire_id"] == id.as_str()))
-        }),
-        "the manual run is recorded with its id"
-    );
-    assert_eq!(d.post("/api/jobs/off/run").0, 409);
-    assert_eq!(d.post("/api/jobs/nope/run").0, 404);
+    let recorded = eventually(|| async {
+        let (_, runs) = d.get("/api/jobs/cmd/runs?limit=50").await;
+        runs.as_array().is_some_and(|r| r.iter().any(|x| x["fire_id"] == id.as_str()))
+    });
+    assert!(recorded.await, "the manual run is recorded with its id");
+    assert_eq!(d.post("/api/jobs/off/run").await.0, 409);
+    assert_eq!(d.post("/api/jobs/nope/run").await.0, 404);
 
-    // Pause: no more runs, and still paused after a restart.
-    let (status, body) = d.post("/api/jobs/tick/pause");
+    // Pause: no more runs for a simulated minute, and still paused after a restart.
+    let (status, body) = d.post("/api/jobs/tick/pause").await;
     assert_eq!((status, body["paused"].as_bool()), (200, Some(true)));
-    std::thread::sleep(Duration::from_millis(1100)); // a tick in flight at the pause may finish
-    let before = sample(&metrics(&d), "beatd_fires_total", &[("job", "tick"), ("outcome", "success")]);
-    std::thread::sleep(Duration::from_millis(2100));
-    let after = sample(&metrics(&d), "beatd_fires_total", &[("job", "tick"), ("outcome", "success")]);
+    let fired = |body: Value| sample(&scrape(&body), "beatd_fires_total", &[("job", "tick"), ("outcome", "success")]);
+    let before = fired(d.get("/metrics").await.1);
+    d.advance(Duration::from_secs(60)).await;
+    let after = fired(d.get("/metrics").await.1);
+    assert!(before.is_some_and(|n| n >= 2.0), "{before:?}");
     assert_eq!(before, after, "a paused job does not run");
-    d.restart();
-    assert_eq!(get(&d.url("/api/jobs/tick")).1["paused"], true, "paused survives a restart");
-    let (status, body) = d.post("/api/jobs/tick/resume");
+    d.restart().await;
+    assert_eq!(d.get("/api/jobs/tick").await.1["paused"], true, "paused survives a restart");
+    let (status, body) = d.post("/api/jobs/tick/resume").await;
     assert_eq!((status, body["paused"].as_bool()), (200, Some(false)));
-    assert!(wait_for(Duration::from_secs(3), || get(&d.url("/api/jobs/tick")).1["last_run"]["outcome"] == "success"));
+    d.advance(Duration::from_millis(1500)).await;
+    assert!(eventually(|| async { d.get("/api/jobs/tick").await.1["last_run"]["outcome"] == "success" }).await);
+    d.stop().await;
 }
 
 #[test]
@@ -202,18 +148,18 @@ fn mutating_endpoints_need_the_token_and_the_cli_uses_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").expect("write token");
-    let d = start(&format!("token_file = \"{}\"", token_file.display()), JOBS);
+    let (b, _d, api) = start(&format!("token_file = \"{}\"", token_file.display()), JOBS);
 
-    let (status, body, headers) = http("POST", &d.url("/api/jobs/cmd/run"), None);
+    let (status, body, headers) = api.request("POST", "/api/jobs/cmd/run", None);
     assert_eq!((status, body), (401, serde_json::json!({ "error": "missing or wrong bearer token" })));
     assert_eq!(headers.get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
-    assert_eq!(http("POST", &d.url("/api/jobs/cmd/pause"), Some("wrong")).0, 401);
-    assert_eq!(http("POST", &d.url("/api/jobs/cmd/run"), Some("s3cret-token")).0, 202);
-    assert_eq!(get(&d.url("/api/jobs")).0, 200, "reads need no token on loopback");
+    assert_eq!(api.request("POST", "/api/jobs/cmd/pause", Some("wrong")).0, 401);
+    assert_eq!(api.request("POST", "/api/jobs/cmd/run", Some("s3cret-token")).0, 202);
+    assert_eq!(api.get("/api/jobs").0, 200, "reads need no token on loopback");
     let warning = format!("the API token {} can be read by other users (mode 0644)", token_file.display());
-    assert!(d.b.log().contains(&warning), "{}", d.b.log());
+    assert!(b.log().contains(&warning), "{}", b.log());
 
-    let cli = |args: &[&str]| d.b.cmd(&[args, &["-c", "beatd.toml"]].concat()).output().expect("run beatd");
+    let cli = |args: &[&str]| b.cmd(&[args, &["-c", "beatd.toml"]].concat()).output().expect("run beatd");
     let out = cli(&["trigger", "cmd"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("triggered cmd: fire id "));
@@ -270,13 +216,13 @@ fn metrics_parse_and_lateness_counts_equal_fires() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let jobs = format!("{JOBS}\n[jobs.db]\nevery = \"1s\"\naction = \"tcp_check\"\naddress = \"127.0.0.1:{port}\"\n");
-    let d = start("", &jobs);
+    let (_b, _d, api) = start("", &jobs);
     assert!(wait_for(Duration::from_secs(6), || {
-        let s = metrics(&d);
+        let s = metrics(&api);
         sample(&s, "beatd_fires_total", &[("job", "db"), ("outcome", "success")]).is_some_and(|v| v >= 2.0)
             && sample(&s, "beatd_fires_total", &[("job", "cmd"), ("outcome", "success")]).is_some_and(|v| v >= 2.0)
     }));
-    let s = metrics(&d);
+    let s = metrics(&api);
     let names: std::collections::BTreeSet<&str> = s.samples.iter().map(|x| x.metric.as_str()).collect();
     for want in [
         "beatd_jobs",
@@ -305,10 +251,10 @@ fn metrics_parse_and_lateness_counts_equal_fires() {
     // At a quiet moment (jobs paused, runs finished), every scheduled fire has one lateness
     // sample and one outcome.
     for job in ["tick", "cmd", "db"] {
-        assert_eq!(d.post(&format!("/api/jobs/{job}/pause")).0, 200);
+        assert_eq!(api.post(&format!("/api/jobs/{job}/pause")).0, 200);
     }
     let equal = wait_for(Duration::from_secs(4), || {
-        let s = metrics(&d);
+        let s = metrics(&api);
         // The parser folds _bucket, _count and _sum into one histogram sample.
         let fired = sample(&s, "beatd_fire_lateness_seconds", &[]).unwrap_or(-1.0);
         let outcomes: f64 = s
@@ -328,11 +274,11 @@ fn metrics_parse_and_lateness_counts_equal_fires() {
 
 #[test]
 fn per_job_series_can_be_switched_off() {
-    let d = start("per_job_metrics = false", JOBS);
+    let (_b, _d, api) = start("per_job_metrics = false", JOBS);
     assert!(wait_for(Duration::from_secs(5), || {
-        sample(&metrics(&d), "beatd_fires_total", &[("outcome", "success")]).is_some_and(|v| v >= 2.0)
+        sample(&metrics(&api), "beatd_fires_total", &[("outcome", "success")]).is_some_and(|v| v >= 2.0)
     }));
-    let s = metrics(&d);
+    let s = metrics(&api);
     assert!(s.samples.iter().all(|x| x.labels.get("job").is_none()), "no job label anywhere");
     assert!(sample(&s, "beatd_jobs_running", &[]).is_some());
     let by_name: HashMap<&str, usize> = s.samples.iter().fold(HashMap::new(), |mut m, x| {

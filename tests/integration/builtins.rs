@@ -10,7 +10,7 @@ use axum::routing::post;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{Beatd, history, lines, signal, wait_exit, wait_for};
+use crate::util::{Beatd, history, lines, wait_for};
 
 /// A webhook receiver that always answers 500, counting the attempts.
 fn failing_webhook() -> (String, Arc<Mutex<u32>>) {
@@ -71,7 +71,7 @@ every = "1s"
 action = "noop"
 "#
     ));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     let runs = |job: &str| {
         let out = b.cmd(&["history", "-c", "beatd.toml", "--job", job, "--json"]).output().expect("history");
         String::from_utf8_lossy(&out.stdout).lines().count()
@@ -82,8 +82,8 @@ action = "noop"
         b.log()
     );
     assert!(wait_for(Duration::from_secs(5), || *hits.lock().expect("lock") >= 1), "the webhook was tried");
-    signal(&child, Signal::SIGTERM);
-    let status = wait_exit(&mut child, Duration::from_secs(15)).expect("exits");
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(15)).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", b.log());
 
     let clean = history(&b, "clean-missing");
@@ -119,10 +119,10 @@ timeout = "1s"
 kill_grace = "500ms"
 "#,
     );
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(8), || history_count(&b, "stuck", "timeout") >= 1), "{}", b.log());
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).and_then(|s| s.code()), Some(0), "{}", b.log());
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0), "{}", b.log());
     let runs = history(&b, "stuck");
     let timeout = runs.iter().find(|r| r["outcome"] == "timeout").expect("a timeout");
     assert_eq!(timeout["error"], "timed out after 1s");
@@ -145,10 +145,10 @@ fn history_count(b: &Beatd, job: &str, outcome: &str) -> usize {
 fn history_prints_a_table_and_rejects_unknown_jobs() {
     let b = Beatd::with_config("[jobs.tick]\nevery = \"1s\"\naction = \"command\"\ncommand = \"true\"\n");
     b.cmd(&["history", "-c", "beatd.toml"]).assert().code(1).stderr(predicate_has("no state database at"));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(5), || history_count(&b, "tick", "success") >= 1), "{}", b.log());
-    signal(&child, Signal::SIGTERM);
-    wait_exit(&mut child, Duration::from_secs(5)).expect("exits");
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(5)).expect("exits");
     let out = b.cmd(&["history", "-c", "beatd.toml"]).assert().success().get_output().stdout.clone();
     let text = String::from_utf8_lossy(&out);
     let mut rows = text.lines();
@@ -199,12 +199,12 @@ fn commands_run_as_another_user_only_when_beatd_is_root() {
         "[jobs.whoami]\nevery = \"1s\"\naction = \"command\"\ncommand = \"id -u > uid.txt\"\nuser = \"nobody\"\n",
     );
     std::fs::set_permissions(b.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     let root = nix::unistd::Uid::effective().is_root();
     let outcome = if root { "success" } else { "failure" };
     assert!(wait_for(Duration::from_secs(5), || history_count(&b, "whoami", outcome) >= 1), "{}", b.log());
-    signal(&child, Signal::SIGTERM);
-    wait_exit(&mut child, Duration::from_secs(5)).expect("exits");
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(5)).expect("exits");
     if root {
         let nobody = nix::unistd::User::from_name("nobody").expect("lookup").expect("nobody exists");
         assert_eq!(lines(&b.path("uid.txt")), [nobody.uid.to_string()]);
@@ -218,10 +218,10 @@ fn output_beyond_the_limit_is_read_but_not_logged() {
     let b = Beatd::with_config(
         "[jobs.chatty]\nevery = \"1s\"\naction = \"command\"\ncommand = \"seq 1 1000; echo done > done.txt\"\noutput_limit = 40\n",
     );
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(5), || history_count(&b, "chatty", "success") >= 1), "{}", b.log());
-    signal(&child, Signal::SIGTERM);
-    wait_exit(&mut child, Duration::from_secs(5)).expect("exits");
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(5)).expect("exits");
     let log = b.log();
     // "1\n" .. "9\n" is 18 bytes, "10\n" .. "16\n" 21 more: 39 of the 40 allowed.
     assert!(log.contains(" 16 job=chatty"), "{log}");

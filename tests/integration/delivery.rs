@@ -8,11 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::queue::{celery_worker, recorded, unique_queue};
-use crate::util::{Beatd, Proxy, RedisServer, signal, wait_exit, wait_for};
+use crate::util::{Beatd, Proxy, RedisServer, wait_for};
 
 const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672//";
 /// Put in task arguments: it must never reach beatd's log.
@@ -85,11 +84,6 @@ impl Drop for Reaped {
     }
 }
 
-fn stop(child: &mut Child, b: &Beatd) {
-    signal(child, Signal::SIGTERM);
-    assert_eq!(wait_exit(child, Duration::from_secs(25)).and_then(|s| s.code()), Some(0), "{}", b.log());
-}
-
 /// Every recorded run of every job, newest first.
 fn all_runs(b: &Beatd) -> Vec<Value> {
     let out = b.cmd(&["history", "-c", "beatd.toml", "--json", "-n", "1000000"]).output().expect("history");
@@ -156,17 +150,17 @@ args = ["healthy", "{MARKER}"]
     ));
     let _w1 = Reaped(celery_worker(&b, RABBIT, &healthy, "{}"));
     worker_ready(&b, &healthy);
-    let mut child = b.spawn_run(&["--log-level", "trace"]);
+    let mut d = b.run(&["--log-level", "trace"]);
     let held = format!("queue \"{orphan}\" has no binding");
-    assert!(wait_for(Duration::from_secs(10), || b.log().contains(&held)), "{}", b.log());
+    d.wait_for_log(&held, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
     // A worker for the orphan queue comes up and declares it.
     let _w2 = Reaped(celery_worker(&b, RABBIT, &orphan, "{}"));
     worker_ready(&b, &orphan);
     let back = format!("queue \"{orphan}\" takes messages again");
-    assert!(wait_for(Duration::from_secs(20), || b.log().contains(&back)), "{}", b.log());
+    d.wait_for_log(&back, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(2));
-    stop(&mut child, &b);
+    d.stop();
 
     let delivered = delivered_ids(&b);
     let total = delivered.values().map(BTreeSet::len).sum::<usize>();
@@ -221,9 +215,9 @@ headers = {{ pad = "{pad}" }}
     ));
     let _worker = Reaped(celery_worker(&b, RABBIT, &queue, "{}"));
     worker_ready(&b, &queue);
-    let mut child = b.spawn_run(&["--log-level", "trace"]);
+    let mut d = b.run(&["--log-level", "trace"]);
     assert!(wait_for(Duration::from_secs(10), || crate::util::history(&b, "small").len() >= 4), "{}", b.log());
-    stop(&mut child, &b);
+    d.stop();
 
     let runs = all_runs(&b);
     let refused: Vec<&Value> = runs.iter().filter(|r| r["job"] == "huge-headers").collect();
@@ -277,7 +271,7 @@ fn a_connection_cut_in_the_middle_of_a_batch_loses_and_doubles_nothing() {
         ));
     }
     let b = Beatd::with_config(&config);
-    let mut child = b.spawn_run(&["--log-level", "trace"]);
+    let mut d = b.run(&["--log-level", "trace"]);
     assert!(wait_for(Duration::from_secs(10), || crate::util::history(&b, "p000").len() >= 2), "{}", b.log());
     // Cut twice, each time about half way into a batch.
     for cut in 1..=2 {
@@ -287,7 +281,7 @@ fn a_connection_cut_in_the_middle_of_a_batch_loses_and_doubles_nothing() {
         assert!(wait_for(Duration::from_secs(15), back), "{}", b.log());
     }
     std::thread::sleep(Duration::from_millis(1500));
-    stop(&mut child, &b);
+    d.stop();
 
     let delivered = delivered_ids(&b);
     let arrived = once(rabbit.take_all(&queue).iter().map(|m| m["fire_id"].as_str().expect("id").to_string()), "queue");
@@ -321,14 +315,14 @@ fn every_amqp_url_form_kombu_reads_as_the_default_vhost_delivers() {
         queues.push(q);
     }
     let b = Beatd::with_config(&config);
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(
         wait_for(Duration::from_secs(10), || (0..forms.len())
             .all(|i| crate::util::history(&b, &format!("j{i}")).len() >= 2)),
         "{}",
         b.log()
     );
-    stop(&mut child, &b);
+    d.stop();
     let delivered = delivered_ids(&b);
     for (i, q) in queues.iter().enumerate() {
         let got = rabbit.take_all(q).len();
@@ -396,9 +390,9 @@ queue = "{queue}"
 payload = {{ n = 1 }}
 "#
     ));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(12), || crate::util::history(&b, "fine").len() >= 4), "{}", b.log());
-    stop(&mut child, &b);
+    d.stop();
     let runs = all_runs(&b);
     let oversized: Vec<&Value> = runs.iter().filter(|r| r["job"] == "oversized").collect();
     assert!(oversized.len() >= 3, "{oversized:?}");
@@ -431,9 +425,9 @@ fn redis_options_case(options: &str, beatd_options: &str) -> (Beatd, RedisServer
     }
     let b = Beatd::with_config(&config);
     // Messages wait until the worker starts, so it has every priority to choose from.
-    let mut child = b.spawn_run(&["--log-level", "trace"]);
+    let mut d = b.run(&["--log-level", "trace"]);
     assert!(wait_for(Duration::from_secs(8), || crate::util::history(&b, "p9").len() >= 3), "{}", b.log());
-    stop(&mut child, &b);
+    d.stop();
     let delivered = delivered_ids(&b);
     let total: usize = delivered.values().map(BTreeSet::len).sum();
     let _worker = Reaped(celery_worker(&b, &redis.url(), "work", options));

@@ -5,6 +5,7 @@ mod builtins;
 mod check;
 mod checks;
 mod delivery;
+mod inproc;
 mod next;
 mod queue;
 mod reload;

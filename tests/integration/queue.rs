@@ -6,15 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::DateTime;
-use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{Beatd, RedisServer, celery_bin, history, signal, wait_exit, wait_for};
-
-fn stop(child: &mut Child, b: &Beatd) {
-    signal(child, Signal::SIGTERM);
-    assert_eq!(wait_exit(child, Duration::from_secs(20)).and_then(|s| s.code()), Some(0), "{}", b.log());
-}
+use crate::util::{Beatd, RedisServer, celery_bin, history, wait_for};
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).expect("json")
@@ -45,9 +39,9 @@ priority = 9
 "#,
         redis.url()
     ));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(6), || redis.rpushed("pings").len() >= 2), "{}", b.log());
-    stop(&mut child, &b);
+    d.stop();
 
     let pings = redis.rpushed("pings");
     for p in &pings {
@@ -104,7 +98,7 @@ fn in_order_once(got: &[i64], log: &str) {
 fn a_ten_second_outage_loses_nothing_and_keeps_slot_order() {
     let mut redis = RedisServer::start();
     let b = Beatd::with_config(&format!("[brokers.main]\nurl = \"{}\"\n{TICK}", redis.url()));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(5), || ticks(&redis).len() >= 2), "{}", b.log());
     redis.stop();
     std::thread::sleep(Duration::from_secs(10));
@@ -113,7 +107,7 @@ fn a_ten_second_outage_loses_nothing_and_keeps_slot_order() {
     // The outage's slots arrive at the next retry (backoff at most 8 s by then).
     assert!(wait_for(Duration::from_secs(15), || ticks(&redis).len() >= before + 10), "{}", b.log());
     std::thread::sleep(Duration::from_millis(1500));
-    stop(&mut child, &b);
+    d.stop();
     let log = b.log();
     assert!(log.contains("broker \"main\" is unreachable"), "{log}");
     assert!(log.contains("broker \"main\" is back"), "{log}");
@@ -124,20 +118,19 @@ fn a_ten_second_outage_loses_nothing_and_keeps_slot_order() {
 fn an_outage_with_a_sigkill_of_beatd_in_the_middle_loses_nothing() {
     let mut redis = RedisServer::start();
     let b = Beatd::with_config(&format!("[brokers.main]\nurl = \"{}\"\n{TICK}", redis.url()));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(5), || ticks(&redis).len() >= 2), "{}", b.log());
     redis.stop();
     std::thread::sleep(Duration::from_millis(4500));
-    signal(&child, Signal::SIGKILL);
-    wait_exit(&mut child, Duration::from_secs(5));
+    d.kill();
     std::thread::sleep(Duration::from_secs(1));
-    let mut child = b.spawn_run(&[]);
+    d.start_again();
     std::thread::sleep(Duration::from_secs(4));
     redis.restart();
     let before = ticks(&redis).len();
     assert!(wait_for(Duration::from_secs(15), || ticks(&redis).len() >= before + 9), "{}", b.log());
     std::thread::sleep(Duration::from_millis(1500));
-    stop(&mut child, &b);
+    d.stop();
     in_order_once(&ticks(&redis), &b.log());
 }
 
@@ -232,10 +225,10 @@ expires = "0s"
     let mut worker = celery_worker(&b, broker, queue, "{}");
     let worker_log = || std::fs::read_to_string(b.path(&format!("worker-{queue}.log"))).unwrap_or_default();
     assert!(wait_for(Duration::from_secs(30), || worker_log().contains("ready.")), "{}", worker_log());
-    let mut child = b.spawn_run(&[]);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
+    let mut d = b.run(&[]);
+    d.wait_started();
     assert!(wait_for(Duration::from_secs(8), || history(&b, "record").len() >= 3), "{}", b.log());
-    stop(&mut child, &b);
+    d.stop();
     let sent = |job: &str| history(&b, job).iter().filter(|r| r["outcome"] == "success").count();
     let (records, urgents, stales) = (sent("record"), sent("urgent"), sent("stale"));
     let runs = || -> BTreeMap<String, usize> {
@@ -288,11 +281,11 @@ fn a_full_outbox_drops_the_oldest_loudly() {
     let b = Beatd::with_config(&format!(
         "[scheduler]\nmax_outbox = 2\n[api]\nlisten = \"127.0.0.1:{api}\"\n[brokers.main]\nurl = \"redis://127.0.0.1:{port}/0\"\n{TICK}"
     ));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(8), || b.log().matches("the outbox is full").count() >= 2), "{}", b.log());
-    let (_, metrics) = crate::api::get(&format!("http://127.0.0.1:{api}/metrics"));
+    let (_, metrics) = d.api().get("/metrics");
     let metrics = metrics.as_str().unwrap_or_default().to_string();
-    stop(&mut child, &b);
+    d.stop();
     assert!(b.log().contains("the outbox is full (2 messages): dropped the 1 oldest"), "{}", b.log());
     assert!(metrics.contains("beatd_outbox_messages 2"), "{metrics}");
     assert!(metrics.lines().any(|l| l.starts_with("beatd_outbox_dropped_total ") && !l.ends_with(" 0")), "{metrics}");
@@ -325,12 +318,12 @@ fn a_redis_unix_socket_is_a_broker_too() {
     let client = redis::Client::open(url.as_str()).expect("url");
     assert!(wait_for(Duration::from_secs(10), || client.get_connection().is_ok()));
     let b = Beatd::with_config(&format!("[brokers.main]\nurl = \"{url}\"\n{TICK}"));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     let len = || -> usize {
         client.get_connection().ok().and_then(|mut c| redis::cmd("LLEN").arg("ticks").query(&mut c).ok()).unwrap_or(0)
     };
     assert!(wait_for(Duration::from_secs(6), || len() >= 2), "{}", b.log());
-    stop(&mut child, &b);
+    d.stop();
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -353,9 +346,9 @@ fn push_messages_reach_a_rabbitmq_queue() {
     let b = Beatd::with_config(&format!(
         "[brokers.rabbit]\nurl = \"{url}\"\n[jobs.tick]\nevery = \"1s\"\naction = \"push\"\nbroker = \"rabbit\"\nqueue = \"{queue}\"\npayload = {{ n = 1 }}\n"
     ));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(8), || history(&b, "tick").len() >= 2), "{}", b.log());
-    stop(&mut child, &b);
+    d.stop();
     let sent = history(&b, "tick").len();
     let got: Vec<Value> = rt.block_on(async {
         let mut got = Vec::new();
@@ -401,12 +394,12 @@ on_broker_down = "drop"
 "#,
         redis.url()
     ));
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     std::thread::sleep(Duration::from_millis(4500));
     redis.restart();
-    assert!(wait_for(Duration::from_secs(12), || b.log().contains("broker \"main\" is back")), "{}", b.log());
+    d.wait_for_log("broker \"main\" is back", Duration::from_secs(12));
     std::thread::sleep(Duration::from_millis(1200));
-    stop(&mut child, &b);
+    d.stop();
     let runs = |job: &str, outcome: &str| history(&b, job).iter().filter(|r| r["outcome"] == outcome).count();
     // Everything of `fresh` arrives; `stale` lost the messages older than 2 s by the time the
     // broker came back; `beat` dropped every fire of the outage at once.

@@ -1,5 +1,7 @@
 //! Reloading the running daemon: on SIGHUP and with `--watch`; diffs applied, invalid
-//! configs kept out, and no fire of an unchanged job lost however often it happens.
+//! configs kept out, and no fire of an unchanged job lost however often it happens. The
+//! daemon runs in-process on paused time, except where a real signal, a real running child or
+//! real file events are the point.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,7 +9,8 @@ use std::time::Duration;
 use chrono::DateTime;
 use nix::sys::signal::Signal;
 
-use crate::util::{Beatd, free_port, lines, signal, wait_exit, wait_for};
+use crate::inproc::Sim;
+use crate::util::{Beatd, free_port, lines, wait_for};
 
 /// Slot (Unix seconds) -> how many times it ran, from a job's own log of BEATD_SCHEDULED_AT.
 fn slots(b: &Beatd, file: &str) -> BTreeMap<i64, usize> {
@@ -39,8 +42,8 @@ fn a_valid_reload_is_applied_as_a_diff_and_logged_job_by_job() {
         "{KEEP}\n[jobs.change]\nevery = \"1h\"\naction = \"noop\"\n\n[jobs.drop]\ncron = \"@reboot\"\naction = \"command\"\n\
          command = \"sleep 2; echo finished > drop.txt\"\n"
     ));
-    let mut child = b.spawn_run(&[]);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
+    let mut d = b.run(&[]);
+    d.wait_started();
     std::thread::sleep(Duration::from_millis(1200));
     // `keep` written differently but the same; `change` rescheduled; `drop` gone; `add` new.
     b.write(
@@ -48,13 +51,13 @@ fn a_valid_reload_is_applied_as_a_diff_and_logged_job_by_job() {
         "[jobs.add]\nevery = \"1h\"\naction = \"noop\"\n\n[jobs.change]\nevery = \"2h\"\naction = \"noop\"\n\n\
          [jobs]\nkeep = { command = 'echo \"$BEATD_SCHEDULED_AT\" >> keep.txt', action = \"command\", every = \"1s\" }\n",
     );
-    signal(&child, Signal::SIGHUP);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("reloaded: ")), "{}", b.log());
+    d.signal(Signal::SIGHUP);
+    d.wait_for_log("reloaded: ", Duration::from_secs(5));
     // The removed job's run, going since the start, was left to finish.
     assert!(!b.path("drop.txt").exists(), "the run ended before the reload: the test shows nothing");
     assert!(wait_for(Duration::from_secs(3), || b.path("drop.txt").exists()), "{}", b.log());
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
     let log = b.log();
     for line in [
         "SIGHUP: reloading ",
@@ -69,74 +72,78 @@ fn a_valid_reload_is_applied_as_a_diff_and_logged_job_by_job() {
     each_once(&slots(&b, "keep.txt"), &log);
 }
 
-#[test]
-fn an_invalid_config_is_kept_out_and_reported_until_fixed() {
+/// `keep` as a noop, for the in-process daemon on paused time (see `inproc`).
+const KEEP_NOOP: &str = "[jobs.keep]\nevery = \"1s\"\naction = \"noop\"\n";
+
+/// Slot (Unix seconds) -> how many times it ran, from the history of `job`.
+fn slots_in_history(d: &Sim, job: &str) -> BTreeMap<i64, usize> {
+    let mut seen = BTreeMap::new();
+    for run in d.history(job) {
+        *seen.entry(run.scheduled_at.timestamp()).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_config_is_kept_out_and_reported_until_fixed() {
     let port = free_port();
     let api = format!("[api]\nlisten = \"127.0.0.1:{port}\"\n\n");
-    let b = Beatd::with_config(&format!("{api}{KEEP}"));
-    let mut child = b.spawn_run(&[]);
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
+    let mut d = Sim::start(Beatd::with_config(&format!("{api}{KEEP_NOOP}"))).await;
+    d.advance(Duration::from_millis(1500)).await;
     // Three errors, two in a job that would otherwise replace `keep`.
-    b.write("beatd.toml", &format!("{api}[jobs.keep]\nevery = \"1 fortnight\"\naction = \"command\"\n[jobs.x]\ncron = \"61 * * * *\"\naction = \"noop\"\n"));
-    signal(&child, Signal::SIGHUP);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("reload failed")), "{}", b.log());
-    let log = b.log();
+    d.b.write("beatd.toml", &format!("{api}[jobs.keep]\nevery = \"1 fortnight\"\naction = \"command\"\n[jobs.x]\ncron = \"61 * * * *\"\naction = \"noop\"\n"));
+    assert!(!d.reload().await, "an invalid config is not applied");
+    let log = d.log();
+    // The daemon was given the config's full path (the binary's tests give it a relative one).
+    let file = d.b.config().display().to_string();
     for error in [
-        "reload: beatd.toml:4:7: job \"keep\": missing key \"command\"",
-        "reload: beatd.toml:5:9: job \"keep\": invalid duration \"1 fortnight\" for \"every\"",
-        "reload: beatd.toml:8:9: job \"x\": invalid cron expression \"61 * * * *\"",
+        format!("reload: {file}:4:7: job \"keep\": missing key \"command\""),
+        format!("reload: {file}:5:9: job \"keep\": invalid duration \"1 fortnight\" for \"every\""),
+        format!("reload: {file}:8:9: job \"x\": invalid cron expression \"61 * * * *\""),
     ] {
-        assert!(log.contains(error), "no {error:?} in\n{log}");
+        assert!(log.contains(&error), "no {error:?} in\n{log}");
     }
     assert!(log.contains("reload failed: 3 errors in the config; the running schedule is unchanged"), "{log}");
-    let (status, health) = crate::api::get(&format!("{base}/healthz"));
+    let (status, health) = d.get("/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("degraded")), "{health}");
-    let (_, metrics) = crate::api::get(&format!("{base}/metrics"));
+    let (_, metrics) = d.get("/metrics").await;
     let metrics = metrics.as_str().expect("text").to_string();
     assert!(metrics.contains("beatd_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
-    let (_, jobs) = crate::api::get(&format!("{base}/api/jobs"));
+    let (_, jobs) = d.get("/api/jobs").await;
     assert_eq!(jobs.as_array().map(Vec::len), Some(1), "the old jobs still run: {jobs}");
 
     // Fixed: healthy again.
-    b.write("beatd.toml", &format!("{api}{KEEP}"));
-    signal(&child, Signal::SIGHUP);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("reloaded: ")), "{}", b.log());
-    let (_, health) = crate::api::get(&format!("{base}/healthz"));
+    d.b.write("beatd.toml", &format!("{api}{KEEP_NOOP}"));
+    assert!(d.reload().await, "{}", d.log());
+    assert!(d.log().contains("reloaded: "), "{}", d.log());
+    let (_, health) = d.get("/healthz").await;
     assert_eq!(health["status"], "ok");
-    std::thread::sleep(Duration::from_millis(1100));
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
-    each_once(&slots(&b, "keep.txt"), &b.log());
+    d.advance(Duration::from_millis(3100)).await;
+    d.stop().await;
+    let seen = slots_in_history(&d, "keep");
+    assert!(seen.len() >= 4, "{seen:?}");
+    each_once(&seen, &d.log());
 }
 
-#[test]
-fn a_hundred_alternating_reloads_lose_no_fire_of_an_unchanged_job() {
+#[tokio::test(start_paused = true)]
+async fn a_hundred_alternating_reloads_lose_no_fire_of_an_unchanged_job() {
     // `keep` never changes; `other` changes at every valid reload, so each one applies a diff.
-    let valid = |i: usize| format!("{KEEP}\n[jobs.other]\nevery = \"{}s\"\naction = \"noop\"\n", 2 + i % 7);
-    let invalid = format!("{KEEP}\n[jobs.other]\nevery = \"soon\"\naction = \"noop\"\n");
-    let b = Beatd::with_config(&valid(0));
-    let mut child = b.spawn_run(&[]);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
+    let valid = |i: usize| format!("{KEEP_NOOP}\n[jobs.other]\nevery = \"{}s\"\naction = \"noop\"\n", 2 + i % 7);
+    let invalid = format!("{KEEP_NOOP}\n[jobs.other]\nevery = \"soon\"\naction = \"noop\"\n");
+    let mut d = Sim::start(Beatd::with_config(&valid(0))).await;
     for i in 0..100 {
         let text = if i % 2 == 0 { valid(i + 1) } else { invalid.clone() };
-        b.write("beatd.toml", &text);
-        signal(&child, Signal::SIGHUP);
-        // One at a time: signals sent while one is pending would merge.
-        let done = wait_for(Duration::from_secs(5), || {
-            let log = b.log();
-            count(&log, "reloaded: ") + count(&log, "reload failed: ") > i
-        });
-        assert!(done, "reload {i} did not finish:\n{}", b.log());
-        std::thread::sleep(Duration::from_millis(30));
+        d.b.write("beatd.toml", &text);
+        assert_eq!(d.reload().await, i % 2 == 0, "reload {i}:\n{}", d.log());
+        // Reloads land at every point of a second: before, at and after `keep`'s slots.
+        d.advance(Duration::from_millis(330)).await;
     }
-    std::thread::sleep(Duration::from_millis(1100));
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
-    let log = b.log();
+    d.advance(Duration::from_millis(1100)).await;
+    d.stop().await;
+    let log = d.log();
     assert_eq!((count(&log, "reloaded: "), count(&log, "reload failed: ")), (50, 50), "{log}");
-    let seen = slots(&b, "keep.txt");
-    assert!(seen.len() >= 4, "{seen:?}");
+    let seen = slots_in_history(&d, "keep");
+    assert!(seen.len() >= 30, "{seen:?}");
     each_once(&seen, &log);
 }
 
@@ -144,13 +151,13 @@ fn a_hundred_alternating_reloads_lose_no_fire_of_an_unchanged_job() {
 fn watch_reloads_when_a_drop_in_appears_or_changes() {
     let b = Beatd::with_config(&format!("[scheduler]\ninclude = [\"conf.d/*.toml\"]\n\n{KEEP}"));
     std::fs::create_dir(b.path("conf.d")).expect("conf.d");
-    let mut child = b.spawn_run(&["--watch"]);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("watching ")), "{}", b.log());
+    let mut d = b.run(&["--watch"]);
+    d.wait_for_log("watching ", Duration::from_secs(5));
     b.write("conf.d/team.toml", "[jobs.team]\nevery = \"1h\"\naction = \"noop\"\n");
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("reload: added job=team")), "{}", b.log());
+    d.wait_for_log("reload: added job=team", Duration::from_secs(5));
     // A broken save is kept out; the next good one goes in.
     b.write("conf.d/team.toml", "[jobs.team]\nevery = \"1h\"\naction = \"nope\"\n");
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("reload failed")), "{}", b.log());
+    d.wait_for_log("reload failed", Duration::from_secs(5));
     assert!(b.log().contains("conf.d/team.toml:3:10: job \"team\": unknown action \"nope\""), "{}", b.log());
     b.write("conf.d/team.toml", "[jobs.team]\nevery = \"2h\"\naction = \"noop\"\n");
     assert!(
@@ -165,7 +172,7 @@ fn watch_reloads_when_a_drop_in_appears_or_changes() {
     std::fs::write(b.path("conf.d/README"), "drop *.toml files here").expect("write");
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(count(&b.log(), "a config file changed: reloading"), reloads, "{}", b.log());
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
     assert_eq!(reloads, 3, "{}", b.log());
 }

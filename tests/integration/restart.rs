@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use nix::sys::signal::Signal;
 
-use crate::util::{Beatd, history, lines, signal, wait_exit, wait_for};
+use crate::util::{Beatd, history, lines, wait_for};
 
 /// Slot (Unix seconds) -> how many times it ran, from the job's own log of BEATD_SCHEDULED_AT.
 fn slots(b: &Beatd) -> BTreeMap<i64, usize> {
@@ -19,10 +19,15 @@ fn slots(b: &Beatd) -> BTreeMap<i64, usize> {
 }
 
 fn run_for(b: &Beatd, seconds: f64, stop: Signal) {
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     std::thread::sleep(Duration::from_secs_f64(seconds));
-    signal(&child, stop);
-    wait_exit(&mut child, Duration::from_secs(10)).expect("exits");
+    match stop {
+        Signal::SIGKILL => d.kill(),
+        _ => {
+            d.signal(stop);
+            d.wait_exit(Duration::from_secs(10)).expect("exits");
+        }
+    }
 }
 
 const JOB: &str = r#"

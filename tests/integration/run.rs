@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use nix::sys::signal::Signal;
 
-use crate::util::{Beatd, lines, signal, wait_exit, wait_for};
+use crate::util::{Beatd, lines, wait_for};
 
 #[test]
 fn a_one_second_command_job_writes_what_is_expected() {
@@ -20,11 +20,11 @@ env = { GREETING = "hello" }
 "#,
     );
     std::fs::create_dir(b.path("work")).expect("mkdir");
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     let fires = b.path("work/fires.txt");
     assert!(wait_for(Duration::from_secs(5), || lines(&fires).len() >= 3), "log:\n{}", b.log());
-    signal(&child, Signal::SIGTERM);
-    let status = wait_exit(&mut child, Duration::from_secs(5)).expect("exits after SIGTERM");
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(5)).expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "log:\n{}", b.log());
 
     let fires = lines(&fires);
@@ -63,11 +63,11 @@ action = "command"
 command = "echo started >> runs.txt; sleep 1; echo finished >> runs.txt"
 "#,
     );
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     let runs = b.path("runs.txt");
     assert!(wait_for(Duration::from_secs(5), || lines(&runs).contains(&"started".to_string())), "{}", b.log());
-    signal(&child, Signal::SIGTERM);
-    let status = wait_exit(&mut child, Duration::from_secs(8)).expect("exits");
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(8)).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", b.log());
     let runs = lines(&runs);
     let started = runs.iter().filter(|l| *l == "started").count();
@@ -88,11 +88,11 @@ action = "command"
 command = "echo $$ >> pids.txt; sleep 60 & wait"
 "#,
     );
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     let pids = b.path("pids.txt");
     assert!(wait_for(Duration::from_secs(5), || !lines(&pids).is_empty()), "{}", b.log());
-    signal(&child, Signal::SIGINT);
-    let status = wait_exit(&mut child, Duration::from_secs(6)).expect("exits after the grace period");
+    d.signal(Signal::SIGINT);
+    let status = d.wait_exit(Duration::from_secs(6)).expect("exits after the grace period");
     assert_eq!(status.code(), Some(0), "{}", b.log());
     assert!(b.log().contains("killing them"), "{}", b.log());
     // The shell and its `sleep` child are gone: the whole process group was killed.

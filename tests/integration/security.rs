@@ -7,17 +7,12 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Beatd, free_port, history, signal, wait_exit, wait_for};
-
-fn stop(mut child: Child, b: &Beatd) {
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)).and_then(|s| s.code()), Some(0), "{}", b.log());
-}
+use crate::util::{Beatd, Running, free_port, history, wait_for};
 
 /// A file last modified `days` ago.
 fn old_file(path: &Path, days: u64) {
@@ -97,7 +92,7 @@ fn a_link_swapped_in_after_check_is_refused_at_run_time_and_nothing_behind_it_is
             + &cleanup_job("middle", &b.path("parent/inner").display().to_string())),
     );
     b.cmd(&["check", "-c", "beatd.toml"]).assert().success();
-    let child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(5), || !history(&b, "last").is_empty()), "{}", b.log());
     // The swaps: the last component, and a component in the middle.
     std::fs::rename(b.path("uploads"), b.path("uploads.orig")).expect("rename");
@@ -108,7 +103,7 @@ fn a_link_swapped_in_after_check_is_refused_at_run_time_and_nothing_behind_it_is
         history(&b, job).iter().any(|r| r["error"].as_str().is_some_and(|e| e.contains("is a symbolic link")))
     };
     assert!(wait_for(Duration::from_secs(6), || refused("last") && refused("middle")), "{}", b.log());
-    stop(child, &b);
+    d.stop();
     for job in ["last", "middle"] {
         let runs = history(&b, job);
         let after: Vec<_> = runs.iter().filter(|r| r["outcome"] == "failure").collect();
@@ -142,13 +137,13 @@ fn a_report_name_planted_as_a_link_leaves_its_target_unchanged() {
             let _ = symlink(&victim, b.path(&format!("reports/{stem}.{ext}")));
         }
     }
-    let child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(
         wait_for(Duration::from_secs(6), || history(&b, "weekly").iter().any(|r| r["outcome"] == "success")),
         "{}",
         b.log()
     );
-    stop(child, &b);
+    d.stop();
     assert_eq!(std::fs::read_to_string(&victim).expect("read"), "root's own file\n", "written through a planted link");
     let written: Vec<_> = std::fs::read_dir(b.path("reports"))
         .expect("list")
@@ -236,11 +231,11 @@ fn an_empty_token_file_is_a_config_error_at_check_start_and_reload() {
         "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[jobs.cmd]\nevery = \"1h\"\naction = \"command\"\ncommand = \"true\"\n"
     ));
     std::fs::write(b.path("token"), "t0ken\n").expect("token");
-    let child = b.spawn_run(&[]);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
+    let mut d = b.run(&[]);
+    d.wait_started();
     std::fs::write(b.path("token"), "").expect("empty it");
-    signal(&child, Signal::SIGHUP);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("reload failed")), "{}", b.log());
+    d.signal(Signal::SIGHUP);
+    d.wait_for_log("reload failed", Duration::from_secs(5));
     assert!(b.log().contains("is empty: an empty token would let anyone in"), "{}", b.log());
     assert_eq!(raw(port, "POST", "/api/jobs/cmd/run", &[]).0, 401);
     assert_eq!(
@@ -248,7 +243,7 @@ fn an_empty_token_file_is_a_config_error_at_check_start_and_reload() {
         202,
         "bearer in any case"
     );
-    stop(child, &b);
+    d.stop();
 }
 
 /// One HTTP/1.1 request over a fresh TCP connection, headers as given (Host defaults to
@@ -278,14 +273,14 @@ fn raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, S
     (status, body)
 }
 
-fn api_daemon(api_extra: &str) -> (Beatd, Child, u16) {
+fn api_daemon(api_extra: &str) -> (Beatd, Running, u16) {
     let port = free_port();
     let b = Beatd::with_config(&format!(
         "[api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}\n[jobs.cmd]\nevery = \"1h\"\naction = \"command\"\ncommand = \"echo ran >> ran.txt\"\n"
     ));
-    let child = b.spawn_run(&[]);
+    let d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(5), || raw_ok(port)), "{}", b.log());
-    (b, child, port)
+    (b, d, port)
 }
 
 fn raw_ok(port: u16) -> bool {
@@ -294,7 +289,7 @@ fn raw_ok(port: u16) -> bool {
 
 #[test]
 fn a_web_page_cannot_drive_the_api_even_without_a_token() {
-    let (b, child, port) = api_daemon("allow_unauthenticated = true");
+    let (b, mut d, port) = api_daemon("allow_unauthenticated = true");
     assert!(b.log().contains("allow_unauthenticated = true: anyone who can reach"), "{}", b.log());
     let refused = r#"{"error":"cross-origin request refused"}"#;
     // A form or fetch() from another site: text/plain needs no preflight.
@@ -326,7 +321,7 @@ fn a_web_page_cannot_drive_the_api_even_without_a_token() {
     let own = format!("http://127.0.0.1:{port}");
     assert_eq!(raw(port, "POST", "/api/jobs/cmd/run", &[("Origin", own.as_str())]).0, 202);
     assert!(wait_for(Duration::from_secs(5), || b.path("ran.txt").exists()));
-    stop(child, &b);
+    d.stop();
 }
 
 /// The name of a local account without rights, made if needed (the test runs as root).
@@ -356,7 +351,7 @@ fn as_stranger(program: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_local_stranger_cannot_run_roots_jobs_but_the_operator_can() {
-    let (b, child, port) = api_daemon("");
+    let (b, mut d, port) = api_daemon("");
     // Over loopback: the stranger can connect, and is refused.
     let post = format!(
         "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'POST /api/jobs/cmd/run HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3"
@@ -370,7 +365,7 @@ fn a_local_stranger_cannot_run_roots_jobs_but_the_operator_can() {
     let out = b.cmd(&["trigger", "cmd", "-c", "beatd.toml"]).output().expect("trigger");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(wait_for(Duration::from_secs(5), || b.path("ran.txt").exists()));
-    stop(child, &b);
+    d.stop();
 
     // Over a unix socket in a folder anyone may enter: the socket's own permissions refuse.
     let open = tempfile::tempdir().expect("temp dir");
@@ -380,7 +375,7 @@ fn a_local_stranger_cannot_run_roots_jobs_but_the_operator_can() {
         "[api]\nlisten = \"unix:{}\"\n[jobs.cmd]\nevery = \"1h\"\naction = \"command\"\ncommand = \"echo ran >> ran.txt\"\n",
         socket.display()
     ));
-    let child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     assert!(wait_for(Duration::from_secs(5), || socket.exists()), "{}", b.log());
     let mode = std::fs::metadata(&socket).expect("socket").permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
@@ -393,14 +388,14 @@ fn a_local_stranger_cannot_run_roots_jobs_but_the_operator_can() {
     let status = b.cmd(&["status", "-c", "beatd.toml"]).output().expect("status");
     assert!(String::from_utf8_lossy(&status.stdout).contains("cmd"), "{status:?}");
     assert!(wait_for(Duration::from_secs(5), || b.path("ran.txt").exists()));
-    stop(child, &b);
+    d.stop();
     assert!(!socket.exists(), "the socket is removed at shutdown");
 }
 
 #[test]
 fn state_files_are_beatds_alone() {
-    let (b, child, _) = api_daemon("");
-    stop(child, &b);
+    let (b, mut d, _) = api_daemon("");
+    d.stop();
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&b.path("state")), 0o700);
     let files: Vec<_> = std::fs::read_dir(b.path("state")).expect("list").map(|e| e.expect("entry").path()).collect();
@@ -410,9 +405,9 @@ fn state_files_are_beatds_alone() {
     }
     // A folder from an older beatd, readable by all, is narrowed at start.
     std::fs::set_permissions(b.path("state"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let child = b.spawn_run(&[]);
-    assert!(wait_for(Duration::from_secs(5), || b.log().contains("beatd started")), "{}", b.log());
-    stop(child, &b);
+    let mut d = b.run(&[]);
+    d.wait_started();
+    d.stop();
     assert_eq!(mode(&b.path("state")), 0o700);
 }
 
@@ -427,16 +422,7 @@ fn two_thousand_idle_connections_under_a_low_descriptor_limit_starve_nothing() {
     let b = Beatd::with_config(&format!(
         "[api]\nlisten = \"127.0.0.1:{port}\"\n[jobs.cmd]\nevery = \"1s\"\naction = \"command\"\ncommand = \"echo ran >> ran.txt\"\n"
     ));
-    let log = std::fs::File::create(b.path("beatd.log")).expect("log");
-    let mut child = Command::new("bash")
-        .args(["-c", "ulimit -n 1024 && exec \"$0\" run --config beatd.toml"])
-        .arg(assert_cmd::cargo::cargo_bin("beatd"))
-        .current_dir(b.dir.path())
-        .env("TZ", "UTC")
-        .env_remove("RUST_LOG")
-        .stderr(log)
-        .spawn()
-        .expect("beatd");
+    let mut d = b.run_with_nofile(1024);
     assert!(wait_for(Duration::from_secs(5), || raw_ok(port)), "{}", b.log());
     let mut idle = Vec::new();
     for i in 0..2000 {
@@ -461,8 +447,7 @@ fn two_thousand_idle_connections_under_a_low_descriptor_limit_starve_nothing() {
     assert!(ran() >= before + 2, "command jobs stopped running: {before} then {}\n{}", ran(), b.log());
     assert_eq!(raw(port, "GET", "/healthz", &[]), (200, r#"{"status":"ok"}"#.to_string()));
     drop(idle);
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)).and_then(|s| s.code()), Some(0));
+    d.stop();
     let log = b.log();
     assert!(!log.contains("Too many open files"), "{log}");
     assert!(history(&b, "cmd").iter().all(|r| r["outcome"] == "success"), "{:?}", history(&b, "cmd"));

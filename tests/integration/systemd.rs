@@ -13,7 +13,7 @@ use beatd::scheduler::{Dispatch, Scheduler};
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
-use crate::util::{Beatd, signal, wait_exit};
+use crate::util::Beatd;
 
 /// Messages received on `sock` until `until` says stop or `limit` passes.
 fn receive(sock: &UnixDatagram, limit: Duration, mut until: impl FnMut(&[String]) -> bool) -> Vec<String> {
@@ -34,14 +34,7 @@ fn ready_status_watchdog_and_stopping() {
     let b = Beatd::with_config("[jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n");
     let socket = b.path("notify.sock");
     let sock = UnixDatagram::bind(&socket).expect("bind");
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("beatd"));
-    cmd.current_dir(b.dir.path())
-        .env("TZ", "UTC")
-        .env("NOTIFY_SOCKET", &socket)
-        .env("WATCHDOG_USEC", "400000")
-        .args(["run", "--config", "beatd.toml"])
-        .stderr(std::fs::File::create(b.path("beatd.log")).expect("log"));
-    let mut child = cmd.spawn().expect("spawn");
+    let mut d = b.run_with_env(&[], &[("NOTIFY_SOCKET", socket.as_os_str()), ("WATCHDOG_USEC", "400000".as_ref())]);
 
     let first = receive(&sock, Duration::from_secs(5), |m| !m.is_empty());
     assert!(first[0].contains("READY=1"), "{first:?}");
@@ -58,7 +51,7 @@ fn ready_status_watchdog_and_stopping() {
         "beatd.toml",
         "[jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n[jobs.tock]\nevery = \"1h\"\naction = \"noop\"\n",
     );
-    signal(&child, Signal::SIGHUP);
+    d.signal(Signal::SIGHUP);
     let reload = receive(&sock, Duration::from_secs(5), |m| m.iter().any(|x| x.contains("READY=1")));
     let reloading = reload.iter().position(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="));
     let ready = reload.iter().position(|m| m.contains("READY=1") && m.contains("STATUS=reloaded: 2 jobs"));
@@ -66,7 +59,7 @@ fn ready_status_watchdog_and_stopping() {
 
     // A broken config: READY=1 again (the daemon runs on), and the status says so until fixed.
     b.write("beatd.toml", "[jobs.tick]\nevery = \"1 fortnight\"\naction = \"noop\"\n");
-    signal(&child, Signal::SIGHUP);
+    d.signal(Signal::SIGHUP);
     let failed = receive(&sock, Duration::from_secs(5), |m| m.iter().any(|x| x.contains("READY=1")));
     assert!(
         failed.iter().any(|m| m.contains("READY=1") && m.contains("STATUS=reload failed (1 error in the config)")),
@@ -78,19 +71,19 @@ fn ready_status_watchdog_and_stopping() {
         "{later:?}"
     );
 
-    signal(&child, Signal::SIGTERM);
+    d.signal(Signal::SIGTERM);
     let last = receive(&sock, Duration::from_secs(5), |m| m.iter().any(|x| x.contains("STOPPING=1")));
     assert!(last.iter().any(|m| m.contains("STOPPING=1")), "{last:?}");
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
+    assert_eq!(d.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
 }
 
 #[test]
 fn without_notify_socket_nothing_is_sent_and_nothing_breaks() {
     let b = Beatd::with_config("[jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n");
-    let mut child = b.spawn_run(&[]);
+    let mut d = b.run(&[]);
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&child, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)).and_then(|s| s.code()), Some(0), "{}", b.log());
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(0), "{}", b.log());
     assert!(!b.log().contains("cannot notify systemd"), "{}", b.log());
 }
 

@@ -1,4 +1,6 @@
-//! The harness: a temp dir with a config, and the real `beatd` binary run against it.
+//! The harness: a temp dir with a config ([`Beatd`]), the real `beatd` binary run against it
+//! ([`Running`], killed on drop), its HTTP API ([`Api`]), and the servers tests stop and
+//! start themselves (a Redis of their own, a TCP proxy that cuts a stream).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
@@ -42,26 +44,217 @@ impl Beatd {
         cmd
     }
 
-    /// `beatd run --config beatd.toml` in the background; stderr is captured to `beatd.log`.
-    pub fn spawn_run(&self, extra: &[&str]) -> Child {
-        let log = std::fs::File::create(self.path("beatd.log")).expect("log file");
-        StdCommand::new(cargo_bin("beatd"))
-            .current_dir(self.dir.path())
-            .env("TZ", "UTC")
-            .env_remove("BEATD_CONFIG")
-            .env_remove("RUST_LOG")
-            .arg("run")
-            .args(["--config", "beatd.toml"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn beatd")
+    /// `beatd run --config beatd.toml EXTRA` in the background, stderr captured to `beatd.log`;
+    /// killed when the returned guard is dropped, whatever the test's asserts did.
+    pub fn run(&self, extra: &[&str]) -> Running {
+        self.run_with_env(extra, &[])
+    }
+
+    /// [`Beatd::run`] with these environment variables set.
+    pub fn run_with_env(&self, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Running {
+        let mut running = Running {
+            dir: self.dir.path().to_path_buf(),
+            args: extra.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_os_string())).collect(),
+            nofile: None,
+            child: None,
+        };
+        running.spawn();
+        running
+    }
+
+    /// [`Beatd::run`] under a soft limit of `nofile` open descriptors (`ulimit -n`).
+    pub fn run_with_nofile(&self, nofile: u64) -> Running {
+        let mut running = Running {
+            dir: self.dir.path().to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            nofile: Some(nofile),
+            child: None,
+        };
+        running.spawn();
+        running
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("beatd.log")).unwrap_or_default()
     }
+}
+
+/// A `beatd run` process of a test. Dropping it kills the process (SIGKILL), so a failed
+/// assert never leaves a daemon behind; a test that cares how it ends calls [`Running::stop`].
+pub struct Running {
+    dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, std::ffi::OsString)>,
+    /// `ulimit -n` for the process.
+    nofile: Option<u64>,
+    child: Option<Child>,
+}
+
+impl Running {
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("beatd.log")).expect("log file");
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = StdCommand::new("bash");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]).arg(cargo_bin("beatd"));
+                c
+            }
+            None => StdCommand::new(cargo_bin("beatd")),
+        };
+        let child = cmd
+            .current_dir(&self.dir)
+            .env("TZ", "UTC")
+            .env_remove("BEATD_CONFIG")
+            .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("run")
+            .args(["--config", "beatd.toml"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn beatd");
+        self.child = Some(child);
+    }
+
+    fn child(&self) -> &Child {
+        self.child.as_ref().expect("beatd is running")
+    }
+
+    /// What beatd has logged so far (this process's run: a restart starts a new log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("beatd.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        signal(self.child(), sig);
+    }
+
+    /// Waits until the log holds `needle`, `limit` at most; panics with the log if it does not.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        assert!(
+            wait_for(limit, || self.log().contains(needle)),
+            "no {needle:?} in the log within {limit:?}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits until the daemon says it has started (config loaded, API listening).
+    pub fn wait_started(&self) {
+        self.wait_for_log("beatd started", Duration::from_secs(5));
+    }
+
+    /// Waits for the process to exit, `limit` at most (then kills it); the exit status if it
+    /// exited by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("beatd is running");
+        wait_exit(&mut child, limit)
+    }
+
+    /// SIGTERM, and an exit with status 0 within 25 s: a clean stop, asserted.
+    pub fn stop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let code = self.wait_exit(Duration::from_secs(25)).and_then(|s| s.code());
+        assert_eq!(code, Some(0), "beatd did not stop cleanly:\n{}", self.log());
+    }
+
+    /// SIGKILL, as a crash would: nothing gets to finish.
+    pub fn kill(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(5)).expect("a killed process exits");
+    }
+
+    /// Starts it again after [`Running::stop`] or [`Running::kill`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "beatd is still running");
+        self.spawn();
+    }
+
+    /// The daemon's HTTP API, at the `[api] listen` address of its config; waits until it
+    /// answers.
+    pub fn api(&self) -> Api {
+        let text = std::fs::read_to_string(self.dir.join("beatd.toml")).expect("config");
+        let config: toml::Table = text.parse().expect("the config is TOML");
+        let listen = config["api"]["listen"].as_str().expect("[api] listen").to_string();
+        let token_file = config["api"].get("token_file").and_then(|t| t.as_str()).map(PathBuf::from);
+        let api = Api {
+            base: format!("http://{listen}"),
+            token_file: token_file.unwrap_or_else(|| self.dir.join("state/api-token")),
+        };
+        let up = wait_for(Duration::from_secs(5), || {
+            current_thread().block_on(async { reqwest::get(api.url("/healthz")).await.is_ok() })
+        });
+        assert!(up, "the API does not answer at {}:\n{}", api.base, self.log());
+        api
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// A running daemon's HTTP API, over real HTTP.
+pub struct Api {
+    pub base: String,
+    token_file: PathBuf,
+}
+
+impl Api {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The token the daemon uses (the one it made, or its `token_file`).
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file).expect("the API token").trim().to_string()
+    }
+
+    /// One request; the body as JSON when it is JSON, else as a string.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        http(method, &self.url(path), token)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body, _) = self.request("GET", path, None);
+        (status, body)
+    }
+
+    /// A POST with the daemon's token.
+    pub fn post(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body, _) = self.request("POST", path, Some(&self.token()));
+        (status, body)
+    }
+}
+
+/// One HTTP request; the body as JSON when it is JSON, else as a string.
+pub fn http(method: &str, url: &str, token: Option<&str>) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    current_thread().block_on(async {
+        let mut req = reqwest::Client::new().request(method.parse().expect("method"), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("beatd answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)), headers)
+    })
 }
 
 /// Waits, a few seconds at most, until `cond` holds; returns whether it did.
