@@ -1,6 +1,6 @@
 //! Cron expressions: parsing, and the next fire after an instant.
 //!
-//! The contract is `shared/docs/cron-semantics.md`: Vixie/cronie semantics (the day rule where a
+//! The contract is `docs/cron.md`: Vixie/cronie semantics (the day rule where a
 //! field starting with `*` is unrestricted), names, macros, `L`, `NL`, `N#k`, and explicit rules
 //! for daylight-saving changes. No crate implements that contract (the `cron` crate numbers
 //! weekdays differently and misorders the repeated hour; `croner` differs on `*/n` and on

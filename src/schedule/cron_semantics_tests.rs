@@ -1,4 +1,5 @@
-//! The contract of `shared/docs/cron-semantics.md`, row by row, and property tests of the
+//! The contract of `docs/cron.md`, row by row (its table is read from the page itself), and
+//! property tests of the
 //! iterator against a brute-force, minute-by-minute reference that reads offsets straight
 //! from chrono-tz (not from our segment tables).
 
@@ -132,6 +133,25 @@ fn contract_table() {
     ];
     for (expr, zone, after, expected) in rows {
         assert_eq!(fires(expr, zone, after, expected.len()), *expected, "{expr} in {zone} after {after}");
+    }
+}
+
+/// The table at the end of `docs/cron.md`, read from the page: the engine answers every row.
+#[test]
+fn the_table_in_docs_cron_md() {
+    let page = include_str!("../../docs/cron.md");
+    let table = page.split("## The table the tests check").nth(1).expect("the table's heading");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert!(rows.len() >= 20, "{} rows", rows.len());
+    for row in rows {
+        let [expr, zone, after, next] = row[..] else { panic!("a row of four cells: {row:?}") };
+        let expr = expr.trim_matches('`');
+        let expected: Vec<&str> = next.split(", ").collect();
+        assert_eq!(fires(expr, zone, after, expected.len()), expected, "{expr} in {zone} after {after}");
     }
 }
 
