@@ -1,20 +1,23 @@
 //! beatd: a periodic scheduler daemon.
 //!
-//! Map of the crate:
+//! Map of the crate, from the bottom up:
 //! - [`schedule`]: cron and interval schedules; pure `next_after`; time-zone segment tables.
-//! - [`config`]: the TOML file, validated into [`config::Config`] with every error located.
-//! - [`jobs`]: the actions a job runs, one file each.
-//! - [`broker`]: queue jobs' messages to Redis, with the durable outbox.
-//! - [`fire`]: one run of one job for one slot, and its deterministic id.
+//! - [`job`]: the job model (what a job is, its outcomes, fire ids), below the parser;
+//!   [`fire`]: one run of one job for one slot.
 //! - [`clock`]: the one seam for wall-clock time (system timerfd, or a manual test clock).
-//! - [`timers`]: the min-heap of next fires.
-//! - [`scheduler`]: the timer loop, and the runner that executes fires.
+//! - [`config`]: the TOML files, validated into [`config::Config`] with every error located.
+//!   Only the CLI, the daemon's assembly and reloads use it.
+//! - [`jobs`]: the actions a job runs, one file each; [`policy`]: timeouts, overlap, retries,
+//!   jitter; [`nofollow`]: opening paths without following symbolic links.
+//! - [`broker`]: queue jobs' messages to Redis and RabbitMQ, with the durable outbox.
 //! - [`state`]: the embedded SQLite state: run history and the fire journal.
-//! - [`reload`]: re-reading the config on SIGHUP or when a file changes.
-//! - [`policy`]: timeouts, overlap, retries and jitter; [`notify`]: webhooks.
+//! - [`notifications`]: webhooks on failure; [`http`]: the HTTP client they and checks share.
+//! - [`timers`]: the min-heap of next fires; [`scheduler`]: the timer loop, and the runner that
+//!   executes fires.
 //! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
-//! - [`api`]: the HTTP API (axum).
-//! - [`systemd`]: sd_notify readiness, status and watchdog.
+//! - [`reload`]: re-reading the config on SIGHUP or when a file changes.
+//! - [`api`]: the HTTP API (axum); [`systemd`]: readiness, status and watchdog.
+//! - [`daemon`]: all of the above assembled from a config and a clock.
 //! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.
 pub mod api;
 pub mod broker;

@@ -111,8 +111,8 @@ pub enum ApiError {
     MakeToken { path: PathBuf, source: std::io::Error },
 }
 
-/// Every route, as (method, path): the router is built from it, and the OpenAPI test checks
-/// `docs/openapi.json` against it.
+/// Every route, as (method, path). [`router`] names them itself (each with its handler and
+/// guard); tests check that it serves exactly these and that `docs/openapi.json` lists them.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/metrics"),

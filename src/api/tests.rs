@@ -16,15 +16,19 @@ use crate::scheduler::runner::Runner;
 use crate::state::history::History;
 use crate::status::Board;
 
-async fn serve(board: Arc<Board>) -> String {
+fn state(board: Arc<Board>) -> ApiState {
     let services = Arc::new(Services::new(Clock::System, "unused".into(), Default::default()));
-    let state = ApiState {
+    ApiState {
         board,
         runner: Runner::new(Actions, services, History::disabled(), None),
         clock: Clock::System,
         state_dir: "unused".into(),
         guard: Arc::new(super::auth::Guard::open()),
-    };
+    }
+}
+
+async fn serve(board: Arc<Board>) -> String {
+    let state = state(board);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let listener = super::server::Listener::Tcp(listener);
@@ -103,6 +107,37 @@ fn openapi_lists_exactly_the_routes() {
         .collect();
     let served: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(documented, served);
+}
+
+/// The router serves every route of [`ROUTES`] with its method and no other: the list the
+/// OpenAPI test checks is the list that is served.
+#[tokio::test]
+async fn the_router_serves_exactly_the_listed_routes() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    // Pausing saves to the state folder: a temporary one, not the working directory.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = super::router(ApiState { state_dir: dir.path().to_path_buf(), ..state(board()) });
+    let ask = |method: &str, path: &str| {
+        let request = Request::builder()
+            .method(method)
+            .uri(path.replace("{name}", "a"))
+            .header("host", "127.0.0.1")
+            .body(Body::empty())
+            .expect("request");
+        let app = app.clone();
+        async move { app.oneshot(request).await.expect("answer").status().as_u16() }
+    };
+    for (method, path) in ROUTES {
+        let status = ask(method, path).await;
+        assert!(status != 404 && status != 405, "{method} {path}: {status}");
+        let other = if *method == "GET" { "POST" } else { "GET" };
+        assert_eq!(ask(other, path).await, 405, "{other} {path}");
+    }
+    assert_eq!(ask("GET", "/api/jobs/a/other").await, 404);
+    assert_eq!(ask("GET", "/api").await, 404);
 }
 
 /// Keys of a schema: `(required, all properties)`.

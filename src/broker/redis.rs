@@ -48,7 +48,7 @@ impl Redis {
         Ok(self.conn.as_mut().expect("just set"))
     }
 
-    /// Pushes `messages` in order, in transactions of at most [`CHUNK`]: one outcome per
+    /// Pushes `messages` in order, in transactions of at most `CHUNK`: one outcome per
     /// message. A transaction Redis answered is delivered; the failing one and those after it
     /// are to be sent again.
     pub async fn push(&mut self, messages: &[&QueueMessage]) -> Vec<Sent> {
