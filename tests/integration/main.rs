@@ -4,6 +4,7 @@ mod api;
 mod builtins;
 mod check;
 mod checks;
+mod cluster;
 mod delivery;
 mod inproc;
 mod next;
