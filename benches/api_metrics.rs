@@ -41,6 +41,7 @@ async fn measure(per_job: bool) -> (Vec<Duration>, usize) {
         clock: Clock::System,
         state_dir: "unused".into(),
         guard: Arc::new(Guard::open()),
+        cluster: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));

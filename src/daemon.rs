@@ -24,6 +24,7 @@ use crate::api::{ApiError, ApiState};
 use crate::broker::delivery::{self, Brokers};
 use crate::broker::{StartError, outbox};
 use crate::clock::Clock;
+use crate::cluster::member::{self, Member, Node, Role, View};
 use crate::config::Config;
 use crate::jobs::{Actions, Services};
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub enum DaemonError {
     Brokers(#[from] StartError),
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error("[cluster] redis: {0}")]
+    Cluster(#[from] redis::RedisError),
 }
 
 /// How a daemon is started besides its config.
@@ -102,6 +105,10 @@ impl Daemon {
             Err(StateError::Missing(_)) => {}
             Err(e) => tracing::warn!("cannot read paused jobs: {e}"),
         }
+        let cluster = match &config.cluster {
+            Some(settings) => Some(Node::new(settings, board.metrics.cluster())?),
+            None => None,
+        };
         let api_stop = CancellationToken::new();
         let token = match &config.api {
             Some(api) => crate::api::auth::token_at_start(api, &sched.state_dir)?,
@@ -116,6 +123,7 @@ impl Daemon {
                 Some(api) => Guard::new(token, api),
                 None => Guard::open(),
             }),
+            cluster: cluster.clone(),
         };
         let serving = match &config.api {
             Some(settings) => {
@@ -131,7 +139,22 @@ impl Daemon {
         let scheduler = Scheduler::with_board(board.clone(), clock, runner.clone())
             .with_journal(journal)
             .with_reloads(from_reloader);
-        let scheduler = with_systemd(scheduler, &systemd, &board);
+        let keeper_stop = CancellationToken::new();
+        let (scheduler, keeper) = match &cluster {
+            Some(node) => {
+                tracing::info!(
+                    "cluster \"{}\" on {}: this node is {}; lease {}",
+                    node.cluster.name,
+                    redacted(&node.cluster.redis),
+                    node.name,
+                    humantime::format_duration(node.cluster.lease)
+                );
+                let keeper = tokio::spawn(member::keep(node.clone(), keeper_stop.clone()));
+                (scheduler.with_cluster(Member::new(node.clone())), Some(keeper))
+            }
+            None => (scheduler, None),
+        };
+        let scheduler = with_systemd(scheduler, &systemd, &board, cluster.clone());
         // Config loaded, state opened, API listening: ready.
         let summary = scheduler.summary();
         systemd.ready(&summary);
@@ -145,6 +168,11 @@ impl Daemon {
             let (stop, runner) = (stop.clone(), runner);
             async move {
                 scheduler.run(stop).await;
+                // No new fires from here: hand the lease over at once.
+                keeper_stop.cancel();
+                if let Some(keeper) = keeper {
+                    let _ = keeper.await;
+                }
                 systemd.stopping();
                 runner.shutdown(sched.shutdown_grace).await;
                 api_stop.cancel();
@@ -255,14 +283,25 @@ fn start_brokers(config: &Config, board: &Board, history: &History, clock: &Cloc
 
 /// The scheduler reporting its status line to systemd and pinging its watchdog, when systemd
 /// is listening.
-fn with_systemd(mut scheduler: Scheduler<Runner>, systemd: &Arc<Systemd>, board: &Arc<Board>) -> Scheduler<Runner> {
+fn with_systemd(
+    mut scheduler: Scheduler<Runner>,
+    systemd: &Arc<Systemd>,
+    board: &Arc<Board>,
+    cluster: Option<Arc<Node>>,
+) -> Scheduler<Runner> {
     if systemd.is_active() {
         let (systemd, board) = (systemd.clone(), board.clone());
         scheduler = scheduler.with_status_line(Box::new(move |line| {
+            let role = cluster.as_ref().map(|node| match node.view() {
+                View { role: Role::Leader, .. } => "leader; ".to_string(),
+                View { leader: Some(leader), .. } => format!("follower of {leader}; "),
+                View { leader: None, .. } => "follower, no leader; ".to_string(),
+            });
+            let role = role.unwrap_or_default();
             if board.health.reload_failed.load(std::sync::atomic::Ordering::Relaxed) {
-                systemd.status(&format!("reload failed, previous config running; {line}"));
+                systemd.status(&format!("{role}reload failed, previous config running; {line}"));
             } else {
-                systemd.status(line);
+                systemd.status(&format!("{role}{line}"));
             }
         }));
     }
@@ -271,6 +310,17 @@ fn with_systemd(mut scheduler: Scheduler<Runner>, systemd: &Arc<Systemd>, board:
         scheduler = scheduler.with_watchdog(interval, Box::new(Systemd::watchdog_ping));
     }
     scheduler
+}
+
+/// A Redis URL for logs: without its password.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Reloads on each request (SIGHUP) and, with `watch`, once a changed config file has settled.

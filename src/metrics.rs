@@ -44,6 +44,14 @@ pub struct Metrics {
     pub outbox_dropped: Counter,
 }
 
+/// A cluster node's series.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    pub leader: Gauge,
+    pub leader_changes: Counter,
+    pub renew_failures: Counter,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -101,6 +109,24 @@ impl Metrics {
             outbox,
             outbox_dropped,
         }
+    }
+
+    /// Registers the cluster's series (only a node with `[cluster]` has them).
+    pub fn cluster(&self) -> ClusterMetrics {
+        let m = ClusterMetrics::default();
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.register("beatd_cluster_leader", "1 while this node leads the cluster, else 0", m.leader.clone());
+        registry.register(
+            "beatd_cluster_leader_changes",
+            "Times this node became leader or stopped being leader",
+            m.leader_changes.clone(),
+        );
+        registry.register(
+            "beatd_cluster_lease_renew_failures",
+            "Lease renewals that got no answer or an error from Redis",
+            m.renew_failures.clone(),
+        );
+        m
     }
 
     /// The per-job counters (by outcome) and duration histogram a job's status holds.

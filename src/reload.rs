@@ -136,7 +136,8 @@ impl Reloader {
         let mut scheduler = self.running.scheduler.clone();
         scheduler.include = config.scheduler.include.clone();
         scheduler.timezone = config.scheduler.timezone;
-        self.running = Config { scheduler, api: self.running.api.clone(), ..config };
+        self.running =
+            Config { scheduler, api: self.running.api.clone(), cluster: self.running.cluster.clone(), ..config };
         true
     }
 }
@@ -170,6 +171,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.brokers != new.brokers {
         changed.push("[brokers]");
+    }
+    if old.cluster != new.cluster {
+        changed.push("[cluster]");
     }
     let api = |c: &Config| {
         c.api.as_ref().map(|a| {

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clock::Clock;
+use crate::cluster::member::{Node, Role};
 use crate::fire::Fire;
 use crate::scheduler::Dispatch;
 use crate::scheduler::runner::Runner;
@@ -116,6 +117,7 @@ pub enum ApiError {
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/metrics"),
+    ("GET", "/api/cluster"),
     ("GET", "/api/jobs"),
     ("GET", "/api/jobs/{name}"),
     ("GET", "/api/jobs/{name}/runs"),
@@ -131,6 +133,8 @@ pub struct ApiState {
     pub clock: Clock,
     pub state_dir: PathBuf,
     pub guard: Arc<auth::Guard>,
+    /// This node, with `[cluster]`.
+    pub cluster: Option<Arc<Node>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -155,6 +159,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/cluster", get(cluster))
         .merge(reads)
         .merge(mutating)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -201,10 +206,17 @@ fn descriptors() -> std::io::Result<(usize, u64)> {
 }
 
 async fn healthz(State(state): State<ApiState>) -> Response {
+    let (code, mut body) = health(&state);
+    if let Some(node) = &state.cluster {
+        body["cluster"] = cluster_view(node);
+    }
+    (code, axum::Json(body)).into_response()
+}
+
+fn health(state: &ApiState) -> (StatusCode, serde_json::Value) {
     let health = &state.board.health;
     if let Some(reason) = health.stuck() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "stuck", "reason": reason })))
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "stuck", "reason": reason }));
     }
     // Jobs cannot start without descriptors: that is not ok, however well the loop ticks.
     let starved = match descriptors() {
@@ -217,14 +229,33 @@ async fn healthz(State(state): State<ApiState>) -> Response {
             .map(|ago| format!("ran out of file descriptors {:.0} s ago", ago.as_secs_f64())),
     };
     if let Some(reason) = starved {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "degraded", "reason": reason })))
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "degraded", "reason": reason }));
     }
     if health.reload_failed.load(Ordering::Relaxed) {
         let reason = "the last config reload failed; the previous config is still running";
-        return axum::Json(json!({ "status": "degraded", "reason": reason })).into_response();
+        return (StatusCode::OK, json!({ "status": "degraded", "reason": reason }));
     }
-    axum::Json(json!({ "status": "ok" })).into_response()
+    (StatusCode::OK, json!({ "status": "ok" }))
+}
+
+/// This node in its cluster: its name, its role, the leader's name, how long it has led.
+fn cluster_view(node: &Node) -> serde_json::Value {
+    let view = node.view();
+    json!({
+        "node": view.node,
+        "role": match view.role { Role::Leader => "leader", Role::Follower => "follower" },
+        "leader": view.leader,
+        "leading_for_seconds": view.leading_for.map(|d| d.as_secs_f64()),
+        "cluster": node.cluster.name,
+        "lease_seconds": node.cluster.lease.as_secs_f64(),
+    })
+}
+
+async fn cluster(State(state): State<ApiState>) -> Response {
+    match &state.cluster {
+        Some(node) => axum::Json(cluster_view(node)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "this node runs alone: its config has no [cluster]"),
+    }
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

@@ -24,6 +24,7 @@ fn state(board: Arc<Board>) -> ApiState {
         clock: Clock::System,
         state_dir: "unused".into(),
         guard: Arc::new(super::auth::Guard::open()),
+        cluster: None,
     }
 }
 
@@ -128,16 +129,23 @@ async fn the_router_serves_exactly_the_listed_routes() {
             .body(Body::empty())
             .expect("request");
         let app = app.clone();
-        async move { app.oneshot(request).await.expect("answer").status().as_u16() }
+        async move {
+            let response = app.oneshot(request).await.expect("answer");
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
     };
+    // The fallback's answer; a route may answer 404 too (no such job, no cluster).
+    let unrouted = (404, r#"{"error":"no such endpoint"}"#.to_string());
     for (method, path) in ROUTES {
-        let status = ask(method, path).await;
-        assert!(status != 404 && status != 405, "{method} {path}: {status}");
+        let (status, body) = ask(method, path).await;
+        assert!(status != 405 && (status, body.clone()) != unrouted, "{method} {path}: {status} {body}");
         let other = if *method == "GET" { "POST" } else { "GET" };
-        assert_eq!(ask(other, path).await, 405, "{other} {path}");
+        assert_eq!(ask(other, path).await.0, 405, "{other} {path}");
     }
-    assert_eq!(ask("GET", "/api/jobs/a/other").await, 404);
-    assert_eq!(ask("GET", "/api").await, 404);
+    assert_eq!(ask("GET", "/api/jobs/a/other").await, unrouted);
+    assert_eq!(ask("GET", "/api").await, unrouted);
 }
 
 /// Keys of a schema: `(required, all properties)`.

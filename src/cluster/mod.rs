@@ -15,10 +15,33 @@
 //! This module holds those two pieces; the timer loop decides when to ask them.
 
 pub mod lease;
+pub mod member;
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// `[cluster]`: where the replicas meet and how long a lease lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://`, `rediss://` or `unix://`.
+    pub redis: String,
+    /// The key prefix: several clusters can share one Redis.
+    pub name: String,
+    /// Failover happens within this.
+    pub lease: Duration,
+    /// This node's name in the cluster; `None`: [`default_node`], decided at start.
+    pub node: Option<String>,
+}
+
+/// The default lease: failover within 10 s, renewals every 3.3 s.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// `hostname-pid`: unique on a host, and readable in logs.
+pub fn default_node() -> String {
+    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    format!("{host}-{}", std::process::id())
+}
 
 /// How much of the lease a leader gives up at the end of its term as a margin for the clocks
 /// of Redis and this node running at slightly different rates, and for the renewal's own

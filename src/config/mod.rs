@@ -28,6 +28,7 @@ use self::actions::ParseContext;
 use self::diag::{ConfigErrors, Diagnostic, Diags};
 use self::table::{Table, type_name};
 use crate::api::ApiConfig;
+use crate::cluster::ClusterConfig;
 use crate::job::Job;
 use crate::notifications::Notifier;
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub brokers: crate::broker::BrokerConfigs,
     /// `[api]`: absent means no HTTP API.
     pub api: Option<ApiConfig>,
+    /// `[cluster]`: absent means this node runs alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,7 +246,7 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path, disk: Disk)
         sources.iter().map(|s| Diags::new(&s.path.display().to_string(), &s.text)).collect();
     let roots = parse_toml(&sources, &mut diags);
     let mut main_top = roots[0].as_ref().map(|r| Table::new(r.get_ref(), 0..0, None));
-    let (scheduler, api) = main_sections(main_top.as_mut(), &mut diags[0], base);
+    let (scheduler, api, cluster) = main_sections(main_top.as_mut(), &mut diags[0], base);
     let names = Names::across(&roots);
     let default_zone = scheduler.as_ref().map_or(Tz::UTC, |s| s.timezone);
     let mut parts = Parts::default();
@@ -272,7 +275,7 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path, disk: Disk)
     let scheduler = scheduler.expect("no errors means the scheduler section parsed");
     let files = sources.iter().map(|s| s.path.clone()).collect();
     let Parts { notifiers, brokers, jobs, .. } = parts;
-    Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, brokers, api })
+    Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, brokers, api, cluster })
 }
 
 /// Each source's TOML with spans; `None` for one that is not TOML (its error is in `diags`).
@@ -292,25 +295,29 @@ fn parse_toml<'s>(sources: &[&'s Source], diags: &mut [Diags<'_>]) -> Vec<Option
         .collect()
 }
 
-/// The main file's own sections, `[scheduler]` (its defaults when absent) and `[api]`.
+/// The main file's own sections, `[scheduler]` (its defaults when absent), `[api]` and
+/// `[cluster]`.
 fn main_sections(
     top: Option<&mut Table<'_, '_>>,
     d: &mut Diags<'_>,
     base: &Path,
-) -> (Option<SchedulerConfig>, Option<ApiConfig>) {
-    let Some(top) = top else { return (Some(SchedulerConfig::defaults(base)), None) };
+) -> (Option<SchedulerConfig>, Option<ApiConfig>, Option<ClusterConfig>) {
+    let Some(top) = top else { return (Some(SchedulerConfig::defaults(base)), None, None) };
     let scheduler = match top.table(d, "scheduler") {
         Some((t, span)) => sections::scheduler(&mut Table::new(t, span, None).section("scheduler"), d, base),
         None => Some(SchedulerConfig::defaults(base)),
     };
     let api =
         top.table(d, "api").and_then(|(t, span)| sections::api(&mut Table::new(t, span, None).section("api"), d, base));
-    (scheduler, api)
+    let cluster = top
+        .table(d, "cluster")
+        .and_then(|(t, span)| sections::cluster(&mut Table::new(t, span, None).section("cluster"), d));
+    (scheduler, api, cluster)
 }
 
 /// A drop-in may not set the main file's sections.
 fn refuse_main_sections(top: &mut Table<'_, '_>, d: &mut Diags<'_>, main: &Path) {
-    for section in ["scheduler", "api"] {
+    for section in ["scheduler", "api", "cluster"] {
         if let Some(span) = top.key_span(section) {
             top.get(section);
             d.error(span, None, format!("[{section}] may only be set in the main config, {}", main.display()));

@@ -8,6 +8,7 @@ use super::table::Table;
 use super::{DiskCheck, SchedulerConfig, resolve, system_zone};
 use crate::api::{ApiConfig, Listen};
 use crate::broker::{BrokerConfig, BrokerUrl, Kind, OnBrokerDown, TransportOptions};
+use crate::cluster::ClusterConfig;
 use crate::notifications::{Format, Notifier};
 
 pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<SchedulerConfig> {
@@ -53,6 +54,61 @@ pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Op
         include,
         max_outbox,
     })
+}
+
+/// `[cluster]`: replicas on one Redis (see [`crate::cluster`]).
+pub(super) fn cluster(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<ClusterConfig> {
+    let redis = t.req_str(d, "redis").and_then(|url| {
+        let ok = ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.value.starts_with(p));
+        if url.value.starts_with("redis+sentinel://") {
+            t.error(d, url.span, "redis+sentinel:// is not supported yet: name the master's redis:// URL");
+            return None;
+        }
+        if !ok {
+            t.error(
+                d,
+                url.span,
+                format!("\"redis\" must be a redis://, rediss:// or unix:// URL, not \"{}\"", url.value),
+            );
+            return None;
+        }
+        match redis::Client::open(url.value) {
+            Ok(_) => Some(url.value.to_string()),
+            Err(e) => {
+                t.error(d, url.span, format!("invalid Redis URL \"{}\": {e}", url.value));
+                None
+            }
+        }
+    });
+    let name = t.str(d, "name").map_or(Some("beatd".to_string()), |n| {
+        if n.value.is_empty() || !n.value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            t.error(d, n.span, "\"name\" must be letters, digits, '-', '_' or '.': it is part of Redis keys");
+            None
+        } else {
+            Some(n.value.to_string())
+        }
+    });
+    let lease = t.duration(d, "lease").map_or(Some(crate::cluster::DEFAULT_LEASE), |(lease, span)| {
+        if lease < std::time::Duration::from_millis(500) {
+            t.error(d, span, "\"lease\" must be 500ms or more: renewals go three times per lease");
+            None
+        } else {
+            Some(lease)
+        }
+    });
+    let mut node_ok = true;
+    let node = t.str(d, "node").and_then(|n| {
+        if n.value.is_empty() || n.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            t.error(d, n.span, "\"node\" must be a name without spaces");
+            node_ok = false;
+            None
+        } else {
+            Some(n.value.to_string())
+        }
+    });
+    t.finish(d, &[]);
+    node_ok.then_some(())?;
+    Some(ClusterConfig { redis: redis?, name: name?, lease: lease?, node })
 }
 
 pub(super) fn api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<ApiConfig> {

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::cluster::member::{Member, Verdict};
 use crate::fire::Fire;
 use crate::job::Job;
 use crate::metrics::Metrics;
@@ -131,6 +132,10 @@ pub struct Scheduler<D: Dispatch> {
     timers: Timers,
     clock: Clock,
     dispatch: D,
+    /// With `[cluster]`: this node's fence; only ticks it accepts are dispatched.
+    cluster: Option<Member>,
+    /// When the previous tick ran (its due entries were popped, dispatched or not).
+    prev_tick: Option<DateTime<Utc>>,
 }
 
 impl<D: Dispatch> std::fmt::Debug for Scheduler<D> {
@@ -173,7 +178,18 @@ impl<D: Dispatch> Scheduler<D> {
             timers,
             clock,
             dispatch,
+            cluster: None,
+            prev_tick: None,
         }
+    }
+
+    /// Makes this loop one node of a cluster: a tick is dispatched only when `member`'s fence
+    /// accepts it, and a tick that makes the cluster's watermark jump over slots nobody
+    /// dispatched (a failover, an outage of Redis) first catches them up by each job's
+    /// `catch_up`. The local journal's catch-up at start gives way to the cluster's.
+    pub fn with_cluster(mut self, member: Member) -> Self {
+        self.cluster = Some(member);
+        self
     }
 
     /// Records each tick in `journal` before dispatching it, and handles the fires missed
@@ -208,16 +224,7 @@ impl<D: Dispatch> Scheduler<D> {
                     e.status.set_next_fire(next.map(|(_, at)| at));
                     continue;
                 }
-                let (run, missed) = missed_slots(&e.job, until, now);
-                if missed > 0 {
-                    tracing::info!(
-                        job = %e.job.name,
-                        "{missed} fire(s) missed since {until}; catch_up = {:?}: running {}",
-                        e.job.policy.catch_up,
-                        run.len()
-                    );
-                }
-                self.catch_up.extend(run.into_iter().map(|s| (i as u32, s)));
+                self.catch_up.extend(catch_up(i as u32, &e.job, until, now, "missed"));
             }
             self.catch_up.sort_by_key(|(_, s)| *s);
         }
@@ -353,8 +360,11 @@ impl<D: Dispatch> Scheduler<D> {
             self.dispatch.end_tick();
         }
         let catch_up = std::mem::take(&mut self.catch_up);
-        self.mark_handled(start, &catch_up);
-        self.handle(&catch_up, start);
+        if self.cluster.is_none() {
+            self.mark_handled(start, &catch_up);
+            self.handle(&catch_up, start);
+        }
+        self.prev_tick = Some(start);
         let mut last = (start, self.clock.monotonic());
         let mut next_ping = self.clock.monotonic();
         loop {
@@ -373,7 +383,11 @@ impl<D: Dispatch> Scheduler<D> {
                 }
             }
             last = (now, mono);
-            self.tick(now);
+            if self.cluster.is_some() {
+                self.tick_in_cluster(now).await;
+            } else {
+                self.tick(now);
+            }
             let mut next = self.timers.next_at();
             if let Some((interval, ping)) = &self.watchdog {
                 if self.clock.monotonic() >= next_ping {
@@ -395,6 +409,8 @@ impl<D: Dispatch> Scheduler<D> {
                     let _ = reload.done.send(diff);
                 }
                 () = sleep_until(&self.clock, next) => {}
+                // Leadership just came: catch up now, not at the next fire.
+                () = became_leader(&self.cluster) => {}
             }
         }
         self
@@ -402,6 +418,43 @@ impl<D: Dispatch> Scheduler<D> {
 
     /// Dispatches every entry due at `now` and reschedules its job. Returns how many fired.
     pub fn tick(&mut self, now: DateTime<Utc>) -> usize {
+        let due = self.pop_due(now);
+        self.dispatch_due(due, now)
+    }
+
+    /// A tick of a cluster node: the heap moves on whatever the fence says, so a follower's
+    /// `next` stays current; the fires go out only if the fence accepts the tick. Fires at or
+    /// before the cluster's watermark were handled by another leader and are dropped; slots
+    /// between the watermark and this node's previous tick were handled by nobody and are
+    /// caught up first.
+    async fn tick_in_cluster(&mut self, now: DateTime<Utc>) -> usize {
+        let mut due = self.pop_due(now);
+        let prev = self.prev_tick.replace(now);
+        let Some(member) = &mut self.cluster else { return self.dispatch_due(due, now) };
+        let before = match member.fence(now).await {
+            Verdict::Stand => {
+                self.due = due;
+                return 0;
+            }
+            Verdict::Dispatch { before } => before,
+        };
+        if let Some(watermark) = before {
+            due.retain(|&(i, slot)| self.jobs[i as usize].job.run_at(slot) > watermark);
+            if let Some(prev) = prev.filter(|p| *p > watermark) {
+                for (i, e) in self.jobs.iter().enumerate() {
+                    if matches!(e.job.schedule, Schedule::Reboot) {
+                        continue;
+                    }
+                    due.extend(catch_up(i as u32, &e.job, watermark, prev, "that no node ran"));
+                }
+                due.sort_by_key(|&(_, slot)| slot);
+            }
+        }
+        self.dispatch_due(due, now)
+    }
+
+    /// Pops every entry due at `now` and reschedules its job; the (job, slot) list.
+    fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<(u32, DateTime<Utc>)> {
         let mut due = std::mem::take(&mut self.due);
         due.clear();
         while let Some(entry) = self.timers.pop_due(now) {
@@ -425,6 +478,11 @@ impl<D: Dispatch> Scheduler<D> {
             }
             due.push((entry.job, slot));
         }
+        due
+    }
+
+    /// Records `due` in the journal, then dispatches it. Returns how many fired.
+    fn dispatch_due(&mut self, due: Vec<(u32, DateTime<Utc>)>, now: DateTime<Utc>) -> usize {
         if !due.is_empty() {
             self.mark_handled(now, &due);
         }
@@ -481,6 +539,29 @@ impl<D: Dispatch> Scheduler<D> {
 
 /// The fires of `job` that were not handled by `until` and are due by `now`, as `catch_up`
 /// picks them, and how many were missed in all (within `catch_up_window`).
+/// Resolves when this node becomes the cluster's leader; never without a cluster.
+async fn became_leader(cluster: &Option<Member>) {
+    match cluster {
+        Some(member) => member.node.became_leader.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The missed slots of job `i` after `until` and up to `now` that its `catch_up` runs, logged
+/// as fires `what` (missed, that no node ran).
+fn catch_up(i: u32, job: &Job, until: DateTime<Utc>, now: DateTime<Utc>, what: &str) -> Vec<(u32, DateTime<Utc>)> {
+    let (run, missed) = missed_slots(job, until, now);
+    if missed > 0 {
+        tracing::info!(
+            job = %job.name,
+            "{missed} fire(s) {what} since {until}; catch_up = {:?}: running {}",
+            job.policy.catch_up,
+            run.len()
+        );
+    }
+    run.into_iter().map(|s| (i, s)).collect()
+}
+
 fn missed_slots(job: &Job, until: DateTime<Utc>, now: DateTime<Utc>) -> (Vec<DateTime<Utc>>, u64) {
     let policy = &job.policy;
     let oldest = policy.catch_up_window.map(|w| now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX));

@@ -1,0 +1,304 @@
+//! A node's part in the cluster: the keeper task that takes, renews and gives up the lease,
+//! and the fence the timer loop asks before each tick.
+//!
+//! The keeper and the loop share a [`Node`]: the role, the current term and what the API shows.
+//! The loop never waits for the keeper; it reads the term (may this node still dispatch, on
+//! the monotonic clock?) and then asks Redis itself, so a keeper stuck on a Redis that never
+//! answers cannot keep a leader firing past its term.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::{Fenced, Lease};
+use super::{ClusterConfig, Term, default_node};
+use crate::metrics::ClusterMetrics;
+
+/// What a node is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Holds the lease: dispatches, after the fence says yes for each tick.
+    Leader,
+    /// Another node (or none) holds the lease: keeps the schedule, dispatches nothing.
+    Follower,
+}
+
+/// What the API, the status line and the loop read about this node.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub node: String,
+    pub role: Role,
+    /// The leader's node name, as last seen (this node's own when it leads).
+    pub leader: Option<String>,
+    /// How long this node has led, when it does.
+    pub leading_for: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct State {
+    term: Option<Term>,
+    since: Option<Instant>,
+    leader: Option<String>,
+}
+
+/// One node of the cluster, shared by the keeper task, the loop and the API.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub cluster: ClusterConfig,
+    lease: Lease,
+    client: redis::Client,
+    state: Mutex<State>,
+    /// Wakes the loop when this node becomes leader, so catch-up runs at once.
+    pub became_leader: Notify,
+    pub metrics: ClusterMetrics,
+}
+
+/// What the fence decided for a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Dispatch: the cluster's watermark was `before` (every fire at or before it is handled).
+    Dispatch { before: Option<DateTime<Utc>> },
+    /// Dispatch nothing.
+    Stand,
+}
+
+impl Node {
+    /// This node of `config`'s cluster; nothing is sent to Redis until [`keep`] runs.
+    pub fn new(config: &ClusterConfig, metrics: ClusterMetrics) -> Result<Arc<Node>, redis::RedisError> {
+        let name = config.node.clone().unwrap_or_else(default_node);
+        let client = redis::Client::open(config.redis.as_str())?;
+        Ok(Arc::new(Node {
+            lease: Lease::new(&config.name, &name, config.lease),
+            name,
+            cluster: config.clone(),
+            client,
+            state: Mutex::new(State { term: None, since: None, leader: None }),
+            became_leader: Notify::new(),
+            metrics,
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node may dispatch at `now` (monotonic): it holds a term that has not ended.
+    pub fn holds(&self, now: Instant) -> bool {
+        self.state().term.is_some_and(|t| t.holds(now))
+    }
+
+    pub fn view(&self) -> View {
+        let state = self.state();
+        let leading = state.term.is_some();
+        View {
+            node: self.name.clone(),
+            role: if leading { Role::Leader } else { Role::Follower },
+            leader: state.leader.clone(),
+            leading_for: state.since.filter(|_| leading).map(|s| s.elapsed()),
+        }
+    }
+
+    /// How long one Redis request may take: a third of the lease, at most 2 s.
+    fn request_timeout(&self) -> Duration {
+        (self.cluster.lease / 3).min(Duration::from_secs(2))
+    }
+
+    /// A connection to the cluster's Redis, with this node's timeouts.
+    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let timeout = self.request_timeout();
+        let config =
+            AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
+        self.client.get_multiplexed_async_connection_with_config(&config).await
+    }
+
+    fn lead(&self, sent: Instant) {
+        let mut state = self.state();
+        state.term = Some(Term::new(self.cluster.lease, sent));
+        state.since = Some(Instant::now());
+        state.leader = Some(self.name.clone());
+        drop(state);
+        self.metrics.leader.set(1);
+        self.metrics.leader_changes.inc();
+        tracing::info!(node = %self.name, "this node is now the cluster's leader");
+        self.became_leader.notify_one();
+    }
+
+    fn renewed(&self, sent: Instant) {
+        if let Some(term) = &mut self.state().term {
+            term.renewed(sent);
+        }
+    }
+
+    /// Stops leading (`why` says why), if it did.
+    pub fn step_down(&self, why: &str) {
+        let mut state = self.state();
+        if state.term.take().is_none() {
+            return;
+        }
+        state.since = None;
+        if state.leader.as_deref() == Some(&self.name) {
+            state.leader = None;
+        }
+        drop(state);
+        self.metrics.leader.set(0);
+        self.metrics.leader_changes.inc();
+        tracing::warn!(node = %self.name, "no longer the cluster's leader: {why}");
+    }
+
+    fn saw_leader(&self, leader: Option<String>) {
+        let mut state = self.state();
+        if state.term.is_none() && state.leader != leader {
+            match &leader {
+                Some(l) => tracing::info!(node = %self.name, "the cluster's leader is {l}"),
+                None => tracing::info!(node = %self.name, "the cluster has no leader"),
+            }
+            state.leader = leader;
+        }
+    }
+}
+
+/// Takes the lease when no node holds it, renews it every `lease / 3` while it is this node's,
+/// and gives it up at `shutdown` so another node takes over at once. Runs until `shutdown`.
+pub async fn keep(node: Arc<Node>, shutdown: CancellationToken) {
+    let lease = node.cluster.lease;
+    let every = Term::renew_every(lease);
+    // A follower asks often enough that a released lease is taken within half a second.
+    let poll = every.min(Duration::from_millis(500));
+    let timeout = node.request_timeout();
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut unreachable_logged = false;
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match node.connect().await {
+                Ok(c) => {
+                    if unreachable_logged {
+                        tracing::info!(node = %node.name, "the cluster's Redis answers again");
+                        unreachable_logged = false;
+                    }
+                    conn.insert(c)
+                }
+                Err(e) => {
+                    if !unreachable_logged {
+                        tracing::error!(
+                            node = %node.name,
+                            "cannot reach the cluster's Redis ({e}); no node can lead, so nothing fires until it is back"
+                        );
+                        unreachable_logged = true;
+                    }
+                    if node.view().role == Role::Leader {
+                        node.metrics.renew_failures.inc();
+                        if !node.holds(Instant::now()) {
+                            node.step_down("cannot reach Redis to renew the lease");
+                        }
+                    }
+                    next = Instant::now() + poll;
+                    continue;
+                }
+            },
+        };
+        let sent = Instant::now();
+        if node.view().role == Role::Leader {
+            match tokio::time::timeout(timeout, node.lease.renew(c)).await {
+                Ok(Ok(true)) => node.renewed(sent),
+                Ok(Ok(false)) => node.step_down("another node holds the lease"),
+                failed => {
+                    node.metrics.renew_failures.inc();
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {}", humantime::format_duration(timeout)),
+                    };
+                    tracing::warn!(node = %node.name, "cannot renew the lease: {why}");
+                    conn = None;
+                    if !node.holds(Instant::now()) {
+                        node.step_down("the lease could not be renewed in time");
+                    }
+                }
+            }
+            next = sent + every;
+        } else {
+            match tokio::time::timeout(timeout, node.lease.acquire(c)).await {
+                Ok(Ok(true)) => {
+                    node.lead(sent);
+                    next = sent + every;
+                    continue;
+                }
+                Ok(Ok(false)) => {
+                    if let Ok(Ok(holder)) = tokio::time::timeout(timeout, node.lease.holder(c)).await {
+                        node.saw_leader(holder);
+                    }
+                }
+                Ok(Err(_)) | Err(_) => conn = None,
+            }
+            next = sent + poll;
+        }
+    }
+    if node.view().role == Role::Leader {
+        node.step_down("stopping");
+        if let Some(c) = &mut conn {
+            let _ = tokio::time::timeout(timeout, node.lease.release(c)).await;
+        }
+    }
+}
+
+/// The loop's side: asks the fence for each tick while this node holds a term.
+#[derive(Debug)]
+pub struct Member {
+    pub node: Arc<Node>,
+    conn: Option<MultiplexedConnection>,
+    failing: bool,
+}
+
+impl Member {
+    pub fn new(node: Arc<Node>) -> Member {
+        Member { node, conn: None, failing: false }
+    }
+
+    /// Whether a tick at `now` (wall clock) may dispatch: this node's term has not ended on
+    /// the monotonic clock, and the fence in Redis accepted the tick.
+    pub async fn fence(&mut self, now: DateTime<Utc>) -> Verdict {
+        if !self.node.holds(Instant::now()) {
+            return Verdict::Stand;
+        }
+        let answer = match &mut self.conn {
+            Some(c) => self.node.lease.fence(c, now).await,
+            None => match self.node.connect().await {
+                Ok(c) => self.node.lease.fence(self.conn.insert(c), now).await,
+                Err(e) => Err(e),
+            },
+        };
+        match answer {
+            Ok(Fenced::Ours { before }) => {
+                if self.failing {
+                    tracing::info!(node = %self.node.name, "the fence answers again");
+                    self.failing = false;
+                }
+                Verdict::Dispatch { before }
+            }
+            Ok(Fenced::NotOurs) => {
+                self.node.step_down("the fence refused a tick: the lease expired or another node took it");
+                Verdict::Stand
+            }
+            Err(e) => {
+                if !self.failing {
+                    tracing::error!(node = %self.node.name, "cannot fence a tick ({e}); nothing fires until it can");
+                    self.failing = true;
+                }
+                self.conn = None;
+                Verdict::Stand
+            }
+        }
+    }
+}
