@@ -24,11 +24,13 @@ use crate::api::{ApiError, ApiState};
 use crate::broker::delivery::{self, Brokers};
 use crate::broker::{StartError, outbox};
 use crate::clock::Clock;
-use crate::cluster::member::{self, Member, Node, Role, View};
+use crate::cluster::member::{self, Member, Node, Role, RunNow, View};
 use crate::config::Config;
+use crate::fire::Fire;
 use crate::jobs::{Actions, Services};
 use crate::metrics::Metrics;
 use crate::reload::{self, Reloader, Trigger};
+use crate::scheduler::Dispatch;
 use crate::scheduler::Scheduler;
 use crate::scheduler::runner::Runner;
 use crate::state::history::{History, Writer};
@@ -106,7 +108,21 @@ impl Daemon {
             Err(e) => tracing::warn!("cannot read paused jobs: {e}"),
         }
         let cluster = match &config.cluster {
-            Some(settings) => Some(Node::new(settings, board.metrics.cluster())?),
+            Some(settings) => {
+                let run_now = {
+                    let (board, runner) = (board.clone(), runner.clone());
+                    RunNow(Box::new(move |job: &str, at| match board.get(job) {
+                        Some(e) if e.job.enabled => {
+                            let fire = Fire::manual(e.job.clone(), e.status.clone(), at);
+                            tracing::info!(job, fire_id = %fire.id(), "running now, as asked on another node");
+                            runner.dispatch(fire);
+                            runner.end_tick();
+                        }
+                        _ => tracing::warn!(job, "a run was asked for a job this node does not run"),
+                    }))
+                };
+                Some(Node::new(settings, board.metrics.cluster(), board.clone(), run_now)?)
+            }
             None => None,
         };
         let api_stop = CancellationToken::new();

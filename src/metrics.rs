@@ -50,6 +50,7 @@ pub struct ClusterMetrics {
     pub leader: Gauge,
     pub leader_changes: Counter,
     pub renew_failures: Counter,
+    pub config_mismatch: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -125,6 +126,11 @@ impl Metrics {
             "beatd_cluster_lease_renew_failures",
             "Lease renewals that got no answer or an error from Redis",
             m.renew_failures.clone(),
+        );
+        registry.register(
+            "beatd_cluster_config_mismatch",
+            "1 while this node's jobs differ from the leader's",
+            m.config_mismatch.clone(),
         );
         m
     }

@@ -248,6 +248,7 @@ fn cluster_view(node: &Node) -> serde_json::Value {
         "leading_for_seconds": view.leading_for.map(|d| d.as_secs_f64()),
         "cluster": node.cluster.name,
         "lease_seconds": node.cluster.lease.as_secs_f64(),
+        "config_mismatch": view.config_mismatch,
     })
 }
 
@@ -369,11 +370,23 @@ async fn run_now(State(state): State<ApiState>, JobName(name): JobName) -> Respo
     if !entry.job.enabled {
         return error(StatusCode::CONFLICT, format!("job \"{name}\" is disabled"));
     }
-    let fire = Fire::manual(entry.job.clone(), entry.status.clone(), state.clock.now());
+    let now = state.clock.now();
+    let fire = Fire::manual(entry.job.clone(), entry.status.clone(), now);
     let id = fire.id();
-    tracing::info!(job = %name, fire_id = %id, "run requested through the API");
-    state.runner.dispatch(fire);
-    state.runner.end_tick();
+    match &state.cluster {
+        // A follower hands the run to the leader, through Redis: it runs once, there.
+        Some(node) if node.view().role == Role::Follower => {
+            if let Err(e) = node.ask_leader_to_run(&name, now).await {
+                return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot reach the cluster's Redis: {e}"));
+            }
+            tracing::info!(job = %name, fire_id = %id, "run requested through the API; handed to the leader");
+        }
+        _ => {
+            tracing::info!(job = %name, fire_id = %id, "run requested through the API");
+            state.runner.dispatch(fire);
+            state.runner.end_tick();
+        }
+    }
     (StatusCode::ACCEPTED, axum::Json(json!({ "job": name, "fire_id": id.to_string() }))).into_response()
 }
 
@@ -387,6 +400,12 @@ async fn resume(state: State<ApiState>, JobName(name): JobName) -> Response {
 
 async fn set_paused(State(state): State<ApiState>, name: String, paused: bool) -> Response {
     let Some(entry) = state.board.get(&name) else { return not_found(&name) };
+    // In a cluster the paused set in Redis is every node's: it must take first.
+    if let Some(node) = &state.cluster
+        && let Err(e) = node.set_paused(&name, paused).await
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot reach the cluster's Redis: {e}"));
+    }
     let dir = state.state_dir.clone();
     let now = state.clock.now();
     let job = name.clone();

@@ -112,6 +112,10 @@ pub fn status(args: StatusArgs) -> Result<(), Failed> {
     }
     let jobs: Vec<JobView> = serde_json::from_value(body).map_err(|e| fail(format!("unexpected job list: {e}")))?;
     let now = Utc::now();
+    if config.cluster.is_some() {
+        let cluster = client.call(reqwest::Method::GET, "/api/cluster")?;
+        println!("{}", cluster_line(&cluster));
+    }
     println!("{:<28}  {:<8}  {:<39}  {:<8}  {:>7}", "JOB", "STATE", "NEXT", "LAST", "RUNNING");
     for j in jobs {
         let state = if !j.enabled {
@@ -129,6 +133,21 @@ pub fn status(args: StatusArgs) -> Result<(), Failed> {
         println!("{:<28}  {state:<8}  {next:<39}  {last:<8}  {:>7}", j.name, j.running);
     }
     Ok(())
+}
+
+/// `cluster prod: this node beat-b is a follower; the leader is beat-a. Run history is this node's own.`
+fn cluster_line(c: &Value) -> String {
+    let (name, node) = (c["cluster"].as_str().unwrap_or("?"), c["node"].as_str().unwrap_or("?"));
+    let mut line = match (c["role"].as_str(), c["leader"].as_str()) {
+        (Some("leader"), _) => format!("cluster {name}: this node {node} is the leader"),
+        (_, Some(leader)) => format!("cluster {name}: this node {node} is a follower; the leader is {leader}"),
+        _ => format!("cluster {name}: this node {node} is a follower; no node leads (is Redis reachable?)"),
+    };
+    if c["config_mismatch"] == true {
+        line.push_str("; this node's jobs DIFFER from the leader's");
+    }
+    line.push_str(". Run history (beatd history) is this node's own.");
+    line
 }
 
 pub fn job(verb: Verb, args: JobArgs) -> Result<(), Failed> {

@@ -32,6 +32,12 @@ pub fn run(args: Args) -> Result<(), Failed> {
             crate::config::diag::hint(job, names)
         )));
     }
+    if let Some(cluster) = config.cluster.as_ref().filter(|_| !args.json) {
+        eprintln!(
+            "note: cluster \"{}\": these are the runs of this node only; every node keeps its own history",
+            cluster.name
+        );
+    }
     let conn = state::open_read_only(&config.scheduler.state_dir).map_err(fail)?;
     let runs = history::query(&conn, args.job.as_deref(), None, Some(args.limit))
         .map_err(|e| fail(format!("reading the history: {e}")))?;

@@ -6,6 +6,8 @@
 //! the monotonic clock?) and then asks Redis itself, so a keeper stuck on a Redis that never
 //! answers cannot keep a leader firing past its term.
 
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::{Fenced, Lease};
 use super::{ClusterConfig, Term, default_node};
 use crate::metrics::ClusterMetrics;
+use crate::status::Board;
 
 /// What a node is now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub struct View {
     pub leader: Option<String>,
     /// How long this node has led, when it does.
     pub leading_for: Option<Duration>,
+    /// This node's jobs differ from the leader's.
+    pub config_mismatch: bool,
 }
 
 #[derive(Debug)]
@@ -45,6 +50,7 @@ struct State {
     term: Option<Term>,
     since: Option<Instant>,
     leader: Option<String>,
+    config_mismatch: bool,
 }
 
 /// One node of the cluster, shared by the keeper task, the loop and the API.
@@ -58,6 +64,33 @@ pub struct Node {
     /// Wakes the loop when this node becomes leader, so catch-up runs at once.
     pub became_leader: Notify,
     pub metrics: ClusterMetrics,
+    /// The live jobs: paused flags follow the cluster's paused set.
+    board: Arc<Board>,
+    /// Runs a job now (a run asked for on another node, taken from Redis by the leader).
+    run_now: RunNow,
+    keys: Keys,
+}
+
+/// Starts a manual run of a job at an instant (which decides its fire id).
+pub struct RunNow(pub Box<RunNowFn>);
+
+type RunNowFn = dyn Fn(&str, DateTime<Utc>) + Send + Sync;
+
+impl std::fmt::Debug for RunNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunNow")
+    }
+}
+
+/// The cluster's shared keys besides the lease.
+#[derive(Debug)]
+struct Keys {
+    /// A set: the paused jobs, for every node.
+    paused: String,
+    /// A list of runs asked for on followers, for the leader to start.
+    runs: String,
+    /// The leader's job-set hash.
+    leader_config: String,
 }
 
 /// What the fence decided for a tick.
@@ -71,18 +104,45 @@ pub enum Verdict {
 
 impl Node {
     /// This node of `config`'s cluster; nothing is sent to Redis until [`keep`] runs.
-    pub fn new(config: &ClusterConfig, metrics: ClusterMetrics) -> Result<Arc<Node>, redis::RedisError> {
+    pub fn new(
+        config: &ClusterConfig,
+        metrics: ClusterMetrics,
+        board: Arc<Board>,
+        run_now: RunNow,
+    ) -> Result<Arc<Node>, redis::RedisError> {
         let name = config.node.clone().unwrap_or_else(default_node);
         let client = redis::Client::open(config.redis.as_str())?;
+        let prefix = format!("beatd:{}", config.name);
         Ok(Arc::new(Node {
             lease: Lease::new(&config.name, &name, config.lease),
             name,
             cluster: config.clone(),
             client,
-            state: Mutex::new(State { term: None, since: None, leader: None }),
+            state: Mutex::new(State { term: None, since: None, leader: None, config_mismatch: false }),
             became_leader: Notify::new(),
             metrics,
+            board,
+            run_now,
+            keys: Keys {
+                paused: format!("{prefix}:paused"),
+                runs: format!("{prefix}:runs"),
+                leader_config: format!("{prefix}:leader_config"),
+            },
         }))
+    }
+
+    /// Pauses or resumes `job` for the whole cluster.
+    pub async fn set_paused(&self, job: &str, paused: bool) -> redis::RedisResult<()> {
+        let mut conn = self.connect().await?;
+        let verb = if paused { "SADD" } else { "SREM" };
+        redis::cmd(verb).arg(&self.keys.paused).arg(job).query_async::<()>(&mut conn).await
+    }
+
+    /// Asks the leader to run `job` now, as of `at` (which decides the fire id).
+    pub async fn ask_leader_to_run(&self, job: &str, at: DateTime<Utc>) -> redis::RedisResult<()> {
+        let mut conn = self.connect().await?;
+        let request = format!("{} {job}", at.timestamp_nanos_opt().unwrap_or_default());
+        redis::cmd("LPUSH").arg(&self.keys.runs).arg(request).query_async::<()>(&mut conn).await
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -102,6 +162,7 @@ impl Node {
             role: if leading { Role::Leader } else { Role::Follower },
             leader: state.leader.clone(),
             leading_for: state.since.filter(|_| leading).map(|s| s.elapsed()),
+            config_mismatch: state.config_mismatch,
         }
     }
 
@@ -152,6 +213,63 @@ impl Node {
         tracing::warn!(node = %self.name, "no longer the cluster's leader: {why}");
     }
 
+    /// Brings the board's paused flags to the cluster's paused set.
+    fn follow_paused(&self, paused: &HashSet<String>) {
+        for e in &self.board.jobs().jobs {
+            let now = paused.contains(&*e.job.name);
+            if e.status.paused.swap(now, Ordering::Relaxed) != now {
+                tracing::info!(job = %e.job.name, "{} for the cluster", if now { "paused" } else { "resumed" });
+            }
+        }
+    }
+
+    /// Compares this node's jobs with the leader's (`leader_hash`).
+    fn compare_config(&self, leader_hash: Option<String>, own: &str) {
+        let mismatch = leader_hash.is_some_and(|h| h != own);
+        let mut state = self.state();
+        if state.config_mismatch != mismatch {
+            state.config_mismatch = mismatch;
+            self.metrics.config_mismatch.set(i64::from(mismatch));
+            if mismatch {
+                tracing::warn!(
+                    node = %self.name,
+                    "this node's jobs differ from the leader's: the leader runs its own; make the configs the same"
+                );
+            } else {
+                tracing::info!(node = %self.name, "this node's jobs are the leader's again");
+            }
+        }
+    }
+
+    /// The shared control state, read and written once per keeper round: the paused set, the
+    /// runs asked for on followers (the leader takes and starts them), and the job-set hashes.
+    async fn sync(&self, conn: &mut MultiplexedConnection, config_hash: &str) -> redis::RedisResult<()> {
+        let paused: HashSet<String> = redis::cmd("SMEMBERS").arg(&self.keys.paused).query_async(conn).await?;
+        self.follow_paused(&paused);
+        if self.view().role == Role::Leader {
+            let ttl = u64::try_from(self.cluster.lease.as_millis() * 3).unwrap_or(u64::MAX);
+            redis::cmd("SET")
+                .arg(&self.keys.leader_config)
+                .arg(config_hash)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(conn)
+                .await?;
+            self.compare_config(None, config_hash);
+            let runs: Option<Vec<String>> = redis::cmd("RPOP").arg(&self.keys.runs).arg(100).query_async(conn).await?;
+            for request in runs.unwrap_or_default() {
+                let Some((nanos, job)) = request.split_once(' ') else { continue };
+                let at = nanos.parse().map(DateTime::from_timestamp_nanos).unwrap_or_else(|_| Utc::now());
+                tracing::info!(job, "run asked for on another node");
+                (self.run_now.0)(job, at);
+            }
+        } else {
+            let leader: Option<String> = redis::cmd("GET").arg(&self.keys.leader_config).query_async(conn).await?;
+            self.compare_config(leader, config_hash);
+        }
+        Ok(())
+    }
+
     fn saw_leader(&self, leader: Option<String>) {
         let mut state = self.state();
         if state.term.is_none() && state.leader != leader {
@@ -164,8 +282,24 @@ impl Node {
     }
 }
 
+/// A hash of a job set: the same jobs give the same hash on every node.
+pub fn config_hash(board: &Board) -> String {
+    let set = board.jobs();
+    let mut jobs: Vec<(&str, &str)> = set.jobs.iter().map(|e| (&*e.job.name, e.job.definition.as_str())).collect();
+    jobs.sort_unstable();
+    let mut text = String::new();
+    for (name, definition) in jobs {
+        text.push_str(name);
+        text.push('\n');
+        text.push_str(definition);
+        text.push('\n');
+    }
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).simple().to_string()
+}
+
 /// Takes the lease when no node holds it, renews it every `lease / 3` while it is this node's,
-/// and gives it up at `shutdown` so another node takes over at once. Runs until `shutdown`.
+/// keeps the shared control state in step every round (half a second at most), and gives the
+/// lease up at `shutdown` so another node takes over at once. Runs until `shutdown`.
 pub async fn keep(node: Arc<Node>, shutdown: CancellationToken) {
     let lease = node.cluster.lease;
     let every = Term::renew_every(lease);
@@ -174,21 +308,20 @@ pub async fn keep(node: Arc<Node>, shutdown: CancellationToken) {
     let timeout = node.request_timeout();
     let mut conn: Option<MultiplexedConnection> = None;
     let mut unreachable_logged = false;
-    let mut next = Instant::now();
+    let mut renew_at = Instant::now();
+    // The hash of the job set last hashed, by the set's address: recomputed after a reload only.
+    let mut hashed: Option<(usize, String)> = None;
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep_until(next) => {}
-        }
+        let round = Instant::now();
         let c = match &mut conn {
-            Some(c) => c,
+            Some(c) => Some(c),
             None => match node.connect().await {
                 Ok(c) => {
                     if unreachable_logged {
                         tracing::info!(node = %node.name, "the cluster's Redis answers again");
                         unreachable_logged = false;
                     }
-                    conn.insert(c)
+                    Some(conn.insert(c))
                 }
                 Err(e) => {
                     if !unreachable_logged {
@@ -204,45 +337,73 @@ pub async fn keep(node: Arc<Node>, shutdown: CancellationToken) {
                             node.step_down("cannot reach Redis to renew the lease");
                         }
                     }
-                    next = Instant::now() + poll;
-                    continue;
+                    None
                 }
             },
         };
-        let sent = Instant::now();
-        if node.view().role == Role::Leader {
-            match tokio::time::timeout(timeout, node.lease.renew(c)).await {
-                Ok(Ok(true)) => node.renewed(sent),
-                Ok(Ok(false)) => node.step_down("another node holds the lease"),
-                failed => {
-                    node.metrics.renew_failures.inc();
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {}", humantime::format_duration(timeout)),
-                    };
-                    tracing::warn!(node = %node.name, "cannot renew the lease: {why}");
-                    conn = None;
-                    if !node.holds(Instant::now()) {
-                        node.step_down("the lease could not be renewed in time");
+        if let Some(c) = c {
+            let sent = Instant::now();
+            let mut broken = false;
+            if node.view().role == Role::Leader {
+                if sent >= renew_at {
+                    match tokio::time::timeout(timeout, node.lease.renew(c)).await {
+                        Ok(Ok(true)) => node.renewed(sent),
+                        Ok(Ok(false)) => node.step_down("another node holds the lease"),
+                        failed => {
+                            node.metrics.renew_failures.inc();
+                            let why = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => format!("no answer within {}", humantime::format_duration(timeout)),
+                            };
+                            tracing::warn!(node = %node.name, "cannot renew the lease: {why}");
+                            broken = true;
+                            if !node.holds(Instant::now()) {
+                                node.step_down("the lease could not be renewed in time");
+                            }
+                        }
                     }
+                    renew_at = sent + every;
+                }
+            } else {
+                match tokio::time::timeout(timeout, node.lease.acquire(c)).await {
+                    Ok(Ok(true)) => {
+                        node.lead(sent);
+                        renew_at = sent + every;
+                    }
+                    Ok(Ok(false)) => {
+                        if let Ok(Ok(holder)) = tokio::time::timeout(timeout, node.lease.holder(c)).await {
+                            node.saw_leader(holder);
+                        }
+                    }
+                    Ok(Err(_)) | Err(_) => broken = true,
                 }
             }
-            next = sent + every;
-        } else {
-            match tokio::time::timeout(timeout, node.lease.acquire(c)).await {
-                Ok(Ok(true)) => {
-                    node.lead(sent);
-                    next = sent + every;
-                    continue;
-                }
-                Ok(Ok(false)) => {
-                    if let Ok(Ok(holder)) = tokio::time::timeout(timeout, node.lease.holder(c)).await {
-                        node.saw_leader(holder);
+            if !broken {
+                let set = node.board.jobs();
+                let set_addr = Arc::as_ptr(&set) as usize;
+                drop(set);
+                let hash = match &hashed {
+                    Some((addr, hash)) if *addr == set_addr => hash.clone(),
+                    _ => {
+                        let hash = config_hash(&node.board);
+                        hashed = Some((set_addr, hash.clone()));
+                        hash
                     }
+                };
+                if let Err(e) | Ok(Err(e)) =
+                    tokio::time::timeout(timeout, node.sync(c, &hash)).await.map_err(|_| timed_out(timeout))
+                {
+                    tracing::warn!(node = %node.name, "cannot read the cluster's shared state: {e}");
+                    broken = true;
                 }
-                Ok(Err(_)) | Err(_) => conn = None,
             }
-            next = sent + poll;
+            if broken {
+                conn = None;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(round + poll) => {}
         }
     }
     if node.view().role == Role::Leader {
@@ -251,6 +412,13 @@ pub async fn keep(node: Arc<Node>, shutdown: CancellationToken) {
             let _ = tokio::time::timeout(timeout, node.lease.release(c)).await;
         }
     }
+}
+
+fn timed_out(timeout: Duration) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {}", humantime::format_duration(timeout)),
+    ))
 }
 
 /// The loop's side: asks the fence for each tick while this node holds a term.

@@ -74,7 +74,7 @@ async fn a_restarted_node_of_the_same_name_is_another_holder() {
 /// The lease in the scenarios: short, so a failover takes seconds.
 const LEASE_MS: u64 = 2000;
 
-/// Three (or more) replicas of one config on one Redis, each in its own folder, appending
+/// Two or three replicas of one config on one Redis, each in its own folder, appending
 /// `FIRE_ID SCHEDULED_AT NODE` for each fire of a 1 s job to one shared file.
 struct Replicas {
     shared: tempfile::TempDir,
@@ -84,6 +84,11 @@ struct Replicas {
 
 impl Replicas {
     fn start(redis: &RedisServer, n: usize) -> Replicas {
+        Replicas::start_with(redis, n, |_| String::new())
+    }
+
+    /// Node `i` gets `extra(i)` appended to its config (an `[api]`, a job of its own).
+    fn start_with(redis: &RedisServer, n: usize, extra: impl Fn(usize) -> String) -> Replicas {
         let shared = tempfile::tempdir().expect("temp dir");
         let name = format!("t{}", fastrand::u32(..));
         let fires = shared.path().join("fires.txt");
@@ -93,12 +98,20 @@ impl Replicas {
             let b = Beatd::with_config(&format!(
                 "[cluster]\nredis = \"{}\"\nname = \"{name}\"\nlease = \"{LEASE_MS}ms\"\nnode = \"{node}\"\n\n\
                  [jobs.tick]\nevery = \"1s\"\naction = \"command\"\ncatch_up = \"all\"\noverlap = \"allow\"\n\
-                 command = 'echo \"$BEATD_FIRE_ID $BEATD_SCHEDULED_AT {node}\" >> {}'\n",
+                 command = 'echo \"$BEATD_FIRE_ID $BEATD_SCHEDULED_AT $(cat node)\" >> {}'\n{}",
                 redis.url(),
-                fires.display()
+                fires.display(),
+                extra(i)
             ));
+            // The same job on every node (the same config): the node's name comes from a file
+            // in its working folder.
+            std::fs::write(b.path("node"), &node).expect("write");
             let d = b.run(&[]);
             d.wait_started();
+            // The first node leads: later ones find the lease taken.
+            if i == 0 {
+                d.wait_for_log("this node is now the cluster's leader", Duration::from_secs(5));
+            }
             nodes.push((node, b, d));
         }
         Replicas { shared, nodes, name }
@@ -258,4 +271,75 @@ fn cluster_settings_are_checked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("[cluster] may only be set in the main config"), "{out:?}");
     let good = Beatd::with_config("[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n");
     good.cmd(&["check", "-c", "beatd.toml"]).assert().success();
+}
+
+/// An `[api]` on a free port.
+fn api_section(_: usize) -> String {
+    format!("\n[api]\nlisten = \"127.0.0.1:{}\"\n", crate::util::free_port())
+}
+
+#[test]
+fn pause_and_run_now_on_a_follower_reach_the_leader() {
+    let redis = RedisServer::start();
+    let cluster = Replicas::start_with(&redis, 2, api_section);
+    let (leader, follower) = (cluster.nodes[0].2.api(), cluster.nodes[1].2.api());
+    assert_eq!(follower.get("/api/cluster").1["role"], "follower");
+    assert_eq!(follower.get("/api/cluster").1["leader"], "node-0");
+    let (_, health) = leader.get("/healthz");
+    assert_eq!(
+        (health["cluster"]["role"].as_str(), health["cluster"]["node"].as_str()),
+        (Some("leader"), Some("node-0"))
+    );
+
+    // Paused on the follower: the leader stops running it.
+    assert_eq!(follower.post("/api/jobs/tick/pause").0, 200);
+    assert!(wait_for(Duration::from_secs(2), || leader.get("/api/jobs/tick").1["paused"] == true));
+    std::thread::sleep(Duration::from_millis(1200));
+    let paused = cluster.fires().len();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(cluster.fires().len(), paused, "the leader ran a job paused on a follower\n{}", cluster.logs());
+    assert_eq!(follower.post("/api/jobs/tick/resume").0, 200);
+    assert!(wait_for(Duration::from_secs(2), || leader.get("/api/jobs/tick").1["paused"] == false));
+
+    // Run now on the follower: it runs once, on the leader, with the id the follower gave.
+    let (status, body) = follower.post("/api/jobs/tick/run");
+    assert_eq!(status, 202, "{body}");
+    let id = body["fire_id"].as_str().expect("fire id").to_string();
+    assert!(wait_for(Duration::from_secs(3), || cluster.fires().iter().any(|f| f.0 == id)), "{}", cluster.logs());
+    std::thread::sleep(Duration::from_millis(1000));
+    let runs: Vec<_> = cluster.fires().into_iter().filter(|f| f.0 == id).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].2, "node-0", "the leader ran it");
+
+    // The CLI says who leads, and that the history is the node's own.
+    let b = &cluster.nodes[1].1;
+    let out = b.cmd(&["status", "-c", "beatd.toml"]).output().expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("cluster {}: this node node-1 is a follower; the leader is node-0.", cluster.name)),
+        "{text}"
+    );
+    let out = b.cmd(&["history", "-c", "beatd.toml"]).output().expect("history");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("these are the runs of this node only"), "{out:?}");
+}
+
+#[test]
+fn a_follower_whose_jobs_differ_from_the_leaders_says_so() {
+    let redis = RedisServer::start();
+    let extra = |i: usize| {
+        let job = if i == 1 { "\n[jobs.only-here]\nevery = \"1h\"\naction = \"noop\"\n" } else { "" };
+        format!("{job}{}", api_section(i))
+    };
+    let cluster = Replicas::start_with(&redis, 2, extra);
+    let follower = &cluster.nodes[1].2;
+    follower.wait_for_log("this node's jobs differ from the leader's", Duration::from_secs(3));
+    let api = follower.api();
+    assert_eq!(api.get("/api/cluster").1["config_mismatch"], true);
+    let (_, metrics) = api.get("/metrics");
+    assert!(metrics.as_str().is_some_and(|m| m.contains("beatd_cluster_config_mismatch 1")), "{metrics}");
+    let (_, metrics) = cluster.nodes[0].2.api().get("/metrics");
+    let m = metrics.as_str().unwrap_or_default().to_string();
+    assert!(m.contains("beatd_cluster_config_mismatch 0") && m.contains("beatd_cluster_leader 1"), "{m}");
+    let out = cluster.nodes[1].1.cmd(&["status", "-c", "beatd.toml"]).output().expect("status");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("this node's jobs DIFFER from the leader's"), "{out:?}");
 }
