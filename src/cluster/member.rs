@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{AsyncConnectionConfig, RedisConnectionInfo};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{Fenced, Lease};
-use super::{ClusterConfig, Term, default_node};
+use super::{ClusterConfig, Target, Term, default_node};
 use crate::metrics::ClusterMetrics;
 use crate::status::Board;
 
@@ -59,7 +60,7 @@ pub struct Node {
     pub name: String,
     pub cluster: ClusterConfig,
     lease: Lease,
-    client: redis::Client,
+    target: Target,
     state: Mutex<State>,
     /// Wakes the loop when this node becomes leader, so catch-up runs at once.
     pub became_leader: Notify,
@@ -111,13 +112,15 @@ impl Node {
         run_now: RunNow,
     ) -> Result<Arc<Node>, redis::RedisError> {
         let name = config.node.clone().unwrap_or_else(default_node);
-        let client = redis::Client::open(config.redis.as_str())?;
+        if let Target::Direct(url) = &config.target {
+            redis::Client::open(url.as_str())?;
+        }
         let prefix = format!("beatd:{}", config.name);
         Ok(Arc::new(Node {
             lease: Lease::new(&config.name, &name, config.lease),
             name,
             cluster: config.clone(),
-            client,
+            target: config.target.clone(),
             state: Mutex::new(State { term: None, since: None, leader: None, config_mismatch: false }),
             became_leader: Notify::new(),
             metrics,
@@ -176,7 +179,27 @@ impl Node {
         let timeout = self.request_timeout();
         let config =
             AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
-        self.client.get_multiplexed_async_connection_with_config(&config).await
+        let client = match &self.target {
+            Target::Direct(url) => redis::Client::open(url.as_str())?,
+            Target::Sentinel { sentinels, service, db, password } => {
+                let mut info = RedisConnectionInfo::default().set_db(*db);
+                if let Some(p) = password {
+                    info = info.set_password(p);
+                }
+                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+                let mut sentinel =
+                    SentinelClient::build(sentinels.clone(), service.as_str(), Some(node), SentinelServerType::Master)?;
+                // Asked at every (re)connection: after a failover, the promoted replica.
+                match tokio::time::timeout(timeout, sentinel.async_get_client()).await {
+                    Ok(client) => client?,
+                    Err(_) => return Err(timed_out(timeout)),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, client.get_multiplexed_async_connection_with_config(&config)).await {
+            Ok(conn) => conn,
+            Err(_) => Err(timed_out(timeout)),
+        }
     }
 
     fn lead(&self, sent: Instant) {
@@ -427,11 +450,13 @@ pub struct Member {
     pub node: Arc<Node>,
     conn: Option<MultiplexedConnection>,
     failing: bool,
+    /// The latest tick this node's fence accepted.
+    fenced_until: Option<DateTime<Utc>>,
 }
 
 impl Member {
     pub fn new(node: Arc<Node>) -> Member {
-        Member { node, conn: None, failing: false }
+        Member { node, conn: None, failing: false, fenced_until: None }
     }
 
     /// Whether a tick at `now` (wall clock) may dispatch: this node's term has not ended on
@@ -453,6 +478,10 @@ impl Member {
                     tracing::info!(node = %self.node.name, "the fence answers again");
                     self.failing = false;
                 }
+                // A watermark behind what this node itself fenced was lost by Redis (a failover
+                // to a replica that had not caught up): this node's own ticks were handled.
+                let before = before.max(self.fenced_until);
+                self.fenced_until = Some(self.fenced_until.map_or(now, |f| f.max(now)));
                 Verdict::Dispatch { before }
             }
             Ok(Fenced::NotOurs) => {

@@ -24,14 +24,59 @@ use tokio::time::Instant;
 /// `[cluster]`: where the replicas meet and how long a lease lasts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://`, `rediss://` or `unix://`.
+    /// `redis://`, `rediss://`, `unix://` or `redis+sentinel://`, as written (for messages).
     pub redis: String,
+    pub target: Target,
     /// The key prefix: several clusters can share one Redis.
     pub name: String,
     /// Failover happens within this.
     pub lease: Duration,
     /// This node's name in the cluster; `None`: [`default_node`], decided at start.
     pub node: Option<String>,
+}
+
+/// Where a node finds the cluster's Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `redis://`, `rediss://`, `unix://`: one server.
+    Direct(String),
+    /// `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]`: whichever server the
+    /// Sentinels say is `SERVICE`'s master now, asked again at every reconnection.
+    Sentinel { sentinels: Vec<String>, service: String, db: i64, password: Option<String> },
+}
+
+impl Target {
+    /// Reads a `[cluster] redis` URL.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (auth, rest) = match rest.split_once('@') {
+                Some((auth, rest)) if !auth.contains('/') => (Some(auth), rest),
+                _ => (None, rest),
+            };
+            let password = auth.map(|a| a.split_once(':').map_or(a, |(_, p)| p).to_string()).filter(|p| !p.is_empty());
+            let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut parts = path.split('/').filter(|p| !p.is_empty());
+            let service = parts.next().ok_or("a redis+sentinel:// URL names the master's service: …/mymaster")?;
+            let db = match parts.next() {
+                Some(db) => db.parse().map_err(|_| format!("\"{db}\" is not a database number"))?,
+                None => 0,
+            };
+            let sentinels: Vec<String> =
+                hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("redis://{h}")).collect();
+            if sentinels.is_empty() {
+                return Err("a redis+sentinel:// URL lists its Sentinels: redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/mymaster".into());
+            }
+            for s in &sentinels {
+                redis::Client::open(s.as_str()).map_err(|e| format!("Sentinel address {s}: {e}"))?;
+            }
+            return Ok(Target::Sentinel { sentinels, service: service.to_string(), db, password });
+        }
+        if !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p)) {
+            return Err(format!("must be a redis://, rediss://, unix:// or redis+sentinel:// URL, not \"{url}\""));
+        }
+        redis::Client::open(url).map_err(|e| format!("invalid Redis URL \"{url}\": {e}"))?;
+        Ok(Target::Direct(url.to_string()))
+    }
 }
 
 /// The default lease: failover within 10 s, renewals every 3.3 s.
@@ -89,6 +134,23 @@ impl Term {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_urls() {
+        assert_eq!(Target::parse("redis://10.0.0.5:6379/0"), Ok(Target::Direct("redis://10.0.0.5:6379/0".into())));
+        assert_eq!(
+            Target::parse("redis+sentinel://:s3cret@10.0.0.5:26379,10.0.0.6:26379/mymaster/2"),
+            Ok(Target::Sentinel {
+                sentinels: vec!["redis://10.0.0.5:26379".into(), "redis://10.0.0.6:26379".into()],
+                service: "mymaster".into(),
+                db: 2,
+                password: Some("s3cret".into()),
+            })
+        );
+        assert!(Target::parse("redis+sentinel://10.0.0.5:26379").is_err_and(|e| e.contains("service")));
+        assert!(Target::parse("redis+sentinel://10.0.0.5:26379/m/x").is_err_and(|e| e.contains("database number")));
+        assert!(Target::parse("http://10.0.0.5").is_err_and(|e| e.starts_with("must be a redis://")));
+    }
 
     #[test]
     fn a_term_ends_before_the_lease_could_have_expired() {

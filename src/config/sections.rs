@@ -8,7 +8,7 @@ use super::table::Table;
 use super::{DiskCheck, SchedulerConfig, resolve, system_zone};
 use crate::api::{ApiConfig, Listen};
 use crate::broker::{BrokerConfig, BrokerUrl, Kind, OnBrokerDown, TransportOptions};
-use crate::cluster::ClusterConfig;
+use crate::cluster::{ClusterConfig, Target};
 use crate::notifications::{Format, Notifier};
 
 pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<SchedulerConfig> {
@@ -58,26 +58,11 @@ pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Op
 
 /// `[cluster]`: replicas on one Redis (see [`crate::cluster`]).
 pub(super) fn cluster(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<ClusterConfig> {
-    let redis = t.req_str(d, "redis").and_then(|url| {
-        let ok = ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.value.starts_with(p));
-        if url.value.starts_with("redis+sentinel://") {
-            t.error(d, url.span, "redis+sentinel:// is not supported yet: name the master's redis:// URL");
-            return None;
-        }
-        if !ok {
-            t.error(
-                d,
-                url.span,
-                format!("\"redis\" must be a redis://, rediss:// or unix:// URL, not \"{}\"", url.value),
-            );
-            return None;
-        }
-        match redis::Client::open(url.value) {
-            Ok(_) => Some(url.value.to_string()),
-            Err(e) => {
-                t.error(d, url.span, format!("invalid Redis URL \"{}\": {e}", url.value));
-                None
-            }
+    let redis = t.req_str(d, "redis").and_then(|url| match Target::parse(url.value) {
+        Ok(target) => Some((url.value.to_string(), target)),
+        Err(e) => {
+            t.error(d, url.span, format!("\"redis\" {e}").replace("\"redis\" invalid", "invalid"));
+            None
         }
     });
     let name = t.str(d, "name").map_or(Some("beatd".to_string()), |n| {
@@ -108,7 +93,8 @@ pub(super) fn cluster(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<ClusterCon
     });
     t.finish(d, &[]);
     node_ok.then_some(())?;
-    Some(ClusterConfig { redis: redis?, name: name?, lease: lease?, node })
+    let (redis, target) = redis?;
+    Some(ClusterConfig { redis, target, name: name?, lease: lease?, node })
 }
 
 pub(super) fn api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<ApiConfig> {

@@ -256,7 +256,7 @@ fn cluster_settings_are_checked() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
-        "beatd.toml:2:9: cluster: \"redis\" must be a redis://, rediss:// or unix:// URL, not \"http://10.0.0.5\"",
+        "beatd.toml:2:9: cluster: \"redis\" must be a redis://, rediss://, unix:// or redis+sentinel:// URL, not \"http://10.0.0.5\"",
         "beatd.toml:3:8: cluster: \"name\" must be letters, digits, '-', '_' or '.': it is part of Redis keys",
         "beatd.toml:4:9: cluster: \"lease\" must be 500ms or more",
         "beatd.toml:5:8: cluster: \"node\" must be a name without spaces",
@@ -342,4 +342,131 @@ fn a_follower_whose_jobs_differ_from_the_leaders_says_so() {
     assert!(m.contains("beatd_cluster_config_mismatch 0") && m.contains("beatd_cluster_leader 1"), "{m}");
     let out = cluster.nodes[1].1.cmd(&["status", "-c", "beatd.toml"]).output().expect("status");
     assert!(String::from_utf8_lossy(&out.stdout).contains("this node's jobs DIFFER from the leader's"), "{out:?}");
+}
+
+/// A `redis-server` process of this test (a master, a replica or a Sentinel), killed on drop.
+struct Proc(std::process::Child);
+
+impl Proc {
+    fn start(dir: &std::path::Path, args: &[String]) -> Proc {
+        let child = std::process::Command::new("redis-server")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        Proc(child)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn answers(port: u16, command: &str) -> Option<String> {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?.get_connection().ok()?;
+    redis::cmd(command).query::<redis::Value>(&mut conn).ok().map(|v| format!("{v:?}"))
+}
+
+#[test]
+fn with_sentinel_the_cluster_follows_a_promoted_replica() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (master, replica, sentinel) = (crate::util::free_port(), crate::util::free_port(), crate::util::free_port());
+    let server = |port: u16, more: &[String]| {
+        let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dbfilename"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(format!("dump-{port}.rdb"));
+        args.extend_from_slice(more);
+        Proc::start(dir.path(), &args)
+    };
+    let mut master_proc = Some(server(master, &[]));
+    let _replica = server(replica, &["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+    std::fs::write(
+        dir.path().join("sentinel.conf"),
+        format!(
+            "port {sentinel}\nbind 127.0.0.1\nsentinel monitor beat 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds beat 1000\nsentinel failover-timeout beat 5000\nlogfile sentinel.log\n"
+        ),
+    )
+    .expect("write");
+    let _sentinel = Proc::start(dir.path(), &["sentinel.conf".into(), "--sentinel".into()]);
+    assert!(wait_for(Duration::from_secs(10), || answers(sentinel, "PING").is_some()), "the Sentinel answers");
+    // The Sentinel learns of replicas from the master's INFO, every 10 s: it cannot promote
+    // one it has not seen yet.
+    let knows_replica = wait_for(Duration::from_secs(15), || {
+        let Ok(mut c) = redis::Client::open(format!("redis://127.0.0.1:{sentinel}/")).and_then(|c| c.get_connection())
+        else {
+            return false;
+        };
+        let replicas: redis::RedisResult<Vec<redis::Value>> =
+            redis::cmd("SENTINEL").arg("replicas").arg("beat").query(&mut c);
+        replicas.is_ok_and(|r| !r.is_empty())
+    });
+    assert!(knows_replica, "the Sentinel found the replica");
+    assert!(
+        wait_for(Duration::from_secs(10), || answers(replica, "INFO")
+            .is_some_and(|i| i.contains("master_link_status:up"))),
+        "the replica follows the master"
+    );
+
+    // The replicas' RedisServer is only a placeholder here: they name the Sentinel.
+    let shared = tempfile::tempdir().expect("temp dir");
+    let fires = shared.path().join("fires.txt");
+    let url = format!("redis+sentinel://127.0.0.1:{sentinel}/beat");
+    let mut nodes: Vec<(Beatd, Running)> = (0..2)
+        .map(|i| {
+            let b = Beatd::with_config(&format!(
+                "[cluster]\nredis = \"{url}\"\nname = \"s\"\nlease = \"{LEASE_MS}ms\"\nnode = \"node-{i}\"\n\n\
+                 [jobs.tick]\nevery = \"1s\"\naction = \"command\"\ncatch_up = \"all\"\noverlap = \"allow\"\n\
+                 command = 'echo \"$BEATD_FIRE_ID $BEATD_SCHEDULED_AT $(cat node)\" >> {}'\n",
+                fires.display()
+            ));
+            std::fs::write(b.path("node"), format!("node-{i}")).expect("write");
+            let d = b.run(&[]);
+            d.wait_started();
+            (b, d)
+        })
+        .collect();
+    let count = || crate::util::lines(&fires).len();
+    assert!(wait_for(Duration::from_secs(6), || count() >= 3), "{}", nodes[0].0.log());
+    drop(master_proc.take());
+    let killed = chrono::Utc::now().timestamp();
+    // The Sentinel notices (1 s), promotes the replica; the cluster follows it.
+    let promoted = wait_for(Duration::from_secs(20), || {
+        crate::util::lines(&fires).iter().any(|l| {
+            l.split(' ')
+                .nth(1)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t.timestamp() > killed + 2)
+        })
+    });
+    let logs = |nodes: &[(Beatd, Running)]| nodes.iter().map(|(b, _)| b.log()).collect::<Vec<_>>().join("\n---\n");
+    let role = answers(replica, "INFO").map(|i| i.contains("role:master"));
+    let sentinel_log = std::fs::read_to_string(dir.path().join("sentinel.log")).unwrap_or_default();
+    assert!(promoted, "no fire after the master died (replica promoted: {role:?})\n{sentinel_log}\n{}", logs(&nodes));
+    assert!(answers(replica, "INFO").is_some_and(|i| i.contains("role:master")), "the replica was promoted");
+    std::thread::sleep(Duration::from_millis(1500));
+    for (_, d) in &mut nodes {
+        d.stop();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = crate::util::lines(&fires);
+    let mut ids: Vec<&str> = lines.iter().filter_map(|l| l.split(' ').next()).collect();
+    ids.sort_unstable();
+    let all = ids.len();
+    ids.dedup();
+    assert_eq!(all, ids.len(), "a fire ran twice: {lines:?}\n{}", logs(&nodes));
+    let mut slots: Vec<i64> = lines
+        .iter()
+        .filter_map(|l| l.split(' ').nth(1))
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t).expect("rfc3339").timestamp())
+        .collect();
+    slots.sort_unstable();
+    let expected: Vec<i64> = (slots[0]..=*slots.last().expect("fires")).collect();
+    assert_eq!(slots, expected, "slots doubled or missing: {lines:?}\n{}", logs(&nodes));
 }
