@@ -3,6 +3,8 @@
 //! have one run for every second between its first and last. Target: p99 under 10 ms.
 //!
 //! `cargo bench --bench daemon_load` (BENCH_SECONDS sets the length; default 60).
+//! `BENCH_CLUSTER=redis://127.0.0.1:6379/0` runs the same daemon as a one-node `[cluster]` on
+//! that Redis, so every tick waits for its fence; the fence's own round trip is printed too.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -46,6 +48,11 @@ fn main() {
     let port = free_port();
     let mut config = std::fs::File::create(dir.path().join("beatd.toml")).expect("config");
     writeln!(config, "[scheduler]\ntimezone = \"UTC\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n").expect("write");
+    let cluster = std::env::var("BENCH_CLUSTER").ok();
+    if let Some(redis) = &cluster {
+        let name = format!("bench-{}", std::process::id());
+        writeln!(config, "[cluster]\nredis = \"{redis}\"\nname = \"{name}\"\n").expect("write");
+    }
     for i in 0..JOBS {
         writeln!(config, "[jobs.j{i}]\nevery = \"1s\"\naction = \"noop\"").expect("write");
     }
@@ -85,7 +92,8 @@ fn main() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .expect("query");
-    println!("{JOBS} noop jobs every 1 s for {seconds} s, the beatd binary; lateness from its histogram\n");
+    let mode = cluster.as_ref().map_or("alone".to_string(), |r| format!("a one-node [cluster] on {r}"));
+    println!("{JOBS} noop jobs every 1 s for {seconds} s, the beatd binary, {mode}; lateness from its histogram\n");
     println!(
         "| fires (histogram) | runs in history | jobs with runs | missing slots | p50 ≤ | p99 ≤ | p99.9 ≤ | max ≤ |"
     );
@@ -107,6 +115,16 @@ fn main() {
         ms(quantile(&steady, 0.999)),
         ms(quantile(&steady, 1.0))
     );
+    if cluster.is_some() {
+        let fence = buckets(&text, "beatd_cluster_fence_seconds");
+        println!(
+            "\nfence round trip per tick ({} ticks): p50 ≤ {}, p99 ≤ {}, max ≤ {}",
+            fence.last().map_or(0.0, |x| x.1),
+            ms(quantile(&fence, 0.5)),
+            ms(quantile(&fence, 0.99)),
+            ms(quantile(&fence, 1.0))
+        );
+    }
     println!("\nbuckets (le, cumulative), whole run: {late:?}");
     println!("first {WARM_UP} s: {warm:?}");
 }

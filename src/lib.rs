@@ -16,6 +16,7 @@
 //!   executes fires.
 //! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
 //! - [`reload`]: re-reading the config on SIGHUP or when a file changes.
+//! - [`cluster`]: replicas on one Redis: the lease, the per-tick fence, shared pause and runs.
 //! - [`api`]: the HTTP API (axum); [`systemd`]: readiness, status and watchdog.
 //! - [`daemon`]: all of the above assembled from a config and a clock.
 //! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.

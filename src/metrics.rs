@@ -45,12 +45,26 @@ pub struct Metrics {
 }
 
 /// A cluster node's series.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterMetrics {
     pub leader: Gauge,
     pub leader_changes: Counter,
     pub renew_failures: Counter,
     pub config_mismatch: Gauge,
+    /// The round trip of each tick's fence: what a cluster adds to every fire's lateness.
+    pub fence: Histogram,
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        ClusterMetrics {
+            leader: Gauge::default(),
+            leader_changes: Counter::default(),
+            renew_failures: Counter::default(),
+            config_mismatch: Gauge::default(),
+            fence: Histogram::new([0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0]),
+        }
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -131,6 +145,11 @@ impl Metrics {
             "beatd_cluster_config_mismatch",
             "1 while this node's jobs differ from the leader's",
             m.config_mismatch.clone(),
+        );
+        registry.register(
+            "beatd_cluster_fence_seconds",
+            "Round trip of each tick's fence in Redis, which every fire of the tick waits for",
+            m.fence.clone(),
         );
         m
     }

@@ -465,6 +465,7 @@ impl Member {
         if !self.node.holds(Instant::now()) {
             return Verdict::Stand;
         }
+        let asked = Instant::now();
         let answer = match &mut self.conn {
             Some(c) => self.node.lease.fence(c, now).await,
             None => match self.node.connect().await {
@@ -472,6 +473,7 @@ impl Member {
                 Err(e) => Err(e),
             },
         };
+        self.node.metrics.fence.observe(asked.elapsed().as_secs_f64());
         match answer {
             Ok(Fenced::Ours { before }) => {
                 if self.failing {
