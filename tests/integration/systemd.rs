@@ -87,6 +87,30 @@ fn without_notify_socket_nothing_is_sent_and_nothing_breaks() {
     assert!(!b.log().contains("cannot notify systemd"), "{}", b.log());
 }
 
+#[test]
+fn in_a_cluster_the_status_line_says_the_role() {
+    let redis = crate::util::RedisServer::start();
+    let config = |node: &str| {
+        format!(
+            "[cluster]\nredis = \"{}\"\nname = \"sd\"\nlease = \"2s\"\nnode = \"{node}\"\n\
+             [jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n",
+            redis.url()
+        )
+    };
+    let (a, b) = (Beatd::with_config(&config("beat-a")), Beatd::with_config(&config("beat-b")));
+    let (sock_a, sock_b) = (a.path("notify.sock"), b.path("notify.sock"));
+    let (listen_a, listen_b) = (UnixDatagram::bind(&sock_a).expect("bind"), UnixDatagram::bind(&sock_b).expect("bind"));
+    let leader = a.run_with_env(&[], &[("NOTIFY_SOCKET", sock_a.as_os_str())]);
+    leader.wait_for_log("this node is now the cluster's leader", Duration::from_secs(5));
+    let _follower = b.run_with_env(&[], &[("NOTIFY_SOCKET", sock_b.as_os_str())]);
+    let seen = |sock: &UnixDatagram, prefix: &str| {
+        let got = receive(sock, Duration::from_secs(5), |m| m.iter().any(|x| x.contains(prefix)));
+        got.iter().any(|m| m.contains(prefix))
+    };
+    assert!(seen(&listen_a, "STATUS=leader; 1 job, next: tick at "), "{}", a.log());
+    assert!(seen(&listen_b, "STATUS=follower of beat-a; 1 job, next: tick at "), "{}", b.log());
+}
+
 /// Blocks the loop's thread while `stall` is set, as a loop stuck in a tick would.
 struct Stalling {
     stall: Arc<Mutex<Option<Duration>>>,
