@@ -98,7 +98,10 @@ impl Daemon {
         let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep, clock.clone())?;
         let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
         let board = Board::new(config.jobs.clone(), Metrics::new(per_job));
-        let services = Arc::new(Services::new(clock.clone(), sched.state_dir.clone(), config.notifiers.clone()));
+        let services = Arc::new(
+            Services::new(clock.clone(), sched.state_dir.clone(), config.notifiers.clone())
+                .with_databases(config.databases.clone()),
+        );
         let brokers = start_brokers(&config, &board, &history, &clock)?;
         let runner = Runner::with_brokers(Actions, services.clone(), history, sched.max_running, brokers);
         // Paused jobs stay paused across restarts.

@@ -121,6 +121,12 @@ pub struct Details {
     pub bytes_freed: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<u64>,
+    /// `sql`: rows affected and duration, per statement that completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statements: Option<Vec<crate::databases::StatementRun>>,
+    /// `sql_check`: the value the query returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 impl Details {

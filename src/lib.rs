@@ -12,6 +12,7 @@
 //! - [`broker`]: queue jobs' messages to Redis and RabbitMQ, with the durable outbox.
 //! - [`state`]: the embedded SQLite state: run history and the fire journal.
 //! - [`notifications`]: webhooks on failure; [`http`]: the HTTP client they and checks share.
+//! - [`databases`]: the databases `sql` jobs run on, with lazy pools.
 //! - [`timers`]: the min-heap of next fires; [`scheduler`]: the timer loop, and the runner that
 //!   executes fires.
 //! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod databases;
 pub mod fire;
 pub mod http;
 pub mod job;

@@ -175,6 +175,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.cluster != new.cluster {
         changed.push("[cluster]");
     }
+    if old.databases != new.databases {
+        changed.push("[databases]");
+    }
     let api = |c: &Config| {
         c.api.as_ref().map(|a| {
             let limits = (a.allowed_hosts.clone(), a.max_connections);

@@ -333,7 +333,7 @@ mod tests {
         );
         assert_eq!(
             broker("url = \"amqp://h//\"\ntransport_options = { sep = \":\" }"),
-            Err("t.toml:3:1: broker: \"transport_options\" are kombu's Redis transport options: this broker is not Redis".into())
+            Err("t.toml:3:1: broker \"main\": \"transport_options\" are kombu's Redis transport options: this broker is not Redis".into())
         );
     }
 }

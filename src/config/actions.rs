@@ -23,6 +23,7 @@ use crate::jobs::command::{Command, DEFAULT_OUTPUT_LIMIT};
 use crate::jobs::http_check::{DEFAULT_TIMEOUT, HttpCheck};
 use crate::jobs::push::Push;
 use crate::jobs::report::Report;
+use crate::jobs::sql::{Expect, Sql, SqlCheck};
 use crate::jobs::tcp_check::TcpCheck;
 
 /// What an action's parser may need besides its own keys.
@@ -34,14 +35,17 @@ pub struct ParseContext<'a> {
     pub job_names: &'a [String],
     /// Every `[brokers.NAME]` (for queue jobs).
     pub broker_names: &'a [String],
+    /// Every `[databases.NAME]` (for `sql` and `sql_check` jobs).
+    pub database_names: &'a [String],
 }
 
 /// Every key any action takes, so a job with a mistyped action is not also buried in
 /// "unknown key" errors for keys that are fine once the action is fixed.
 pub fn all_keys() -> Vec<&'static str> {
     let mut keys =
-        [COMMAND_KEYS, &[], CLEANUP_KEYS, HTTP_CHECK_KEYS, TCP_CHECK_KEYS, REPORT_KEYS, CELERY_KEYS, PUSH_KEYS]
+        [COMMAND_KEYS, CLEANUP_KEYS, HTTP_CHECK_KEYS, TCP_CHECK_KEYS, REPORT_KEYS, CELERY_KEYS, PUSH_KEYS, SQL_KEYS]
             .concat();
+    keys.extend_from_slice(SQL_CHECK_KEYS);
     keys.sort_unstable();
     keys.dedup();
     keys
@@ -58,6 +62,8 @@ pub fn action(kind: &str, t: &mut Table<'_, '_>, d: &mut Diags, cx: &ParseContex
         "report" => report(t, d, cx).map(|a| Action::Report(Box::new(a))),
         "celery" => celery(t, d, cx.broker_names).map(|a| Action::Celery(Box::new(a))),
         "push" => push(t, d, cx.broker_names).map(|a| Action::Push(Box::new(a))),
+        "sql" => sql(t, d, cx.database_names).map(|a| Action::Sql(Box::new(a))),
+        "sql_check" => sql_check(t, d, cx.database_names).map(|a| Action::SqlCheck(Box::new(a))),
         _ => None,
     }
 }
@@ -69,6 +75,50 @@ pub const CLEANUP_KEYS: &[&str] = &["path", "older_than", "pattern", "recursive"
 pub const HTTP_CHECK_KEYS: &[&str] = &["url", "method", "expect_status", "expect_body", "headers"];
 
 pub const TCP_CHECK_KEYS: &[&str] = &["address"];
+
+pub const SQL_KEYS: &[&str] = &["database", "statements", "transaction", "statement_timeout"];
+
+pub const SQL_CHECK_KEYS: &[&str] = &["database", "query", "expect"];
+
+/// `action = "sql"`: statements (one string or a list) on a `[databases.NAME]`.
+pub fn sql(t: &mut Table<'_, '_>, d: &mut Diags, databases: &[String]) -> Option<Sql> {
+    let database = super::sections::database_name(t, d, databases);
+    let statements = match t.str_list(d, "statements") {
+        Some((list, span)) => {
+            let list: Vec<String> = list.iter().map(|s| s.value.trim().to_string()).collect();
+            if list.is_empty() || list.iter().any(String::is_empty) {
+                t.error(d, span, "\"statements\" needs at least one statement, and no empty one");
+                None
+            } else {
+                Some(list)
+            }
+        }
+        None => {
+            if t.key_span("statements").is_none() {
+                // The same located "missing key" error as for any required key.
+                t.req_str(d, "statements");
+            }
+            None
+        }
+    };
+    let transaction = t.bool(d, "transaction").unwrap_or(true);
+    let statement_timeout = t.duration(d, "statement_timeout").map(|(v, _)| v);
+    Some(Sql { database: database?, statements: statements?, transaction, statement_timeout })
+}
+
+/// `action = "sql_check"`: a query's single value against `expect`.
+pub fn sql_check(t: &mut Table<'_, '_>, d: &mut Diags, databases: &[String]) -> Option<SqlCheck> {
+    let database = super::sections::database_name(t, d, databases);
+    let query = t.req_str(d, "query").map(|q| q.value.to_string());
+    let expect = t.req_str(d, "expect").and_then(|e| match Expect::parse(e.value) {
+        Ok(x) => Some(x),
+        Err(msg) => {
+            t.error(d, e.span, format!("invalid \"expect\": {msg}"));
+            None
+        }
+    });
+    Some(SqlCheck { database: database?, query: query?, expect: expect?, timeout: DEFAULT_TIMEOUT })
+}
 
 pub const REPORT_KEYS: &[&str] = &["period", "jobs", "output_dir"];
 

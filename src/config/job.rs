@@ -47,6 +47,7 @@ pub(super) fn job(
         match &mut action {
             Action::HttpCheck(h) => h.timeout = timeout,
             Action::TcpCheck(c) => c.timeout = timeout,
+            Action::SqlCheck(c) => c.timeout = timeout,
             _ => {}
         }
     }

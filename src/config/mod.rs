@@ -52,6 +52,8 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// `[cluster]`: absent means this node runs alone.
     pub cluster: Option<ClusterConfig>,
+    /// `[databases.NAME]`: where `sql` and `sql_check` jobs run.
+    pub databases: HashMap<String, crate::databases::DatabaseConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -274,8 +276,8 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path, disk: Disk)
     }
     let scheduler = scheduler.expect("no errors means the scheduler section parsed");
     let files = sources.iter().map(|s| s.path.clone()).collect();
-    let Parts { notifiers, brokers, jobs, .. } = parts;
-    Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, brokers, api, cluster })
+    let Parts { notifiers, brokers, jobs, databases, .. } = parts;
+    Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, brokers, api, cluster, databases })
 }
 
 /// Each source's TOML with spans; `None` for one that is not TOML (its error is in `diags`).
@@ -332,15 +334,19 @@ struct Names {
     notifiers: Vec<String>,
     jobs: Vec<String>,
     brokers: Vec<String>,
+    databases: Vec<String>,
 }
 
 impl Names {
     fn across(roots: &[Option<toml::Spanned<DeTable<'_>>>]) -> Names {
         let mut names = Names::default();
         for root in roots.iter().flatten() {
-            for (section, list) in
-                [("notifiers", &mut names.notifiers), ("jobs", &mut names.jobs), ("brokers", &mut names.brokers)]
-            {
+            for (section, list) in [
+                ("notifiers", &mut names.notifiers),
+                ("jobs", &mut names.jobs),
+                ("brokers", &mut names.brokers),
+                ("databases", &mut names.databases),
+            ] {
                 if let Some(t) = root.get_ref().get(section).and_then(|v| v.get_ref().as_table()) {
                     list.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
                 }
@@ -355,6 +361,7 @@ impl Names {
 struct Parts {
     notifiers: HashMap<String, Notifier>,
     brokers: crate::broker::BrokerConfigs,
+    databases: HashMap<String, crate::databases::DatabaseConfig>,
     jobs: Vec<Job>,
     /// "notifier x" / "job x" -> FILE:LINE:COL where it was first defined.
     seen: HashMap<String, String>,
@@ -374,8 +381,19 @@ impl Parts {
                 brokers.insert(name.to_string(), b);
             }
         });
+        let databases = &mut self.databases;
+        named_tables(top, d, &mut self.seen, "databases", "database", |name, t, d| {
+            if let Some(db) = sections::database(name, t, d, base) {
+                databases.insert(name.to_string(), db);
+            }
+        });
         let Some((t, _)) = top.table(d, "jobs") else { return };
-        let cx = ParseContext { base, job_names: &names.jobs, broker_names: &names.brokers };
+        let cx = ParseContext {
+            base,
+            job_names: &names.jobs,
+            broker_names: &names.brokers,
+            database_names: &names.databases,
+        };
         for (key, value) in t {
             let name = key.get_ref().as_ref();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
@@ -421,6 +439,8 @@ pub enum DiskCheck {
     OutputDir(PathBuf),
     /// `[api] token_file`: readable, and not empty.
     TokenFile(PathBuf),
+    /// `[databases.*] password_file`: readable.
+    PasswordFile(PathBuf),
 }
 
 impl DiskCheck {
@@ -428,6 +448,9 @@ impl DiskCheck {
         match self {
             DiskCheck::CleanupPath(p) => crate::jobs::cleanup::check_path(p).map_err(|e| e.to_string()),
             DiskCheck::OutputDir(p) => crate::jobs::report::check_output_dir(p).map_err(|e| format!("output_dir: {e}")),
+            DiskCheck::PasswordFile(p) => std::fs::File::open(p)
+                .map(|_| ())
+                .map_err(|e| format!("cannot read password_file {}: {e}", p.display())),
             DiskCheck::TokenFile(p) => match std::fs::read_to_string(p) {
                 Ok(token) if token.trim().is_empty() => Err(format!(
                     "token_file {} is empty: an empty token would let anyone in (remove token_file and beatd makes one)",
@@ -458,7 +481,7 @@ fn named_tables<'t, 'i>(
             continue;
         }
         match value.get_ref() {
-            DeValue::Table(nt) => parse(name, &mut Table::new(nt, key.span(), None).section(kind), d),
+            DeValue::Table(nt) => parse(name, &mut Table::new(nt, key.span(), None).named(kind, name), d),
             other => {
                 d.error(value.span(), None, format!("{kind} \"{name}\" must be a table, not {}", type_name(other)))
             }

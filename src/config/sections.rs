@@ -9,6 +9,7 @@ use super::{DiskCheck, SchedulerConfig, resolve, system_zone};
 use crate::api::{ApiConfig, Listen};
 use crate::broker::{BrokerConfig, BrokerUrl, Kind, OnBrokerDown, TransportOptions};
 use crate::cluster::{ClusterConfig, Target};
+use crate::databases::DatabaseConfig;
 use crate::notifications::{Format, Notifier};
 
 pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<SchedulerConfig> {
@@ -267,12 +268,46 @@ pub fn on_broker_down(t: &mut Table<'_, '_>, d: &mut Diags) -> OnBrokerDown {
 }
 
 /// `broker = "NAME"`, which must name a `[brokers.NAME]`.
-pub fn broker_name(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<String> {
-    let b = t.req_str(d, "broker")?;
-    if brokers.iter().any(|n| n == b.value) {
+/// `[databases.NAME]`: a URL without a password, and the file that holds the password.
+pub fn database(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<DatabaseConfig> {
+    let url = t.req_str(d, "url").and_then(|u| match crate::databases::parse_url(u.value, base) {
+        Ok(kind) => Some((u.value.to_string(), kind)),
+        Err(e) => {
+            t.error(d, u.span, e);
+            None
+        }
+    });
+    let password_file = t.path(d, "password_file", base);
+    if let Some((p, span)) = &password_file {
+        t.defer(d, span.clone(), DiskCheck::PasswordFile(p.clone()));
+    }
+    t.finish(d, &[]);
+    let (url, kind) = url?;
+    Some(DatabaseConfig { name: name.to_string(), url, kind, password_file: password_file.map(|(p, _)| p) })
+}
+
+/// A job's `database = "NAME"`, which must be a `[databases.NAME]`.
+pub fn database_name(t: &mut Table<'_, '_>, d: &mut Diags, databases: &[String]) -> Option<String> {
+    defined_name(t, d, "database", "databases", databases)
+}
+
+/// The job's `key = "NAME"`, which must name a `[SECTION.NAME]` of `names`.
+fn defined_name(
+    t: &mut Table<'_, '_>,
+    d: &mut Diags,
+    key: &'static str,
+    section: &str,
+    names: &[String],
+) -> Option<String> {
+    let b = t.req_str(d, key)?;
+    if names.iter().any(|n| n == b.value) {
         return Some(b.value.to_string());
     }
-    let h = crate::config::diag::hint(b.value, brokers.iter().map(String::as_str));
-    t.error(d, b.span, format!("no broker \"{}\" (define it as [brokers.{}]){h}", b.value, b.value));
+    let h = crate::config::diag::hint(b.value, names.iter().map(String::as_str));
+    t.error(d, b.span, format!("no {key} \"{}\" (define it as [{section}.{}]){h}", b.value, b.value));
     None
+}
+
+pub fn broker_name(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<String> {
+    defined_name(t, d, "broker", "brokers", brokers)
 }

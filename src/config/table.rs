@@ -22,8 +22,8 @@ pub struct Table<'t, 'i> {
     pub span: Range<usize>,
     /// The job this table belongs to, for messages.
     pub job: Option<String>,
-    /// A label for errors outside jobs, such as `scheduler`.
-    pub section: Option<&'static str>,
+    /// A label for errors outside jobs, such as `scheduler` or `broker "main"`.
+    pub section: Option<String>,
     asked: Vec<&'static str>,
 }
 
@@ -40,14 +40,20 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     pub fn section(mut self, name: &'static str) -> Self {
-        self.section = Some(name);
+        self.section = Some(name.to_string());
+        self
+    }
+
+    /// A named table of a section, such as `[brokers.main]`: errors say `broker "main": …`.
+    pub fn named(mut self, kind: &str, name: &str) -> Self {
+        self.section = Some(format!("{kind} \"{name}\""));
         self
     }
 
     /// Reports an error in this table's context.
     pub fn error(&self, d: &mut Diags, span: Range<usize>, message: impl Into<String>) {
         let message = message.into();
-        match self.section {
+        match &self.section {
             Some(section) if self.job.is_none() => d.error(span, None, format!("{section}: {message}")),
             _ => d.error(span, self.job.as_deref(), message),
         }
@@ -55,7 +61,7 @@ impl<'t, 'i> Table<'t, 'i> {
 
     /// Notes a check of the disk at `span`, made when the config is loaded to run.
     pub fn defer(&self, d: &mut Diags, span: Range<usize>, check: super::DiskCheck) {
-        let prefix = if self.job.is_none() { self.section } else { None };
+        let prefix = if self.job.is_none() { self.section.as_deref() } else { None };
         d.defer(span, self.job.as_deref(), prefix, check);
     }
 

@@ -11,6 +11,7 @@ pub mod http_check;
 pub mod noop;
 pub mod push;
 pub mod report;
+pub mod sql;
 pub mod tcp_check;
 
 use std::collections::HashMap;
@@ -26,7 +27,8 @@ use crate::job::Details;
 use crate::notifications::Notifications;
 
 /// The names `action = "..."` accepts.
-pub const ACTIONS: &[&str] = &["command", "noop", "cleanup", "http_check", "tcp_check", "report", "celery", "push"];
+pub const ACTIONS: &[&str] =
+    &["command", "noop", "cleanup", "http_check", "tcp_check", "report", "celery", "push", "sql", "sql_check"];
 
 /// Variants are boxed: a `Job` stays small, so the timer loop touches few cache lines per fire
 /// (10 000 jobs of ~460 bytes each cost 50 % more loop time than of ~230).
@@ -42,6 +44,10 @@ pub enum Action {
     Celery(Box<celery::Celery>),
     /// A JSON message onto a Redis list.
     Push(Box<push::Push>),
+    /// Statements on a database.
+    Sql(Box<sql::Sql>),
+    /// A value from a database, compared with `expect`.
+    SqlCheck(Box<sql::SqlCheck>),
 }
 
 /// How one attempt ended.
@@ -76,6 +82,8 @@ pub struct Services {
     pub notifications: Notifications,
     /// The state folder, for reports that read the history.
     pub state_dir: PathBuf,
+    /// `[databases.*]`, with their pools.
+    pub databases: std::sync::Arc<crate::databases::Databases>,
 }
 
 impl Services {
@@ -83,7 +91,13 @@ impl Services {
     pub fn new(clock: Clock, state_dir: PathBuf, notifiers: HashMap<String, crate::notifications::Notifier>) -> Self {
         let http = crate::http::client();
         let notifications = Notifications::new(notifiers, http.clone());
-        Services { clock, notifications, http, state_dir }
+        Services { clock, notifications, http, state_dir, databases: Default::default() }
+    }
+
+    /// With the config's `[databases.*]` (their pools are made on first use).
+    pub fn with_databases(mut self, databases: HashMap<String, crate::databases::DatabaseConfig>) -> Self {
+        self.databases = std::sync::Arc::new(crate::databases::Databases::new(databases));
+        self
     }
 }
 
@@ -148,6 +162,8 @@ impl Action {
             Action::Report(_) => "report",
             Action::Celery(_) => "celery",
             Action::Push(_) => "push",
+            Action::Sql(_) => "sql",
+            Action::SqlCheck(_) => "sql_check",
         }
     }
 
@@ -179,7 +195,7 @@ impl Action {
 
     /// Whether the action is a status check (it records up/down and notifies on transitions).
     pub fn is_check(&self) -> bool {
-        matches!(self, Action::HttpCheck(_) | Action::TcpCheck(_))
+        matches!(self, Action::HttpCheck(_) | Action::TcpCheck(_) | Action::SqlCheck(_))
     }
 
     pub async fn run(&self, fire: &Fire, cx: &RunContext) -> RunResult {
@@ -190,6 +206,8 @@ impl Action {
             Action::HttpCheck(h) => h.run(cx).await,
             Action::TcpCheck(t) => t.run(cx).await,
             Action::Report(r) => r.run(fire, cx).await,
+            Action::Sql(s) => s.run(cx).await,
+            Action::SqlCheck(s) => s.run(cx).await,
             // The runner hands queue fires to their broker's task, which sends and records them;
             // sending from here too would send and record them twice.
             Action::Celery(_) | Action::Push(_) => RunResult::failed("queue jobs are sent by their broker, not run"),

@@ -57,6 +57,9 @@ pub struct JobSummary {
     pub files_deleted: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_freed: Option<u64>,
+    /// `sql` jobs: rows affected over the period, every statement of every run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_affected: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -176,6 +179,9 @@ pub fn summarize(records: &[RunRecord], since: DateTime<Utc>, until: DateTime<Ut
                 done.iter().filter_map(|r| r.duration()).map(|d| d.as_secs_f64() * 1000.0).collect();
             let checks: Vec<&&&RunRecord> = done.iter().filter(|r| r.details.up.is_some()).collect();
             let cleanups: Vec<&&&RunRecord> = done.iter().filter(|r| r.details.files_deleted.is_some()).collect();
+            let sql: Vec<&crate::databases::StatementRun> =
+                done.iter().filter_map(|r| r.details.statements.as_ref()).flatten().collect();
+            let sql_runs = done.iter().any(|r| r.details.statements.is_some());
             JobSummary {
                 job: job.to_string(),
                 runs: done.len() as u64,
@@ -195,6 +201,7 @@ pub fn summarize(records: &[RunRecord], since: DateTime<Utc>, until: DateTime<Ut
                     .then(|| cleanups.iter().filter_map(|r| r.details.files_deleted).sum()),
                 bytes_freed: (!cleanups.is_empty())
                     .then(|| cleanups.iter().filter_map(|r| r.details.bytes_freed).sum()),
+                rows_affected: sql_runs.then(|| sql.iter().map(|s| s.rows).sum()),
             }
         })
         .collect();
@@ -221,13 +228,13 @@ fn headline(s: &Summary) -> String {
 fn markdown(s: &Summary, tz: &chrono_tz::Tz) -> String {
     let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v}{unit}"));
     let mut out = format!(
-        "# beatd report\n\n{} to {}\n\n| job | runs | successes | failures | skipped | success rate | median duration | max duration | availability | median latency | files deleted | bytes freed | last error |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# beatd report\n\n{} to {}\n\n| job | runs | successes | failures | skipped | success rate | median duration | max duration | availability | median latency | files deleted | bytes freed | rows affected | last error |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         s.since.with_timezone(tz).format("%Y-%m-%d %H:%M %Z"),
         s.until.with_timezone(tz).format("%Y-%m-%d %H:%M %Z"),
     );
     for j in &s.jobs {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             j.job,
             j.runs,
             j.successes,
@@ -240,6 +247,7 @@ fn markdown(s: &Summary, tz: &chrono_tz::Tz) -> String {
             opt(j.median_latency_ms, " ms"),
             j.files_deleted.map_or("-".into(), |v| v.to_string()),
             j.bytes_freed.map_or("-".into(), |v| v.to_string()),
+            j.rows_affected.map_or("-".into(), |v| v.to_string()),
             j.last_error.as_deref().unwrap_or("-").replace('|', "\\|"),
         ));
     }

@@ -103,7 +103,7 @@ catch_up = "never"
         "30:9: job \"short\": \"every\" must be at least 1s, not \"500ms\"",
         "35:10: job \"wide-offset\": \"offset\" must be smaller than \"every\" (1m)",
         "40:12: job \"zone\": unknown time zone \"America/NewYork\" (did you mean \"America/New_York\"?)",
-        "43:7: job \"no-action\": missing key \"action\" (one of: command, noop, cleanup, http_check, tcp_check, report, celery, push)",
+        "43:7: job \"no-action\": missing key \"action\" (one of: command, noop, cleanup, http_check, tcp_check, report, celery, push, sql, sql_check)",
         "46:7: job \"cmd\": missing key \"command\"",
         "49:1: job \"cmd\": unknown key \"comand\" (did you mean \"command\"?)",
         "50:1: job \"cmd\": unknown key \"retires\" (did you mean \"retries\"?)",
@@ -310,7 +310,7 @@ on_broker_down = "ignore"
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert_eq!(
         stderr,
-        "beatd.toml:5:7: broker: unsupported broker scheme \"kafka\" (one of: redis://, rediss://, unix://, amqp://, amqps://)\n\
+        "beatd.toml:5:7: broker \"odd\": unsupported broker scheme \"kafka\" (one of: redis://, rediss://, unix://, amqp://, amqps://)\n\
          beatd.toml:10:10: job \"send\": no broker \"mian\" (define it as [brokers.mian]) (did you mean \"main\"?)\n\
          beatd.toml:12:12: job \"send\": \"priority\" must be 0 to 9, not 12\n\
          beatd.toml:13:8: job \"send\": \"args\" must be a list, such as [1, \"two\"]\n\

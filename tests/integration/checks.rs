@@ -24,13 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 /// What the test server has seen.
 #[derive(Clone, Default)]
-struct Seen {
-    hooks: Arc<Mutex<Vec<Value>>>,
+pub(crate) struct Seen {
+    pub(crate) hooks: Arc<Mutex<Vec<Value>>>,
     failing_hits: Arc<Mutex<u32>>,
 }
 
 /// Starts the test server; returns its base URL.
-async fn server(seen: Seen) -> String {
+pub(crate) async fn server(seen: Seen) -> String {
     let hooks = seen.hooks.clone();
     let failing = seen.failing_hits.clone();
     let app = Router::new()
@@ -168,7 +168,7 @@ async fn tcp_check_open_and_closed_ports() {
 
 /// Dispatches `n` fires of `job` through a real runner, one after another, and returns what
 /// was recorded.
-async fn runs(job: Job, services: Arc<Services>, n: usize, between: impl Fn(usize)) -> Vec<RunRecord> {
+pub(crate) async fn runs(job: Job, services: Arc<Services>, n: usize, between: impl Fn(usize)) -> Vec<RunRecord> {
     let (history, mut records) = History::collect();
     let runner = Runner::new(Actions, services, history, None);
     let job = Arc::new(job);

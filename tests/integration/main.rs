@@ -13,5 +13,6 @@ mod reload;
 mod restart;
 mod run;
 mod security;
+mod sql;
 mod systemd;
 mod util;

@@ -111,6 +111,6 @@ fn run_refuses_an_invalid_config() {
     let out = b.cmd(&["run", "-c", "beatd.toml"]).assert().code(1).get_output().stderr.clone();
     assert_eq!(
         String::from_utf8_lossy(&out),
-        "beatd.toml:1:7: job \"a\": missing key \"action\" (one of: command, noop, cleanup, http_check, tcp_check, report, celery, push)\n1 error\n"
+        "beatd.toml:1:7: job \"a\": missing key \"action\" (one of: command, noop, cleanup, http_check, tcp_check, report, celery, push, sql, sql_check)\n1 error\n"
     );
 }

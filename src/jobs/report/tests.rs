@@ -35,6 +35,10 @@ fn seeded() -> Vec<RunRecord> {
         errors: Some(0),
         ..Details::default()
     };
+    let sql = |rows: &[u64]| Details {
+        statements: Some(rows.iter().map(|&rows| crate::databases::StatementRun { rows, ms: 1.0 }).collect()),
+        ..Details::default()
+    };
     vec![
         // backup: 3 successes, 1 failure, 1 timeout, 1 skipped. Durations 100, 200, 300, 400, 1000 ms.
         run("backup", "2026-11-16T02:00:00Z", 100, Success, None, Details::default()),
@@ -48,6 +52,9 @@ fn seeded() -> Vec<RunRecord> {
         run("web", "2026-11-16T00:10:00Z", 5000, Failure, Some("GET http://x/: timed out"), check(false, 5000.0)),
         run("web", "2026-11-16T00:15:00Z", 30, Success, None, check(true, 30.0)),
         run("web", "2026-11-16T00:20:00Z", 20, Success, None, check(true, 20.0)),
+        // archive: two sql runs, rows per statement 400 + 400 and 3 + 0.
+        run("archive", "2026-11-16T03:30:00Z", 40, Success, None, sql(&[400, 400])),
+        run("archive", "2026-11-17T03:30:00Z", 20, Success, None, sql(&[3, 0])),
         // uploads: two cleanups.
         run("uploads", "2026-11-16T02:00:00Z", 50, Success, None, clean(10, 1000)),
         run("uploads", "2026-11-17T02:00:00Z", 70, Success, None, clean(5, 24)),
@@ -63,6 +70,22 @@ fn a_report_from_a_seeded_history_has_the_expected_numbers() {
         s.jobs,
         [
             JobSummary {
+                job: "archive".into(),
+                runs: 2,
+                successes: 2,
+                failures: 0,
+                skipped: 0,
+                success_rate: Some(100.0),
+                median_duration_ms: Some(30.0),
+                max_duration_ms: Some(40.0),
+                last_error: None,
+                availability: None,
+                median_latency_ms: None,
+                files_deleted: None,
+                bytes_freed: None,
+                rows_affected: Some(803),
+            },
+            JobSummary {
                 job: "backup".into(),
                 runs: 5,
                 successes: 3,
@@ -77,6 +100,7 @@ fn a_report_from_a_seeded_history_has_the_expected_numbers() {
                 median_latency_ms: None,
                 files_deleted: None,
                 bytes_freed: None,
+                rows_affected: None,
             },
             JobSummary {
                 job: "uploads".into(),
@@ -92,6 +116,7 @@ fn a_report_from_a_seeded_history_has_the_expected_numbers() {
                 median_latency_ms: None,
                 files_deleted: Some(15),
                 bytes_freed: Some(1024),
+                rows_affected: None,
             },
             JobSummary {
                 job: "web".into(),
@@ -107,6 +132,7 @@ fn a_report_from_a_seeded_history_has_the_expected_numbers() {
                 median_latency_ms: Some(25.0),
                 files_deleted: None,
                 bytes_freed: None,
+                rows_affected: None,
             },
         ]
     );
@@ -129,33 +155,36 @@ fn report_files_and_headline_from_the_state_database() {
     let config = crate::config::parse_str(&toml, Path::new("t.toml"), Path::new(".")).expect("valid");
     let crate::jobs::Action::Report(report) = &config.jobs[0].action else { panic!("a report") };
     // Report on the seeded jobs rather than on itself.
-    let report = super::Report { jobs: Some(vec!["backup".into(), "web".into()]), ..(**report).clone() };
+    let report =
+        super::Report { jobs: Some(vec!["archive".into(), "backup".into(), "web".into()]), ..(**report).clone() };
     let at = t("2026-11-23T00:00:00Z");
     let fire =
         crate::fire::Fire::scheduled(Arc::new(config.jobs[0].clone()), crate::status::JobStatus::detached(), at, at);
     let (summary, files) = report.make(&fire, &state).expect("report");
-    assert_eq!(summary.jobs.iter().map(|j| j.job.as_str()).collect::<Vec<_>>(), ["backup", "web"]);
+    assert_eq!(summary.jobs.iter().map(|j| j.job.as_str()).collect::<Vec<_>>(), ["archive", "backup", "web"]);
     let names: Vec<String> = files.iter().map(|f| f.file_name().expect("name").to_string_lossy().into()).collect();
     assert_eq!(names, ["report-2026-11-23.md", "report-2026-11-23.json"]);
     let md = std::fs::read_to_string(&files[0]).expect("markdown");
+    assert!(md.contains("| archive | 2 | 2 | 0 | 0 | 100 % | 30 ms | 40 ms | - | - | - | - | 803 | - |"), "{md}");
     assert!(
         md.contains(
-            "| backup | 5 | 3 | 2 | 1 | 60 % | 300 ms | 1000 ms | - | - | - | - | the previous run is still going |"
+            "| backup | 5 | 3 | 2 | 1 | 60 % | 300 ms | 1000 ms | - | - | - | - | - | the previous run is still going |"
         ),
         "{md}"
     );
     assert!(
         md.contains(
-            "| web | 4 | 3 | 1 | 0 | 75 % | 25 ms | 5000 ms | 75 % | 25 ms | - | - | GET http://x/: timed out |"
+            "| web | 4 | 3 | 1 | 0 | 75 % | 25 ms | 5000 ms | 75 % | 25 ms | - | - | - | GET http://x/: timed out |"
         ),
         "{md}"
     );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&files[1]).expect("json")).expect("valid");
-    assert_eq!(json["jobs"][1]["availability"], 75.0);
+    assert_eq!(json["jobs"][2]["availability"], 75.0);
+    assert_eq!(json["jobs"][0]["rows_affected"], 803);
     assert_eq!(
         super::headline(&summary),
-        "beatd report 2026-11-16 00:00 to 2026-11-23 00:00 UTC: 2 job(s), 9 run(s), failures in: backup, web"
+        "beatd report 2026-11-16 00:00 to 2026-11-23 00:00 UTC: 3 job(s), 11 run(s), failures in: backup, web"
     );
     // A second report the same day does not overwrite the first.
     let (_, again) = report.make(&fire, &state).expect("report");
