@@ -56,7 +56,8 @@ fn phase(seconds: u64, with_history: bool) -> (Vec<i64>, u64, i64) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (history, writer) = if with_history {
         let (h, w) =
-            Writer::start(state.path(), Duration::from_secs(86_400), beatd::clock::Clock::System).expect("history");
+            Writer::start(state.path(), Duration::from_secs(86_400), beatd::clock::Clock::System, Default::default())
+                .expect("history");
         (h, Some(w))
     } else {
         (History::disabled(), None)

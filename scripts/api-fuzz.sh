@@ -41,10 +41,18 @@ EOF
 ./target/debug/beatd run --config "$work/beatd.toml" 2> "$work/beatd.log" &
 beatd=$!
 trap 'kill $beatd 2>/dev/null; wait $beatd 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+# Up to 30 s: a loaded CI machine can take a while to start a fresh debug binary.
+up=false
+for _ in $(seq 300); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=true; break; fi
+  kill -0 $beatd 2>/dev/null || break
   sleep 0.1
 done
+if [ "$up" != true ]; then
+  echo "beatd did not start listening on 127.0.0.1:$port:" >&2
+  cat "$work/beatd.log" >&2
+  exit 1
+fi
 "$venv/bin/schemathesis" run docs/openapi.json \
   --url "http://127.0.0.1:$port" \
   --header "Authorization: Bearer $token" \

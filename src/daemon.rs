@@ -95,9 +95,10 @@ impl Daemon {
         let Options { clock, systemd, watch } = options;
         let sched = config.scheduler.clone();
         recover(&config, &clock)?;
-        let (history, writer) = Writer::start(&sched.state_dir, sched.history_keep, clock.clone())?;
         let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
         let board = Board::new(config.jobs.clone(), Metrics::new(per_job));
+        let (history, writer) =
+            Writer::start(&sched.state_dir, sched.history_keep, clock.clone(), board.state.clone())?;
         let services = Arc::new(
             Services::new(clock.clone(), sched.state_dir.clone(), config.notifiers.clone())
                 .with_databases(config.databases.clone()),

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     pub outbox: Gauge,
     pub outbox_dropped: Counter,
+    /// Writes of the state (journal, history) that failed.
+    pub state_write_errors: Counter,
 }
 
 /// A cluster node's series.
@@ -110,6 +112,12 @@ impl Metrics {
             "Queue messages dropped because the outbox was full",
             outbox_dropped.clone(),
         );
+        let state_write_errors = Counter::default();
+        registry.register(
+            "beatd_state_write_errors",
+            "Writes of the fire journal or the run history that failed (a full disk, a read-only file system)",
+            state_write_errors.clone(),
+        );
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&vec![("result".into(), result.into())]);
         }
@@ -123,6 +131,7 @@ impl Metrics {
             reloads,
             outbox,
             outbox_dropped,
+            state_write_errors,
         }
     }
 

@@ -197,11 +197,14 @@ pub struct Board {
     jobs: RwLock<Arc<JobSet>>,
     pub health: LoopHealth,
     pub metrics: Metrics,
+    /// State writes that fail: held fires, `/healthz` degraded.
+    pub state: Arc<crate::state::alarm::StateAlarm>,
 }
 
 impl Board {
     pub fn new(jobs: Vec<Job>, metrics: Metrics) -> Arc<Board> {
-        let board = Arc::new(Board { jobs: Default::default(), health: LoopHealth::default(), metrics });
+        let state = Arc::new(crate::state::alarm::StateAlarm::new(metrics.state_write_errors.clone()));
+        let board = Arc::new(Board { jobs: Default::default(), health: LoopHealth::default(), metrics, state });
         board.replace(jobs);
         board.metrics.watch(&board);
         board

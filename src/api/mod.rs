@@ -231,6 +231,9 @@ fn health(state: &ApiState) -> (StatusCode, serde_json::Value) {
     if let Some(reason) = starved {
         return (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "degraded", "reason": reason }));
     }
+    if let Some(reason) = state.board.state.reason() {
+        return (StatusCode::OK, json!({ "status": "degraded", "reason": reason }));
+    }
     if health.reload_failed.load(Ordering::Relaxed) {
         let reason = "the last config reload failed; the previous config is still running";
         return (StatusCode::OK, json!({ "status": "degraded", "reason": reason }));

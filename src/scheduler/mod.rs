@@ -29,6 +29,7 @@ use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::policy::CatchUp;
 use crate::schedule::Schedule;
+use crate::state::alarm::Part;
 use crate::state::journal::Journal;
 use crate::status::{Board, JobStatus, LiveJob};
 use crate::timers::{self, Timers};
@@ -136,6 +137,23 @@ pub struct Scheduler<D: Dispatch> {
     cluster: Option<Member>,
     /// When the previous tick ran (its due entries were popped, dispatched or not).
     prev_tick: Option<DateTime<Utc>>,
+    /// Fires of ticks whose journal write failed, oldest first: they run once it succeeds.
+    held: Vec<(u32, DateTime<Utc>)>,
+    /// When to try the journal again while fires are held (monotonic).
+    retry: Option<tokio::time::Instant>,
+    backoff: Backoff,
+}
+
+/// 1 s, 2 s, 4 s … up to 30 s between journal retries while fires are held.
+#[derive(Debug, Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn next(&mut self) -> std::time::Duration {
+        let wait = std::time::Duration::from_secs(1 << self.0.min(5)).min(std::time::Duration::from_secs(30));
+        self.0 += 1;
+        wait
+    }
 }
 
 impl<D: Dispatch> std::fmt::Debug for Scheduler<D> {
@@ -180,6 +198,9 @@ impl<D: Dispatch> Scheduler<D> {
             dispatch,
             cluster: None,
             prev_tick: None,
+            held: Vec::new(),
+            retry: None,
+            backoff: Backoff::default(),
         }
     }
 
@@ -361,8 +382,7 @@ impl<D: Dispatch> Scheduler<D> {
         }
         let catch_up = std::mem::take(&mut self.catch_up);
         if self.cluster.is_none() {
-            self.mark_handled(start, &catch_up);
-            self.handle(&catch_up, start);
+            self.dispatch_due(catch_up, start);
         }
         self.prev_tick = Some(start);
         let mut last = (start, self.clock.monotonic());
@@ -396,6 +416,10 @@ impl<D: Dispatch> Scheduler<D> {
                 }
                 let ping_at = now + chrono::Duration::from_std(next_ping - self.clock.monotonic()).unwrap_or_default();
                 next = Some(next.map_or(ping_at, |n| n.min(ping_at)));
+            }
+            if let Some(retry) = self.retry {
+                let at = now + chrono::Duration::from_std(retry - self.clock.monotonic()).unwrap_or_default();
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
             if let Some(report) = &self.status_line {
                 report(&self.summary());
@@ -481,10 +505,33 @@ impl<D: Dispatch> Scheduler<D> {
         due
     }
 
-    /// Records `due` in the journal, then dispatches it. Returns how many fired.
-    fn dispatch_due(&mut self, due: Vec<(u32, DateTime<Utc>)>, now: DateTime<Utc>) -> usize {
+    /// Records `due` in the journal, then dispatches it. Returns how many fired. When the
+    /// journal cannot be written, nothing is dispatched: the fires are held (with those of
+    /// earlier held ticks) and tried again with the next tick or the retry (see
+    /// [`crate::state::alarm`]).
+    fn dispatch_due(&mut self, mut due: Vec<(u32, DateTime<Utc>)>, now: DateTime<Utc>) -> usize {
+        let held = self.held.len();
+        if held > 0 {
+            due.splice(0..0, self.held.drain(..));
+        }
         if !due.is_empty() {
-            self.mark_handled(now, &due);
+            if let Err(e) = self.mark_handled(now, &due) {
+                let n = due.len();
+                self.board.state.failed(
+                    Part::Journal,
+                    &e,
+                    &format!("{n} fire(s) held until it can be; nothing runs unrecorded"),
+                );
+                self.held = due;
+                self.retry = Some(self.clock.monotonic() + self.backoff.next());
+                self.due = Vec::new();
+                return 0;
+            }
+            if held > 0 || self.retry.is_some() {
+                self.board.state.recovered(Part::Journal, &format!("{held} held fire(s) run now, late"));
+            }
+            self.retry = None;
+            self.backoff = Backoff::default();
         }
         let fired = self.handle(&due, now);
         self.due = due;
@@ -494,8 +541,8 @@ impl<D: Dispatch> Scheduler<D> {
     /// Writes the journal's watermark (every fire due at or before `now` is handled) and the
     /// list of `slots` about to run, in one transaction, before they are dispatched; then
     /// forgets the lists of ticks whose runs are all recorded.
-    fn mark_handled(&mut self, now: DateTime<Utc>, slots: &[(u32, DateTime<Utc>)]) {
-        let Some(journal) = &mut self.journal else { return };
+    fn mark_handled(&mut self, now: DateTime<Utc>, slots: &[(u32, DateTime<Utc>)]) -> rusqlite::Result<()> {
+        let Some(journal) = &mut self.journal else { return Ok(()) };
         let fires = &mut self.journal_fires;
         fires.clear();
         if self.ids.len() == self.jobs.len() {
@@ -505,15 +552,12 @@ impl<D: Dispatch> Scheduler<D> {
                 }
             }
         }
-        if let Err(e) = journal.handled_until(now, fires.iter().copied()) {
-            // Running the jobs matters more than remembering them: go on, but loudly, since a
-            // crash now could run this tick's fires again.
-            tracing::error!("cannot record fires in the journal: {e}");
-        }
+        journal.handled_until(now, fires.iter().copied())?;
         let recorded_before = self.dispatch.oldest_in_flight().map_or(now, |t| t.min(now)) - RECORD_SLACK;
         if let Err(e) = journal.forget_fired_before(recorded_before) {
             tracing::warn!("cannot prune the fire journal: {e}");
         }
+        Ok(())
     }
 
     /// Dispatches `slots` (all but paused jobs'). Returns how many ran.

@@ -136,13 +136,14 @@ impl Writer {
         state_dir: &Path,
         keep: Duration,
         clock: crate::clock::Clock,
+        alarm: std::sync::Arc<super::alarm::StateAlarm>,
     ) -> Result<(History, Writer), StateError> {
         let conn = super::open(state_dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let path = state_dir.join(super::DB_FILE);
         let thread = std::thread::Builder::new()
             .name("beatd-history".into())
-            .spawn(move || write_loop(conn, rx, keep, path, clock))
+            .spawn(move || write_loop(conn, rx, keep, path, clock, alarm))
             .map_err(|source| StateError::CreateDir { path: state_dir.to_path_buf(), source })?;
         Ok((History { tx: Some(Sender::Writer(tx)) }, Writer { thread: Some(thread) }))
     }
@@ -158,12 +159,17 @@ impl Writer {
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const MAX_BATCH: usize = 20_000;
 
+/// Runs kept in memory while the history cannot be written, at most: beyond, the oldest are
+/// dropped (and counted in the log line).
+const MAX_UNWRITTEN: usize = 1_000_000;
+
 fn write_loop(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     keep: Duration,
     path: PathBuf,
     clock: crate::clock::Clock,
+    alarm: std::sync::Arc<super::alarm::StateAlarm>,
 ) {
     // The history can wait; the timer loop cannot. On a small machine this thread's inserts
     // would otherwise take the loop's core just when a burst of fires is due.
@@ -173,18 +179,56 @@ fn write_loop(
     }
     let mut batch = Vec::with_capacity(1024);
     let mut last_prune: Option<Instant> = None;
-    while let Some(first) = rx.blocking_recv() {
-        first.into_records(&mut batch);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(e) => e.into_records(&mut batch),
-                Err(_) => break,
+    let mut dropped = 0usize;
+    let mut retrying = false;
+    loop {
+        // Runs that could not be written wait in `batch`: take more without blocking, and try
+        // again after a pause; otherwise wait for the next run.
+        if batch.is_empty() {
+            match rx.blocking_recv() {
+                Some(first) => first.into_records(&mut batch),
+                None => return,
             }
         }
-        if let Err(e) = insert(&mut conn, &batch) {
-            tracing::error!("cannot write {} run(s) to {}: {e}", batch.len(), path.display());
+        let mut closed = false;
+        // While retrying, everything queued joins the waiting runs (trimmed below).
+        while batch.len() < MAX_BATCH || retrying {
+            match rx.try_recv() {
+                Ok(e) => e.into_records(&mut batch),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
         }
-        batch.clear();
+        match insert(&mut conn, &batch) {
+            Ok(()) => {
+                alarm.recovered(super::alarm::Part::History, &format!("{} waiting run(s) written", batch.len()));
+                batch.clear();
+                retrying = false;
+            }
+            Err(e) => {
+                if batch.len() > MAX_UNWRITTEN {
+                    let over = batch.len() - MAX_UNWRITTEN;
+                    batch.drain(..over);
+                    dropped += over;
+                }
+                let lost = if dropped > 0 { format!(" ({dropped} oldest dropped)") } else { String::new() };
+                alarm.failed(
+                    super::alarm::Part::History,
+                    &format!("{}: {e}", path.display()),
+                    &format!("{} run(s) wait in memory{lost}", batch.len()),
+                );
+                if closed {
+                    tracing::error!("stopping with {} run(s) that could not be written to the history", batch.len());
+                    return;
+                }
+                retrying = true;
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(Instant::now());
             let cutoff = clock.now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
@@ -193,6 +237,9 @@ fn write_loop(
                 Ok(n) => tracing::debug!("pruned {n} run(s) older than {}", humantime::format_duration(keep)),
                 Err(e) => tracing::warn!("cannot prune run history: {e}"),
             }
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -291,9 +338,13 @@ mod tests {
     #[test]
     fn the_writer_batches_and_queries_read_back() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (history, writer) =
-            Writer::start(dir.path(), Duration::from_secs(365 * 86_400 * 100), crate::clock::Clock::System)
-                .expect("start");
+        let (history, writer) = Writer::start(
+            dir.path(),
+            Duration::from_secs(365 * 86_400 * 100),
+            crate::clock::Clock::System,
+            Default::default(),
+        )
+        .expect("start");
         for i in 0..1000 {
             history.record(record(if i % 2 == 0 { "a" } else { "b" }, 1_000_000 + i, RunOutcome::Success));
         }
@@ -316,7 +367,8 @@ mod tests {
     fn old_runs_are_pruned() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (history, writer) =
-            Writer::start(dir.path(), Duration::from_secs(86_400), crate::clock::Clock::System).expect("start");
+            Writer::start(dir.path(), Duration::from_secs(86_400), crate::clock::Clock::System, Default::default())
+                .expect("start");
         let now = Utc::now().timestamp_millis();
         history.record(record("old", now - 2 * 86_400_000, RunOutcome::Success));
         drop(history);

@@ -9,6 +9,7 @@
 //! gives its WAL and shared-memory files the database's mode). A folder owned by another user
 //! is refused: whoever owns it could plant links under the state's names.
 
+pub mod alarm;
 pub mod history;
 pub mod journal;
 

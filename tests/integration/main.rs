@@ -6,6 +6,7 @@ mod check;
 mod checks;
 mod cluster;
 mod delivery;
+mod disk;
 mod inproc;
 mod next;
 mod queue;
