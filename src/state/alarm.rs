@@ -9,7 +9,7 @@
 //!
 //! Either way the operator sees it at once and is not flooded: `/healthz` says `degraded`,
 //! `beatd_state_write_errors_total` counts every failed write, and the log gets one line a
-//! minute, not one per fire.
+//! minute for each file that fails, not one per fire.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,8 +49,9 @@ pub struct StateAlarm {
     failing: [AtomicBool; 2],
     /// Each part's last error, with what beatd does about it.
     last_error: [Mutex<Option<String>>; 2],
-    last_log: Mutex<Option<Instant>>,
-    since_log: AtomicU64,
+    /// Per part: when its failure was last logged, and how many failed writes since.
+    last_log: [Mutex<Option<Instant>>; 2],
+    since_log: [AtomicU64; 2],
 }
 
 impl StateAlarm {
@@ -59,8 +60,8 @@ impl StateAlarm {
             errors,
             failing: Default::default(),
             last_error: Default::default(),
-            last_log: Mutex::new(None),
-            since_log: AtomicU64::new(0),
+            last_log: Default::default(),
+            since_log: Default::default(),
         }
     }
 
@@ -71,13 +72,13 @@ impl StateAlarm {
         let message = format!("cannot write the {}: {error}", part.name());
         *self.last_error[part.index()].lock().unwrap_or_else(|p| p.into_inner()) =
             Some(format!("{message}; {consequence}"));
-        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_log[part.index()].lock().unwrap_or_else(|p| p.into_inner());
         if last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
-            self.since_log.fetch_add(1, Ordering::Relaxed);
+            self.since_log[part.index()].fetch_add(1, Ordering::Relaxed);
             return;
         }
         *last = Some(Instant::now());
-        let more = self.since_log.swap(0, Ordering::Relaxed);
+        let more = self.since_log[part.index()].swap(0, Ordering::Relaxed);
         let more = if more > 0 { format!(" ({more} more failed writes in the last minute)") } else { String::new() };
         tracing::error!("{message}; {consequence}{more}");
     }
@@ -86,10 +87,8 @@ impl StateAlarm {
     pub fn recovered(&self, part: Part, what: &str) {
         if self.failing[part.index()].swap(false, Ordering::Relaxed) {
             tracing::warn!("the {} is written again: {what}", part.name());
-            if !self.is_failing() {
-                *self.last_log.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                self.since_log.store(0, Ordering::Relaxed);
-            }
+            *self.last_log[part.index()].lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.since_log[part.index()].store(0, Ordering::Relaxed);
         }
     }
 
