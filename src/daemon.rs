@@ -94,9 +94,18 @@ impl Daemon {
     pub async fn start(config: Config, options: Options) -> Result<Daemon, DaemonError> {
         let Options { clock, systemd, watch } = options;
         let sched = config.scheduler.clone();
-        recover(&config, &clock)?;
         let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
         let board = Board::new(config.jobs.clone(), Metrics::new(per_job));
+        state::prepare_dir(&sched.state_dir)?;
+        let history_reset =
+            state::damage::check_at_start(&sched.state_dir, &board.metrics.state_damaged).map_err(StateError::from)?;
+        if history_reset {
+            // The journal's fires in flight cannot be told apart from finished ones without
+            // the history: record none as interrupted and send no queue message again.
+            state::forget_unfinished(&sched.state_dir)?;
+        } else {
+            recover(&config, &clock)?;
+        }
         let (history, writer) =
             Writer::start(&sched.state_dir, sched.history_keep, clock.clone(), board.state.clone())?;
         let services = Arc::new(

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub outbox_dropped: Counter,
     /// Writes of the state (journal, history) that failed.
     pub state_write_errors: Counter,
+    /// State files found damaged at start.
+    pub state_damaged: Counter,
 }
 
 /// A cluster node's series.
@@ -118,6 +120,12 @@ impl Metrics {
             "Writes of the fire journal or the run history that failed (a full disk, a read-only file system)",
             state_write_errors.clone(),
         );
+        let state_damaged = Counter::default();
+        registry.register(
+            "beatd_state_damaged_files",
+            "State files found damaged at start (a damaged run history is moved aside and started afresh)",
+            state_damaged.clone(),
+        );
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&vec![("result".into(), result.into())]);
         }
@@ -132,6 +140,7 @@ impl Metrics {
             outbox,
             outbox_dropped,
             state_write_errors,
+            state_damaged,
         }
     }
 

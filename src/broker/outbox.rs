@@ -16,6 +16,9 @@ use crate::state::StateError;
 
 pub const FILE: &str = "outbox.sqlite3";
 
+/// Schema versions this beatd knows for the outbox.
+pub const VERSIONS: usize = MIGRATIONS.len();
+
 const MIGRATIONS: &[&str] = &[
     "CREATE TABLE outbox (
         id INTEGER PRIMARY KEY,

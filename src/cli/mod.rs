@@ -1,13 +1,15 @@
 //! The command line: one enum of subcommands, one file each, exit codes decided here.
 //!
 //! Exit codes: 0 when the work succeeded, 1 when it failed or the config is invalid, 2 for a
-//! usage error (clap's own).
+//! usage error (clap's own), 3 when `beatd run` finds a state file it needs damaged (the unit
+//! lists it in `RestartPreventExitStatus=`: restarting cannot help).
 
 mod check;
 mod control;
 mod history;
 mod next;
 mod run;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +43,9 @@ enum Command {
     Pause(control::JobArgs),
     /// Resume a paused job (needs [api]).
     Resume(control::JobArgs),
+    /// Look after the state folder (with beatd stopped).
+    #[command(subcommand)]
+    State(state::Command),
 }
 
 /// `--config`, shared by the subcommands that read one.
@@ -69,14 +74,14 @@ impl ConfigArg {
             }
             let n = errors.0.len();
             eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
-            Failed
+            Failed(1)
         })
     }
 }
 
-/// The command failed and has already said why.
+/// The command failed and has already said why; its exit status.
 #[derive(Debug)]
-pub struct Failed;
+pub struct Failed(pub u8);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,17 +94,18 @@ pub fn main() -> ExitCode {
         Command::Trigger(args) => control::job(control::Verb::Trigger, args),
         Command::Pause(args) => control::job(control::Verb::Pause, args),
         Command::Resume(args) => control::job(control::Verb::Resume, args),
+        Command::State(command) => state::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failed) => ExitCode::from(1),
+        Err(Failed(code)) => ExitCode::from(code),
     }
 }
 
 /// Prints `error: ...` and fails; for errors outside the config.
 pub fn fail(message: impl std::fmt::Display) -> Failed {
     eprintln!("error: {message}");
-    Failed
+    Failed(1)
 }
 
 /// `in 3h 12m`: the two largest units.

@@ -7,8 +7,9 @@
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{ConfigArg, Failed, fail};
-use crate::daemon::{Daemon, Options};
+use crate::daemon::{Daemon, DaemonError, Options};
 use crate::logging::{self, LogFormat};
+use crate::state::StateError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,7 +38,14 @@ pub fn run(args: Args) -> Result<(), Failed> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| fail(format!("cannot handle SIGTERM: {e}")))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(format!("cannot handle SIGINT: {e}")))?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| fail(format!("cannot handle SIGHUP: {e}")))?;
-        let daemon = Daemon::start(config, Options::system(args.watch)).await.map_err(fail)?;
+        let daemon = match Daemon::start(config, Options::system(args.watch)).await {
+            Ok(daemon) => daemon,
+            Err(DaemonError::State(StateError::Damaged(e))) => {
+                fail(&e);
+                return Err(Failed(crate::state::damage::EXIT_DAMAGED));
+            }
+            Err(e) => return Err(fail(e)),
+        };
         let signals = tokio::spawn({
             let daemon = daemon.handle();
             async move {

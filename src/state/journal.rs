@@ -48,6 +48,9 @@ pub struct Known {
 
 pub const FILE: &str = "journal.sqlite3";
 
+/// Schema versions this beatd knows for the journal.
+pub const VERSIONS: usize = MIGRATIONS.len();
+
 const MIGRATIONS: &[&str] = &[
     // 1: every fire due up to `handled_until` has been handled, and the schedule each job had.
     "CREATE TABLE journal (

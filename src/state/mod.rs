@@ -10,6 +10,7 @@
 //! is refused: whoever owns it could plant links under the state's names.
 
 pub mod alarm;
+pub mod damage;
 pub mod history;
 pub mod journal;
 
@@ -29,7 +30,12 @@ pub enum StateError {
     Missing(PathBuf),
     #[error("state folder {path}: {why}")]
     Unsafe { path: PathBuf, why: String },
+    #[error(transparent)]
+    Damaged(#[from] damage::Damaged),
 }
+
+/// Schema versions this beatd knows for the history.
+pub const VERSIONS: usize = MIGRATIONS.len();
 
 const MIGRATIONS: &[&str] = &[
     // 1: run history.

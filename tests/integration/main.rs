@@ -5,6 +5,7 @@ mod builtins;
 mod check;
 mod checks;
 mod cluster;
+mod damage;
 mod delivery;
 mod disk;
 mod inproc;
