@@ -105,6 +105,7 @@ impl Daemon {
             state::forget_unfinished(&sched.state_dir)?;
         } else {
             recover(&config, &clock)?;
+            state::move_paused_to_journal(&sched.state_dir)?;
         }
         let (history, writer) =
             Writer::start(&sched.state_dir, sched.history_keep, clock.clone(), board.state.clone())?;

@@ -413,7 +413,7 @@ async fn set_paused(State(state): State<ApiState>, name: String, paused: bool) -
     let now = state.clock.now();
     let job = name.clone();
     let saved = tokio::task::spawn_blocking(move || {
-        let conn = state::open(&dir).map_err(|e| e.to_string())?;
+        let conn = state::journal::connection(&dir).map_err(|e| e.to_string())?;
         state::set_paused(&conn, &job, paused, now).map_err(|e| e.to_string())
     })
     .await;

@@ -3,8 +3,8 @@
 //! Not every file matters the same:
 //! - **The run history** (`beatd.sqlite3`) is not needed to schedule. A damaged one (truncated,
 //!   garbage, from a newer beatd) is moved aside as `beatd.sqlite3.damaged-<time>` with one
-//!   error and a metric, and a fresh one is started. Jobs paused through the API live in it and
-//!   are forgotten with it; the log says so.
+//!   error and a metric, and a fresh one is started. (Jobs paused through the API are in the
+//!   journal, so they stay paused.)
 //! - **The fire journal** (`journal.sqlite3`) is what makes "nothing doubled, nothing lost"
 //!   hold across restarts, and **the outbox** (`outbox.sqlite3`) holds queue messages not yet
 //!   delivered. beatd refuses to start on a damaged one, with a message that says what starting
@@ -71,7 +71,7 @@ impl StateFile {
                 "it holds queue messages not yet delivered: starting afresh drops them (the file moved \
                  aside keeps them for a look)"
             }
-            StateFile::History => "the run history is lost, and jobs paused through the API are resumed",
+            StateFile::History => "the run history is lost",
         }
     }
 }
@@ -107,7 +107,17 @@ fn check(path: &Path, tables: &[&str], versions: usize) -> Result<(), String> {
         }
     }
     if version > 0 {
+        // A table an older beatd did not have yet is made by the migrations, not damage.
+        let exists = |t: &str| {
+            conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [t], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n > 0)
+        };
         for table in tables {
+            if !exists(table).map_err(|e| e.to_string())? {
+                continue;
+            }
             conn.query_row(
                 &format!("SELECT count(*) FROM (SELECT 1 FROM {table} ORDER BY rowid DESC LIMIT 1)"),
                 [],
@@ -142,7 +152,11 @@ pub fn check_at_start(
     damaged: &prometheus_client::metrics::counter::Counter,
 ) -> Result<bool, Damaged> {
     for (file, tables, versions) in [
-        (StateFile::Journal, &["journal", "journal_jobs", "journal_ids", "fired"][..], super::journal::VERSIONS),
+        (
+            StateFile::Journal,
+            &["journal", "journal_jobs", "journal_ids", "fired", "paused"][..],
+            super::journal::VERSIONS,
+        ),
         (StateFile::Outbox, &["outbox"][..], crate::broker::outbox::VERSIONS),
     ] {
         let path = state_dir.join(file.file());
@@ -166,7 +180,7 @@ pub fn check_at_start(
             match move_aside(state_dir, super::DB_FILE, "damaged") {
                 Ok(aside) => tracing::error!(
                     "the run history {} is damaged ({why}): moved aside as {} and started afresh; \
-                     earlier runs are not in the new one, and jobs paused through the API are resumed",
+                     earlier runs are not in the new one",
                     path.display(),
                     aside.display()
                 ),

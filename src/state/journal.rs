@@ -74,7 +74,18 @@ const MIGRATIONS: &[&str] = &[
                                          -- each as the difference from the fire before
     );
     CREATE INDEX fired_by_tick ON fired (tick);",
+    // 3: jobs paused through the API: needed to schedule, so here and not in the history.
+    "CREATE TABLE paused (
+        job TEXT PRIMARY KEY,
+        since INTEGER NOT NULL           -- unix milliseconds
+    );",
 ];
+
+/// A connection to the journal file, for the paused set (the API writes it while the loop
+/// holds its own connection).
+pub fn connection(state_dir: &Path) -> Result<rusqlite::Connection, StateError> {
+    super::open_file(state_dir, FILE, MIGRATIONS)
+}
 
 impl Journal {
     pub fn open(state_dir: &Path) -> Result<Journal, StateError> {

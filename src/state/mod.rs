@@ -68,10 +68,49 @@ pub fn paused_jobs(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
-/// Jobs paused through the API, from the state folder (nothing there yet is an error too).
+/// Jobs paused through the API, from the journal (where they moved from the history file of
+/// older versions: see [`move_paused_to_journal`]).
 pub fn paused(state_dir: &Path) -> Result<Vec<String>, StateError> {
-    let conn = open_read_only(state_dir)?;
-    paused_jobs(&conn).map_err(|source| StateError::Sqlite { path: state_dir.join(DB_FILE), source })
+    if !state_dir.join(journal::FILE).exists() {
+        return Err(StateError::Missing(state_dir.join(journal::FILE)));
+    }
+    let conn = journal::connection(state_dir)?;
+    paused_jobs(&conn).map_err(|source| StateError::Sqlite { path: state_dir.join(journal::FILE), source })
+}
+
+/// Moves the paused set of an older beatd from the history file into the journal, once: the
+/// schedule must not depend on the history, which may be moved aside when damaged.
+pub fn move_paused_to_journal(state_dir: &Path) -> Result<(), StateError> {
+    let history = state_dir.join(DB_FILE);
+    if !history.exists() {
+        return Ok(());
+    }
+    let sqlite = |source| StateError::Sqlite { path: history.clone(), source };
+    let old = open(state_dir)?;
+    let mut stmt = old.prepare("SELECT job, since FROM paused").map_err(sqlite)?;
+    let rows: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(sqlite)?
+        .collect::<Result<_, _>>()
+        .map_err(sqlite)?;
+    drop(stmt);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut journal = journal::connection(state_dir)?;
+    let jsql = |source| StateError::Sqlite { path: state_dir.join(journal::FILE), source };
+    let tx = journal.transaction().map_err(jsql)?;
+    for (job, since) in &rows {
+        tx.execute(
+            "INSERT INTO paused (job, since) VALUES (?1, ?2) ON CONFLICT (job) DO NOTHING",
+            rusqlite::params![job, since],
+        )
+        .map_err(jsql)?;
+    }
+    tx.commit().map_err(jsql)?;
+    old.execute("DELETE FROM paused", []).map_err(sqlite)?;
+    tracing::info!("moved {} paused job(s) into the fire journal", rows.len());
+    Ok(())
 }
 
 /// Records `job` as paused (since `now`) or not.
@@ -255,6 +294,19 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_beatds_paused_jobs_move_into_the_journal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let history = open(dir.path()).expect("open");
+        set_paused(&history, "backup", true, chrono::Utc::now()).expect("pause, as an older beatd did");
+        assert!(matches!(paused(dir.path()), Err(StateError::Missing(_))), "no journal yet");
+        move_paused_to_journal(dir.path()).expect("move");
+        assert_eq!(paused(dir.path()).expect("read"), ["backup"]);
+        assert!(paused_jobs(&history).expect("read").is_empty(), "moved, not copied");
+        move_paused_to_journal(dir.path()).expect("again: nothing to do");
+        assert_eq!(paused(dir.path()).expect("read"), ["backup"]);
+    }
 
     #[test]
     fn opens_migrates_and_reopens() {

@@ -61,6 +61,10 @@ fn damage(path: &std::path::Path, how: Damage) {
 fn a_damaged_history_is_moved_aside_and_the_schedule_runs() {
     for how in DAMAGES {
         let b = with_state();
+        // A job paused through the API stays paused: the paused set is in the journal.
+        let journal = rusqlite::Connection::open(b.path("state/journal.sqlite3")).expect("journal");
+        journal.execute("INSERT INTO paused (job, since) VALUES ('send', 0)", []).expect("pause");
+        drop(journal);
         damage(&b.path("state/beatd.sqlite3"), how);
         let mut d = b.run(&[]);
         d.wait_started();
@@ -86,6 +90,7 @@ fn a_damaged_history_is_moved_aside_and_the_schedule_runs() {
                 assert!(aside, "{how:?}: the damaged file is kept");
             }
         }
+        assert!(log.contains("paused (since before this start) job=send"), "{how:?}: still paused\n{log}");
         // Nothing earlier was relabelled: the fresh history holds only this start's runs.
         assert!(history(&b, "tick").iter().all(|r| r["outcome"] == "success"), "{how:?}: {:?}", history(&b, "tick"));
     }
