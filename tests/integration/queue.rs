@@ -416,3 +416,46 @@ on_broker_down = "drop"
     assert!(dropped.iter().any(|r| r["error"].as_str().is_some_and(|e| e.contains("on_broker_down = \"drop\""))));
     assert_eq!(redis.rpushed("beats").len(), runs("beat", "success"));
 }
+
+/// A Redis that accepts connections and never answers (a black hole): the send gives up, the
+/// messages wait in the outbox, and the timer loop is never delayed by it.
+#[test]
+fn a_redis_that_never_answers_fills_the_outbox_and_never_delays_the_loop() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = hole.local_addr().expect("addr").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let held = held.clone();
+        move || {
+            for conn in hole.incoming().flatten() {
+                held.lock().expect("lock").push(conn);
+            }
+        }
+    });
+    let api = crate::util::free_port();
+    let b = Beatd::with_config(&format!(
+        "[api]\nlisten = \"127.0.0.1:{api}\"\n[brokers.main]\nurl = \"redis://127.0.0.1:{port}/0\"\n\
+         [jobs.send]\nevery = \"1s\"\naction = \"push\"\nbroker = \"main\"\nqueue = \"q\"\npayload = {{ a = 1 }}\n\
+         [jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n"
+    ));
+    let mut d = b.run(&[]);
+    d.wait_started();
+    d.wait_for_log("broker \"main\" is unreachable", Duration::from_secs(25));
+    assert!(!held.lock().expect("lock").is_empty(), "beatd did connect to the black hole");
+    let api = d.api();
+    let scrape = || api.get("/metrics").1.as_str().unwrap_or_default().to_string();
+    let value = |text: &str, prefix: &str| {
+        text.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(-1.0)
+    };
+    // Several more retries against the black hole, while both jobs keep firing.
+    assert!(wait_for(Duration::from_secs(15), || value(&scrape(), "beatd_fire_lateness_seconds_count ") >= 20.0));
+    let text = scrape();
+    let value = |prefix: &str| value(&text, prefix);
+    assert!(value("beatd_outbox_messages ") >= 1.0, "the messages wait in the outbox\n{text}");
+    // Every fire so far was dispatched within 50 ms of its slot, the waiting send included.
+    let total = value("beatd_fire_lateness_seconds_count ");
+    let on_time = value("beatd_fire_lateness_seconds_bucket{le=\"0.05\"} ");
+    assert!(total >= 10.0 && on_time == total, "{on_time} of {total} fires on time\n{text}");
+    d.stop();
+    assert!(history(&b, "tick").len() >= 10, "the loop kept firing");
+}
