@@ -16,13 +16,13 @@ pub enum Command {
 pub struct ResetArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// The fire journal: jobs start from now, missed slots are not caught up.
+    /// The fire journal: jobs start from now, missed slots are not caught up, paused jobs resume.
     #[arg(long)]
     journal: bool,
     /// The outbox: queue messages not yet delivered are dropped.
     #[arg(long)]
     outbox: bool,
-    /// The run history (and the jobs paused through the API).
+    /// The run history: earlier runs are no longer shown.
     #[arg(long)]
     history: bool,
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::{Fenced, Lease};
 use super::{ClusterConfig, Target, Term, default_node};
 use crate::metrics::ClusterMetrics;
-use crate::status::Board;
+use crate::status::{Board, JobSet};
 
 /// What a node is now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,8 +306,7 @@ impl Node {
 }
 
 /// A hash of a job set: the same jobs give the same hash on every node.
-pub fn config_hash(board: &Board) -> String {
-    let set = board.jobs();
+pub fn config_hash(set: &JobSet) -> String {
     let mut jobs: Vec<(&str, &str)> = set.jobs.iter().map(|e| (&*e.job.name, e.job.definition.as_str())).collect();
     jobs.sort_unstable();
     let mut text = String::new();
@@ -332,8 +331,9 @@ pub async fn keep(node: Arc<Node>, shutdown: CancellationToken) {
     let mut conn: Option<MultiplexedConnection> = None;
     let mut unreachable_logged = false;
     let mut renew_at = Instant::now();
-    // The hash of the job set last hashed, by the set's address: recomputed after a reload only.
-    let mut hashed: Option<(usize, String)> = None;
+    // The job set last hashed, kept (so its address cannot be reused by the next one) with its
+    // hash: recomputed after a reload only.
+    let mut hashed: Option<(Arc<JobSet>, String)> = None;
     loop {
         let round = Instant::now();
         let c = match &mut conn {
@@ -403,13 +403,11 @@ pub async fn keep(node: Arc<Node>, shutdown: CancellationToken) {
             }
             if !broken {
                 let set = node.board.jobs();
-                let set_addr = Arc::as_ptr(&set) as usize;
-                drop(set);
                 let hash = match &hashed {
-                    Some((addr, hash)) if *addr == set_addr => hash.clone(),
+                    Some((last, hash)) if Arc::ptr_eq(last, &set) => hash.clone(),
                     _ => {
-                        let hash = config_hash(&node.board);
-                        hashed = Some((set_addr, hash.clone()));
+                        let hash = config_hash(&set);
+                        hashed = Some((set, hash.clone()));
                         hash
                     }
                 };

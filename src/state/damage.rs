@@ -65,7 +65,7 @@ impl StateFile {
             StateFile::Journal => {
                 "without it beatd cannot know which slots already ran: starting afresh, every job starts \
                  from now (slots missed while beatd was down are not caught up, and runs that were going \
-                 at the last stop are not recorded as interrupted)"
+                 at the last stop are not recorded as interrupted), and jobs paused through the API resume"
             }
             StateFile::Outbox => {
                 "it holds queue messages not yet delivered: starting afresh drops them (the file moved \

@@ -89,6 +89,11 @@ impl Replicas {
 
     /// Node `i` gets `extra(i)` appended to its config (an `[api]`, a job of its own).
     fn start_with(redis: &RedisServer, n: usize, extra: impl Fn(usize) -> String) -> Replicas {
+        Replicas::start_on(&redis.url(), n, extra)
+    }
+
+    /// Replicas on the Redis at `url` (`redis+sentinel://` too).
+    fn start_on(url: &str, n: usize, extra: impl Fn(usize) -> String) -> Replicas {
         let shared = tempfile::tempdir().expect("temp dir");
         let name = format!("t{}", fastrand::u32(..));
         let fires = shared.path().join("fires.txt");
@@ -99,7 +104,7 @@ impl Replicas {
                 "[cluster]\nredis = \"{}\"\nname = \"{name}\"\nlease = \"{LEASE_MS}ms\"\nnode = \"{node}\"\n\n\
                  [jobs.tick]\nevery = \"1s\"\naction = \"command\"\ncatch_up = \"all\"\noverlap = \"allow\"\n\
                  command = 'echo \"$BEATD_FIRE_ID $BEATD_SCHEDULED_AT $(cat node)\" >> {}'\n{}",
-                redis.url(),
+                url,
                 fires.display(),
                 extra(i)
             ));
@@ -422,63 +427,18 @@ fn with_sentinel_the_cluster_follows_a_promoted_replica() {
         "the replica follows the master"
     );
 
-    // The replicas' RedisServer is only a placeholder here: they name the Sentinel.
-    let shared = tempfile::tempdir().expect("temp dir");
-    let fires = shared.path().join("fires.txt");
-    let url = format!("redis+sentinel://127.0.0.1:{sentinel}/beat");
-    let mut nodes: Vec<(Beatd, Running)> = (0..2)
-        .map(|i| {
-            let b = Beatd::with_config(&format!(
-                "[cluster]\nredis = \"{url}\"\nname = \"s\"\nlease = \"{LEASE_MS}ms\"\nnode = \"node-{i}\"\n\n\
-                 [jobs.tick]\nevery = \"1s\"\naction = \"command\"\ncatch_up = \"all\"\noverlap = \"allow\"\n\
-                 command = 'echo \"$BEATD_FIRE_ID $BEATD_SCHEDULED_AT $(cat node)\" >> {}'\n",
-                fires.display()
-            ));
-            std::fs::write(b.path("node"), format!("node-{i}")).expect("write");
-            let d = b.run(&[]);
-            d.wait_started();
-            (b, d)
-        })
-        .collect();
-    let count = || crate::util::lines(&fires).len();
-    assert!(wait_for(Duration::from_secs(6), || count() >= 3), "{}", nodes[0].0.log());
+    let cluster = Replicas::start_on(&format!("redis+sentinel://127.0.0.1:{sentinel}/beat"), 2, |_| String::new());
+    assert!(wait_for(Duration::from_secs(6), || cluster.fires().len() >= 3), "{}", cluster.logs());
     drop(master_proc.take());
     let killed = chrono::Utc::now().timestamp();
     // The Sentinel notices (1 s), promotes the replica; the cluster follows it.
-    let promoted = wait_for(Duration::from_secs(20), || {
-        crate::util::lines(&fires).iter().any(|l| {
-            l.split(' ')
-                .nth(1)
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .is_some_and(|t| t.timestamp() > killed + 2)
-        })
-    });
-    let logs = |nodes: &[(Beatd, Running)]| nodes.iter().map(|(b, _)| b.log()).collect::<Vec<_>>().join("\n---\n");
+    let promoted = wait_for(Duration::from_secs(20), || cluster.fires().iter().any(|f| f.1 > killed + 2));
     let role = answers(replica, "INFO").map(|i| i.contains("role:master"));
     let sentinel_log = std::fs::read_to_string(dir.path().join("sentinel.log")).unwrap_or_default();
-    assert!(promoted, "no fire after the master died (replica promoted: {role:?})\n{sentinel_log}\n{}", logs(&nodes));
-    assert!(answers(replica, "INFO").is_some_and(|i| i.contains("role:master")), "the replica was promoted");
+    assert!(promoted, "no fire after the master died (replica promoted: {role:?})\n{sentinel_log}\n{}", cluster.logs());
+    assert_eq!(role, Some(true), "the replica was promoted");
     std::thread::sleep(Duration::from_millis(1500));
-    for (_, d) in &mut nodes {
-        d.stop();
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let lines = crate::util::lines(&fires);
-    let mut ids: Vec<&str> = lines.iter().filter_map(|l| l.split(' ').next()).collect();
-    ids.sort_unstable();
-    let all = ids.len();
-    ids.dedup();
-    let (duplicates, span) = (all - ids.len(), lines.len());
-    println!("Sentinel failover: fires {span}, duplicate fire ids {duplicates}");
-    assert_eq!(all, ids.len(), "a fire ran twice: {lines:?}\n{}", logs(&nodes));
-    let mut slots: Vec<i64> = lines
-        .iter()
-        .filter_map(|l| l.split(' ').nth(1))
-        .map(|t| chrono::DateTime::parse_from_rfc3339(t).expect("rfc3339").timestamp())
-        .collect();
-    slots.sort_unstable();
-    let expected: Vec<i64> = (slots[0]..=*slots.last().expect("fires")).collect();
-    assert_eq!(slots, expected, "slots doubled or missing: {lines:?}\n{}", logs(&nodes));
+    cluster.stop_and_check();
 }
 
 #[test]

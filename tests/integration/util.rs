@@ -52,24 +52,20 @@ impl Beatd {
 
     /// [`Beatd::run`] with these environment variables set.
     pub fn run_with_env(&self, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Running {
-        let mut running = Running {
-            dir: self.dir.path().to_path_buf(),
-            args: extra.iter().map(|a| a.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_os_string())).collect(),
-            nofile: None,
-            child: None,
-        };
-        running.spawn();
-        running
+        self.launch(extra, env, None)
     }
 
     /// [`Beatd::run`] under a soft limit of `nofile` open descriptors (`ulimit -n`).
     pub fn run_with_nofile(&self, nofile: u64) -> Running {
+        self.launch(&[], &[], Some(nofile))
+    }
+
+    fn launch(&self, extra: &[&str], env: &[(&str, &std::ffi::OsStr)], nofile: Option<u64>) -> Running {
         let mut running = Running {
             dir: self.dir.path().to_path_buf(),
-            args: Vec::new(),
-            env: Vec::new(),
-            nofile: Some(nofile),
+            args: extra.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_os_string())).collect(),
+            nofile,
             child: None,
         };
         running.spawn();
