@@ -152,14 +152,22 @@ pub fn folder_of(path: &Path) -> PathBuf {
 fn read_source(path: &Path) -> Result<Source, ConfigErrors> {
     let shown = path.display().to_string();
     let bytes = read_limited(path).map_err(|m| ConfigErrors::whole_file(&shown, m))?;
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok(Source { path: path.to_path_buf(), text }),
-        Err(e) => {
-            let valid = e.utf8_error().valid_up_to();
-            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
-            let mut d = Diags::new(&shown, &prefix);
-            d.error(valid..valid, None, "invalid UTF-8: a config must be UTF-8 text");
-            Err(d.finish().expect_err("one error was added"))
+    Source::from_bytes(path, bytes)
+}
+
+impl Source {
+    /// A config file's bytes as text: UTF-8, or an error at the first byte that is not.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Source, ConfigErrors> {
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Source { path: path.to_path_buf(), text }),
+            Err(e) => {
+                let shown = path.display().to_string();
+                let valid = e.utf8_error().valid_up_to();
+                let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+                let mut d = Diags::new(&shown, &prefix);
+                d.error(valid..valid, None, "invalid UTF-8: a config must be UTF-8 text");
+                Err(d.finish().expect_err("one error was added"))
+            }
         }
     }
 }

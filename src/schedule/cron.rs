@@ -604,6 +604,20 @@ mod tests {
         assert_eq!(err("*/99 * * * *"), (2, "minute field: step 99 is larger than the field's range".into()));
     }
 
+    /// Found by the `cron` fuzz target: in 1850 Berlin's tz-database offset is its local mean
+    /// time, +0:53:28. beatd's zone tables start in 1900 and keep that year's +1:00 before it
+    /// (docs/cron.md, "Time zones"): fires stay on whole local minutes of that offset.
+    #[test]
+    fn before_1900_the_offset_of_1900_holds() {
+        let s = CronSchedule::new(expr("0 0 * * *"), chrono_tz::Europe::Berlin);
+        let from = DateTime::parse_from_rfc3339("1850-06-01T12:00:00Z").expect("valid").with_timezone(&Utc);
+        let next = s.next_after(from).expect("fires");
+        assert_eq!(next.to_rfc3339(), "1850-06-01T23:00:00+00:00");
+        let far = DateTime::parse_from_rfc3339("2400-07-01T12:00:00Z").expect("valid").with_timezone(&Utc);
+        // After 2199 the last offset of the table (winter, +1:00) holds, summer or not.
+        assert_eq!(s.next_after(far).expect("fires").to_rfc3339(), "2400-07-01T23:00:00+00:00");
+    }
+
     #[test]
     fn next_local_handles_month_and_leap_day_skips() {
         // 0 0 29 2 *: 2024-02-29 then 2028-02-29.
