@@ -92,6 +92,7 @@ impl Daemon {
     /// Starts the daemon for `config`; returns once it is ready (the API listening, systemd
     /// told READY=1).
     pub async fn start(config: Config, options: Options) -> Result<Daemon, DaemonError> {
+        crate::tls::install_crypto_provider();
         let Options { clock, systemd, watch } = options;
         let sched = config.scheduler.clone();
         let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);

@@ -4,10 +4,13 @@
 /// One HTTP client for the whole daemon: connection pools are shared, TLS is verified with the
 /// platform's roots (rustls; there is no switch to turn verification off).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("beatd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+    builder().build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The settings every beatd HTTP client has; [`crate::tls::TlsPem::http_client`] adds a CA and
+/// a client certificate to them.
+pub fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().user_agent(concat!("beatd/", env!("CARGO_PKG_VERSION")))
 }
 
 /// What went wrong with a request, said once: reqwest's outer layers ("error sending request

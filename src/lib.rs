@@ -45,3 +45,4 @@ pub mod state;
 pub mod status;
 pub mod systemd;
 pub mod timers;
+pub mod tls;

@@ -28,6 +28,8 @@ pub struct Notifier {
     pub name: String,
     pub url: reqwest::Url,
     pub format: Format,
+    /// A CA and client certificate for an `https://` URL.
+    pub tls: crate::tls::TlsFiles,
 }
 
 /// What a webhook receives (as JSON; Slack gets `text` alone).
@@ -127,14 +129,27 @@ async fn deliver(inner: &Inner, notifier: &Notifier, message: &Notification) {
     };
     let attempts = inner.backoff.len() + 1;
     for attempt in 1..=attempts {
-        let sent = inner.http.post(notifier.url.clone()).timeout(Duration::from_secs(10)).json(&body).send().await;
+        let http = match notifier.tls.is_empty() {
+            true => Ok(inner.http.clone()),
+            false => notifier.tls.read().and_then(|pem| pem.http_client()),
+        };
+        let sent = match http {
+            Ok(http) => http
+                .post(notifier.url.clone())
+                .timeout(Duration::from_secs(10))
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| crate::http::error_chain(&e)),
+            Err(e) => Err(e),
+        };
         let problem = match sent {
             Ok(resp) if resp.status().is_success() => {
                 tracing::debug!(job = %message.job, notifier = %notifier.name, "notified ({})", message.event);
                 return;
             }
             Ok(resp) => format!("answered {}", resp.status()),
-            Err(e) => crate::http::error_chain(&e),
+            Err(e) => e,
         };
         match inner.backoff.get(attempt - 1) {
             Some(wait) => {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -37,6 +38,8 @@ const NO_ROUTE: u16 = 312;
 
 pub struct Amqp {
     uri: AMQPUri,
+    /// A CA and client certificate (`amqps://`), read again at each new connection.
+    tls: crate::tls::TlsFiles,
     open: Option<(Connection, Channel)>,
     /// The largest body the broker takes, once it has refused a larger one.
     max_body: Option<usize>,
@@ -50,8 +53,8 @@ impl std::fmt::Debug for Amqp {
 
 impl Amqp {
     /// Connects lazily, at the first send.
-    pub fn new(url: &BrokerUrl) -> Result<Amqp, super::UrlError> {
-        Ok(Amqp { uri: url.amqp_uri()?, open: None, max_body: None })
+    pub fn new(url: &BrokerUrl, tls: &crate::tls::TlsFiles) -> Result<Amqp, super::UrlError> {
+        Ok(Amqp { uri: url.amqp_uri()?, tls: tls.clone(), open: None, max_body: None })
     }
 
     /// The open channel, or a new connection and channel if there is none or it was closed
@@ -63,10 +66,21 @@ impl Amqp {
             }
             self.close().await;
         }
+        let tls = self.tls.read()?;
         let connect = async {
-            let conn = Connection::connect_uri(self.uri.clone(), ConnectionProperties::default())
-                .await
-                .map_err(|e| e.to_string())?;
+            let conn = if self.tls.is_empty() {
+                Connection::connect_uri(self.uri.clone(), ConnectionProperties::default()).await
+            } else {
+                // The CA file's certificates are trusted besides the system's.
+                let config = OwnedTLSConfig {
+                    identity: tls.client.map(|(pem, key)| OwnedIdentity::PKCS8 { pem, key }),
+                    cert_chain: tls.ca.map(|ca| String::from_utf8_lossy(&ca).into_owned()),
+                };
+                let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+                Connection::connect_uri_with_config(self.uri.clone(), ConnectionProperties::default(), config, runtime)
+                    .await
+            }
+            .map_err(|e| e.to_string())?;
             let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
             ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
             Ok::<_, String>((conn, ch))

@@ -82,10 +82,10 @@ impl Brokers {
             let broker = name.clone();
             let transport = match config.url.kind {
                 Kind::Redis => Transport::Redis(Box::new(
-                    Redis::new(&config.url).map_err(|source| StartError::Client { broker, source })?,
+                    Redis::new(&config.url, &config.tls).map_err(|source| StartError::Client { broker, source })?,
                 )),
                 Kind::Amqp => Transport::Amqp(Box::new(
-                    Amqp::new(&config.url).map_err(|source| StartError::Url { broker, source })?,
+                    Amqp::new(&config.url, &config.tls).map_err(|source| StartError::Url { broker, source })?,
                 )),
             };
             let outbox = Outbox::open(state_dir)?;

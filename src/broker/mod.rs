@@ -73,6 +73,11 @@ impl BrokerUrl {
     }
 
     /// The URL with its secret, for the client library only.
+    /// `rediss://` or `amqps://`.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.url.scheme(), "rediss" | "amqps")
+    }
+
     pub fn secret(&self) -> &str {
         self.url.as_str()
     }
@@ -142,6 +147,8 @@ pub struct BrokerConfig {
     pub url: BrokerUrl,
     /// kombu's Redis transport options (defaults on RabbitMQ, where they do not apply).
     pub transport: TransportOptions,
+    /// A CA and client certificate for `rediss://` and `amqps://`.
+    pub tls: crate::tls::TlsFiles,
 }
 
 impl BrokerConfig {

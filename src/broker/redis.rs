@@ -11,12 +11,27 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
 use super::{BrokerUrl, QueueMessage, Sent, Side};
+use crate::tls::TlsFiles;
+
+/// A client that trusts only the CA file's certificates (with one) and presents the client
+/// certificate (with one).
+fn tls_client(url: &BrokerUrl, files: &TlsFiles) -> Result<redis::Client, String> {
+    let pem = files.read()?;
+    let certs = redis::TlsCertificates {
+        client_tls: pem.client.map(|(client_cert, client_key)| redis::ClientTlsConfig { client_cert, client_key }),
+        root_cert: pem.ca,
+    };
+    redis::Client::build_with_tls(url.secret(), certs).map_err(|e| format!("TLS settings: {e}"))
+}
 
 /// Messages per pipeline: a burst of 50 000 goes out as a few round trips of bounded size.
 const CHUNK: usize = 10_000;
 
 pub struct Redis {
     client: redis::Client,
+    url: BrokerUrl,
+    /// A CA and client certificate (`rediss://`), read again at each new connection.
+    tls: TlsFiles,
     conn: Option<MultiplexedConnection>,
 }
 
@@ -31,13 +46,16 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Connects at the first send: a broker that is down at start is not an error.
-    pub fn new(url: &BrokerUrl) -> Result<Redis, redis::RedisError> {
+    pub fn new(url: &BrokerUrl, tls: &TlsFiles) -> Result<Redis, redis::RedisError> {
         let client = redis::Client::open(url.secret())?;
-        Ok(Redis { client, conn: None })
+        Ok(Redis { client, url: url.clone(), tls: tls.clone(), conn: None })
     }
 
     async fn connection(&mut self) -> Result<&mut MultiplexedConnection, String> {
         if self.conn.is_none() {
+            if !self.tls.is_empty() {
+                self.client = tls_client(&self.url, &self.tls)?;
+            }
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(10)));

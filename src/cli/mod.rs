@@ -84,6 +84,7 @@ impl ConfigArg {
 pub struct Failed(pub u8);
 
 pub fn main() -> ExitCode {
+    crate::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),

@@ -57,7 +57,7 @@ pub fn action(kind: &str, t: &mut Table<'_, '_>, d: &mut Diags, cx: &ParseContex
         "command" => command(t, d, cx.base).map(|a| Action::Command(Box::new(a))),
         "noop" => Some(Action::Noop(crate::jobs::noop::Noop)),
         "cleanup" => cleanup(t, d, cx.base).map(|a| Action::Cleanup(Box::new(a))),
-        "http_check" => http_check(t, d).map(|a| Action::HttpCheck(Box::new(a))),
+        "http_check" => http_check(t, d, cx.base).map(|a| Action::HttpCheck(Box::new(a))),
         "tcp_check" => tcp_check(t, d).map(|a| Action::TcpCheck(Box::new(a))),
         "report" => report(t, d, cx).map(|a| Action::Report(Box::new(a))),
         "celery" => celery(t, d, cx.broker_names).map(|a| Action::Celery(Box::new(a))),
@@ -72,7 +72,8 @@ pub const COMMAND_KEYS: &[&str] = &["command", "workdir", "env", "kill_grace", "
 
 pub const CLEANUP_KEYS: &[&str] = &["path", "older_than", "pattern", "recursive", "remove_empty_dirs", "dry_run"];
 
-pub const HTTP_CHECK_KEYS: &[&str] = &["url", "method", "expect_status", "expect_body", "headers"];
+pub const HTTP_CHECK_KEYS: &[&str] =
+    &["url", "method", "expect_status", "expect_body", "headers", "ca_file", "client_cert", "client_key"];
 
 pub const TCP_CHECK_KEYS: &[&str] = &["address"];
 
@@ -244,7 +245,7 @@ pub fn cleanup(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Clea
 }
 
 /// `action = "http_check"`: its keys, read from the job's table.
-pub fn http_check(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<HttpCheck> {
+pub fn http_check(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<HttpCheck> {
     let url = t.http_url(d, "url");
     let method = match t.str(d, "method") {
         Some(m) => match Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
@@ -275,7 +276,9 @@ pub fn http_check(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<HttpCheck> {
             }
         }
     }
-    Some(HttpCheck { url: url?, method, expect_status, expect_body, headers, timeout: DEFAULT_TIMEOUT })
+    let encrypted = url.as_ref().map(|u| (u.scheme() == "https", "https://"));
+    let tls = super::sections::tls_files(t, d, base, encrypted);
+    Some(HttpCheck { url: url?, method, expect_status, expect_body, headers, timeout: DEFAULT_TIMEOUT, tls })
 }
 
 fn parse_statuses(t: &mut Table<'_, '_>, d: &mut Diags) -> Vec<(u16, u16)> {

@@ -380,12 +380,12 @@ impl Parts {
     fn read_file(&mut self, top: &mut Table<'_, '_>, d: &mut Diags<'_>, names: &Names, base: &Path, default_zone: Tz) {
         let (notifiers, brokers) = (&mut self.notifiers, &mut self.brokers);
         named_tables(top, d, &mut self.seen, "notifiers", "notifier", |name, t, d| {
-            if let Some(n) = sections::notifier(name, t, d) {
+            if let Some(n) = sections::notifier(name, t, d, base) {
                 notifiers.insert(name.to_string(), n);
             }
         });
         named_tables(top, d, &mut self.seen, "brokers", "broker", |name, t, d| {
-            if let Some(b) = sections::broker(name, t, d) {
+            if let Some(b) = sections::broker(name, t, d, base) {
                 brokers.insert(name.to_string(), b);
             }
         });
@@ -449,6 +449,8 @@ pub enum DiskCheck {
     TokenFile(PathBuf),
     /// `[databases.*] password_file`: readable.
     PasswordFile(PathBuf),
+    /// `ca_file`, `client_cert`, `client_key`: readable PEM files holding what they should.
+    Tls(crate::tls::TlsFiles),
 }
 
 impl DiskCheck {
@@ -459,6 +461,7 @@ impl DiskCheck {
             DiskCheck::PasswordFile(p) => std::fs::File::open(p)
                 .map(|_| ())
                 .map_err(|e| format!("cannot read password_file {}: {e}", p.display())),
+            DiskCheck::Tls(files) => files.read().map(|_| ()),
             DiskCheck::TokenFile(p) => match std::fs::read_to_string(p) {
                 Ok(token) if token.trim().is_empty() => Err(format!(
                     "token_file {} is empty: an empty token would let anyone in (remove token_file and beatd makes one)",

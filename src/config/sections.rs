@@ -11,6 +11,7 @@ use crate::broker::{BrokerConfig, BrokerUrl, Kind, OnBrokerDown, TransportOption
 use crate::cluster::{ClusterConfig, Target};
 use crate::databases::DatabaseConfig;
 use crate::notifications::{Format, Notifier};
+use crate::tls::TlsFiles;
 
 pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<SchedulerConfig> {
     let timezone = match t.str(d, "timezone") {
@@ -149,7 +150,7 @@ pub(super) fn api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<A
     })
 }
 
-pub fn notifier(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Notifier> {
+pub fn notifier(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Notifier> {
     let kind = t.req_str(d, "kind");
     if let Some(k) = &kind
         && k.value != "webhook"
@@ -167,12 +168,14 @@ pub fn notifier(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Noti
             Format::Json
         }
     };
+    let encrypted = url.as_ref().map(|u| (u.scheme() == "https", "https://"));
+    let tls = tls_files(t, d, base, encrypted);
     t.finish(d, &[]);
     kind?;
-    Some(Notifier { name: name.to_string(), url: url?, format })
+    Some(Notifier { name: name.to_string(), url: url?, format, tls })
 }
 
-pub fn broker(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<BrokerConfig> {
+pub fn broker(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<BrokerConfig> {
     let url = t.req_str(d, "url");
     let options = t.table(d, "transport_options");
     let url = url.and_then(|url| match BrokerUrl::parse(url.value) {
@@ -197,8 +200,45 @@ pub fn broker(name: &str, t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Broker
             transport_options(&mut opts, d)
         }
     };
+    let encrypted = url.as_ref().map(|u| (u.is_tls(), "rediss:// or amqps://"));
+    let tls = tls_files(t, d, base, encrypted);
     t.finish(d, &[]);
-    Some(BrokerConfig { name: name.to_string(), url: url?, transport })
+    Some(BrokerConfig { name: name.to_string(), url: url?, transport, tls })
+}
+
+/// `ca_file`, `client_cert` and `client_key` (see [`crate::tls`]), checked on disk with the
+/// rest of the config. `encrypted` says whether the peer's URL uses TLS: the keys are refused
+/// where they would do nothing.
+pub fn tls_files(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path, encrypted: Option<(bool, &str)>) -> TlsFiles {
+    let ca_file = t.path(d, "ca_file", base);
+    let cert = t.path(d, "client_cert", base);
+    let key = t.path(d, "client_key", base);
+    let client = match (cert, key) {
+        (Some((c, _)), Some((k, _))) => Some((c, k)),
+        (Some((_, span)), None) => {
+            t.error(d, span, "\"client_cert\" needs \"client_key\", the file with its private key");
+            None
+        }
+        (None, Some((_, span))) => {
+            t.error(d, span, "\"client_key\" needs \"client_cert\", the certificate it goes with");
+            None
+        }
+        (None, None) => None,
+    };
+    let files = TlsFiles { ca_file: ca_file.as_ref().map(|(p, _)| p.clone()), client };
+    let span = ["ca_file", "client_cert", "client_key"].iter().find_map(|k| t.key_span(k));
+    if let Some(span) = span {
+        match encrypted {
+            Some((false, schemes)) => t.error(
+                d,
+                span,
+                format!("\"ca_file\", \"client_cert\" and \"client_key\" need a TLS URL ({schemes}): this one is not encrypted"),
+            ),
+            _ if !files.is_empty() => t.defer(d, span, DiskCheck::Tls(files.clone())),
+            _ => {}
+        }
+    }
+    files
 }
 
 /// kombu transport options that only concern consumers (workers): accepted, so a copy of the

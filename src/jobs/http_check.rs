@@ -27,6 +27,9 @@ pub struct HttpCheck {
     pub expect_body: Option<String>,
     pub headers: HeaderMap,
     pub timeout: Duration,
+    /// A CA and client certificate: the check then has a client of its own, made at each run
+    /// (so renewed files are read), instead of the shared one.
+    pub tls: crate::tls::TlsFiles,
 }
 
 impl HttpCheck {
@@ -41,9 +44,11 @@ impl HttpCheck {
     pub async fn run(&self, cx: &RunContext) -> RunResult {
         let started = Instant::now();
         let probe = async {
-            let resp = cx
-                .services
-                .http
+            let http = match self.tls.is_empty() {
+                true => cx.services.http.clone(),
+                false => self.tls.read().and_then(|pem| pem.http_client()).map_err(|e| (None, e))?,
+            };
+            let resp = http
                 .request(self.method.clone(), self.url.clone())
                 .headers(self.headers.clone())
                 .timeout(self.timeout)

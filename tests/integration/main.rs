@@ -17,4 +17,5 @@ mod run;
 mod security;
 mod sql;
 mod systemd;
+mod tls;
 mod util;

@@ -510,3 +510,124 @@ fn pump(state: &ProxyState, mut client: std::net::TcpStream, mut server: std::ne
     let _ = client.shutdown(std::net::Shutdown::Both);
     let _ = down.join();
 }
+
+/// A RabbitMQ node of the test's own (its own name, ports and data folder) that it can stop
+/// and start again, and give a TLS listener, without touching the machine's broker. It needs
+/// root, as `rabbitmq-server` switches to the `rabbitmq` user, who must own the folder; tests
+/// that use one are skipped otherwise. Starting one takes about four seconds.
+pub struct RabbitNode {
+    pub port: u16,
+    /// The TLS listener, if the node has one.
+    pub tls_port: Option<u16>,
+    name: String,
+    dist_port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RabbitNode {
+    /// Whether this process may start one (it runs as root).
+    pub fn possible() -> bool {
+        nix::unistd::Uid::effective().is_root()
+    }
+
+    /// A node with a plain listener and, given `(ca, cert, key)` PEM files, a TLS listener that
+    /// verifies client certificates that are offered (and accepts clients without one).
+    pub fn start(tls: Option<(&Path, &Path, &Path)>) -> RabbitNode {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let tls_port = tls.map(|_| free_port());
+        let mut conf = format!("listeners.tcp.default = {port}\nloopback_users = none\n");
+        if let (Some((ca, cert, key)), Some(p)) = (tls, tls_port) {
+            for (src, name) in [(ca, "ca.pem"), (cert, "cert.pem"), (key, "key.pem")] {
+                std::fs::copy(src, dir.path().join(name)).expect("copy a PEM file");
+            }
+            let at = |n: &str| dir.path().join(n).display().to_string();
+            conf += &format!(
+                "listeners.ssl.default = {p}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\nssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = false\n",
+                at("ca.pem"),
+                at("cert.pem"),
+                at("key.pem")
+            );
+        }
+        std::fs::write(dir.path().join("rabbitmq.conf"), conf).expect("rabbitmq.conf");
+        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").expect("enabled_plugins");
+        let status = StdCommand::new("chown").arg("-R").arg("rabbitmq:rabbitmq").arg(dir.path()).status();
+        assert!(status.is_ok_and(|s| s.success()), "chown to the rabbitmq user");
+        let mut node = RabbitNode {
+            port,
+            tls_port,
+            name: format!("beatd-test-{port}@localhost"),
+            dist_port: free_port(),
+            dir,
+            child: None,
+        };
+        node.restart();
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Starts it (again) and waits until its listeners take connections.
+    pub fn restart(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("out.log")).expect("log");
+        let child = StdCommand::new("rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &self.name)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("rabbitmq-server must be installed");
+        self.child = Some(child);
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
+        let up = wait_for(Duration::from_secs(60), || {
+            ports.iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        });
+        let out = std::fs::read_to_string(d.join("out.log")).unwrap_or_default();
+        assert!(up, "RabbitMQ node {} did not start:\n{out}", self.name);
+    }
+
+    /// Stops it cleanly (`rabbitmqctl stop`: durable queues and persistent messages are kept)
+    /// and waits until it is gone.
+    pub fn stop(&mut self) {
+        let _ = StdCommand::new("rabbitmqctl").args(["-n", &self.name, "stop"]).stdout(Stdio::null()).status();
+        if let Some(mut child) = self.child.take() {
+            wait_exit(&mut child, Duration::from_secs(20));
+        }
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        // The Erlang VM is a grandchild (rabbitmq-server switches users): kill it by its pid file.
+        if let Some(pid) = std::fs::read_to_string(self.dir.path().join("pid")).ok().and_then(|p| p.trim().parse().ok())
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

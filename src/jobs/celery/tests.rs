@@ -13,7 +13,7 @@ use crate::config::parse_str;
 use crate::jobs::Action;
 
 fn broker(url: &str, transport: TransportOptions) -> BrokerConfig {
-    BrokerConfig { name: "main".into(), url: BrokerUrl::parse(url).expect("valid"), transport }
+    BrokerConfig { name: "main".into(), url: BrokerUrl::parse(url).expect("valid"), transport, tls: Default::default() }
 }
 
 fn redis() -> BrokerConfig {
