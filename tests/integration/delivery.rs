@@ -5,13 +5,12 @@
 //! Every beatd here logs at `trace`, and no task argument may appear in its log.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::queue::{celery_worker, recorded, unique_queue};
-use crate::util::{Beatd, Proxy, RedisServer, wait_for};
+use crate::util::{Beatd, Proxy, Reaped, RedisServer, wait_for};
 
 const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672//";
 /// Put in task arguments: it must never reach beatd's log.
@@ -71,16 +70,6 @@ impl Drop for Rabbit {
         for q in &self.declared {
             let _ = self.rt.block_on(self.ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()));
         }
-    }
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -463,4 +452,69 @@ fn a_global_key_prefix_matches_the_workers() {
     let mut conn = redis.conn();
     let unprefixed: Vec<String> = redis::cmd("KEYS").arg("work*").query(&mut conn).expect("keys");
     assert!(unprefixed.is_empty(), "{unprefixed:?}");
+}
+
+/// The outage the hardening issue asks for: a 1 s celery job into a RabbitMQ node of the
+/// test's own; the node stops (cleanly, as a restart does), beatd is SIGKILLed while it is
+/// down and started again, the node comes back. Every slot from the first message to the last
+/// is in the queue once, in slot order, under the task id beatd gives that slot.
+#[test]
+fn a_rabbitmq_restart_with_a_sigkill_of_beatd_in_the_outage_loses_and_doubles_nothing() {
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+    if !crate::util::RabbitNode::possible() {
+        eprintln!("skipped: a RabbitMQ node of the test's own needs root");
+        return;
+    }
+    let mut node = crate::util::RabbitNode::start(None);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    rt.block_on(async {
+        let conn = lapin::Connection::connect(&node.url(), Default::default()).await.expect("the node");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare("ticks".into(), durable, Default::default()).await.expect("declare");
+        let _ = conn.close(0, "declared".into()).await;
+    });
+    let b = Beatd::with_config(&format!(
+        "[brokers.node]\nurl = \"{}\"\n[jobs.tick]\nevery = \"1s\"\naction = \"celery\"\nbroker = \"node\"\ntask = \"tasks.tick\"\nqueue = \"ticks\"\ncatch_up = \"all\"\n",
+        node.url()
+    ));
+    let started = chrono::Utc::now().timestamp();
+    let mut d = b.run(&[]);
+    assert!(wait_for(Duration::from_secs(10), || crate::util::history(&b, "tick").len() >= 3), "{}", b.log());
+    node.stop();
+    assert!(wait_for(Duration::from_secs(10), || b.log().contains("is unreachable")), "{}", b.log());
+    std::thread::sleep(Duration::from_secs(2));
+    d.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    d.start_again();
+    std::thread::sleep(Duration::from_secs(2));
+    node.restart();
+    assert!(wait_for(Duration::from_secs(30), || b.log().contains("is back")), "{}", b.log());
+    std::thread::sleep(Duration::from_secs(2));
+    d.stop();
+    let ended = chrono::Utc::now().timestamp();
+
+    let ids: Vec<String> = rt.block_on(async {
+        let conn = lapin::Connection::connect(&node.url(), Default::default()).await.expect("the node");
+        let ch = conn.create_channel().await.expect("channel");
+        let mut ids = Vec::new();
+        while let Ok(Some(m)) = ch.basic_get("ticks".into(), BasicGetOptions { no_ack: true }).await {
+            ids.push(m.properties.correlation_id().as_ref().expect("a task id").to_string());
+        }
+        ids
+    });
+    let slot_of: BTreeMap<String, i64> = (started - 2..=ended + 2)
+        .map(|t| {
+            let slot = chrono::DateTime::from_timestamp(t, 0).expect("in range");
+            (beatd::job::fire_id("tick", slot).to_string(), t)
+        })
+        .collect();
+    let slots: Vec<i64> =
+        ids.iter().map(|id| *slot_of.get(id).unwrap_or_else(|| panic!("unknown task id {id}"))).collect();
+    let log = b.log();
+    assert!(slots.len() >= 8, "{slots:?}\n{log}");
+    let expected: Vec<i64> = (slots[0]..slots[0] + slots.len() as i64).collect();
+    assert_eq!(slots, expected, "slots lost, doubled or out of order\n{log}");
+    // Nothing is left behind either: the last slot is the last one before beatd stopped.
+    assert!(*slots.last().expect("slots") >= ended - 4, "{slots:?} ended {ended}\n{log}");
 }
