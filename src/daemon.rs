@@ -33,7 +33,7 @@ use crate::reload::{self, Reloader, Trigger};
 use crate::scheduler::Dispatch;
 use crate::scheduler::Scheduler;
 use crate::scheduler::runner::Runner;
-use crate::state::history::{History, Writer};
+use crate::state::history::{History, Pending, Writer};
 use crate::state::journal::Journal;
 use crate::state::{self, StateError};
 use crate::status::Board;
@@ -110,10 +110,12 @@ impl Daemon {
         }
         let (history, writer) =
             Writer::start(&sched.state_dir, sched.history_keep, clock.clone(), board.state.clone())?;
+        history.send(Pending::retentions(&config.jobs));
         let services = Arc::new(
             Services::new(clock.clone(), sched.state_dir.clone(), config.notifiers.clone())
                 .with_databases(config.databases.clone()),
         );
+        let reload_history = history.clone();
         let brokers = start_brokers(&config, &board, &history, &clock)?;
         let runner = Runner::with_brokers(Actions, services.clone(), history, sched.max_running, brokers);
         // Paused jobs stay paused across restarts.
@@ -191,7 +193,7 @@ impl Daemon {
         systemd.ready(&summary);
         tracing::info!("beatd started from {}: {summary}", config.path.display());
         let (reloads, requests) = mpsc::unbounded_channel();
-        let reloader = Reloader::new(config, board.clone(), services, systemd.clone(), to_loop);
+        let reloader = Reloader::new(config, board.clone(), services, systemd.clone(), to_loop, reload_history);
         let reloading = tokio::spawn(reload_on_request(reloader, requests, watch));
         let stop = CancellationToken::new();
         let kill = runner.kill_token();
@@ -210,7 +212,9 @@ impl Daemon {
                 if let Some(serving) = serving {
                     let _ = serving.await;
                 }
+                // The reloader holds a history sender: wait until it is gone, so the writer can finish.
                 reloading.abort();
+                let _ = reloading.await;
             }
         });
         Ok(Daemon { board, api, stop, kill, reloads, main, writer })

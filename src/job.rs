@@ -32,9 +32,33 @@ pub struct Job {
     /// The notifier told about failures and recoveries (and, for reports, the summary).
     pub notify: Option<String>,
     pub notify_on: NotifyOn,
+    /// Which of its runs the history keeps.
+    pub history: Retention,
     /// The job's table as written, keys sorted and layout ignored, with the zone and folder
     /// it is read in: a reload compares jobs by it.
     pub definition: String,
+}
+
+/// Which runs of a job the run history writes (`history`), and how many it keeps
+/// (`history_keep_runs`): set for all jobs in `[scheduler]`, or per job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub mode: HistoryMode,
+    /// The newest this many runs of the job are kept; `None`: no cap beside `history_keep`.
+    pub max_runs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HistoryMode {
+    /// Every run.
+    #[default]
+    All,
+    /// Failures, timeouts, skips, interruptions, retried runs, and a success that follows
+    /// anything else (a recovery). The successes left out are counted per job and hour, so
+    /// reports keep their totals and rates.
+    Failures,
+    /// No run at all.
+    Off,
 }
 
 /// Which changes of a job's state are notified.

@@ -42,6 +42,8 @@ pub struct Reloader {
     services: Arc<Services>,
     systemd: Arc<Systemd>,
     to_loop: mpsc::UnboundedSender<Reload>,
+    /// The history writer, told each job's retention.
+    history: crate::state::history::History,
 }
 
 impl Reloader {
@@ -51,8 +53,9 @@ impl Reloader {
         services: Arc<Services>,
         systemd: Arc<Systemd>,
         to_loop: mpsc::UnboundedSender<Reload>,
+        history: crate::state::history::History,
     ) -> Self {
-        Reloader { path: running.path.clone(), running, board, services, systemd, to_loop }
+        Reloader { path: running.path.clone(), running, board, services, systemd, to_loop, history }
     }
 
     /// The folders whose files make up the config: the main file's, and each include's.
@@ -111,6 +114,7 @@ impl Reloader {
             tracing::warn!("reload: {change} changed; that takes effect at the next restart");
         }
         self.services.notifications.set_notifiers(config.notifiers.clone());
+        self.history.send(crate::state::history::Pending::retentions(&config.jobs));
         let (done, applied) = oneshot::channel();
         if self.to_loop.send(Reload { jobs: config.jobs.clone(), done }).is_err() {
             tracing::warn!("reload: the timer loop has stopped");

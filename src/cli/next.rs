@@ -89,6 +89,7 @@ fn inline_job(args: &Args) -> Result<Job, Failed> {
         enabled: true,
         action: Action::Noop(Noop),
         policy: Default::default(),
+        history: Default::default(),
         notify: None,
         notify_on: Default::default(),
         definition: String::new(),

@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use super::actions::{self, ParseContext};
 use super::diag::{Diags, hint};
 use super::table::{self, Str, Table};
-use crate::job::{Job, NotifyOn};
+use crate::job::{HistoryMode, Job, NotifyOn, Retention};
 use crate::jobs::{ACTIONS, Action};
 use crate::notifications;
 use crate::policy::{CatchUp, Overlap, Policy};
@@ -26,8 +26,10 @@ pub(super) fn job(
     cx: &ParseContext<'_>,
     notifier_names: &[String],
     default_zone: Tz,
+    default_history: Retention,
 ) -> Option<Job> {
     let enabled = t.bool(d, "enabled").unwrap_or(true);
+    let history = retention(t, d, default_history);
     let policy = policy(t, d);
     let notify = notify_target(t, d, notifier_names);
     let notify_on = notify_on(t, d);
@@ -61,8 +63,27 @@ pub(super) fn job(
         policy,
         notify,
         notify_on,
+        history,
         definition: String::new(),
     })
+}
+
+/// `history` and `history_keep_runs`, over `defaults` (the scheduler's, for a job; the
+/// built-in ones, for `[scheduler]`).
+pub(super) fn retention(t: &mut Table<'_, '_>, d: &mut Diags, defaults: Retention) -> Retention {
+    let modes = [("all", HistoryMode::All), ("failures", HistoryMode::Failures), ("off", HistoryMode::Off)];
+    let mode = t.choice(d, "history", "history", &modes).unwrap_or(defaults.mode);
+    let max_runs = match t.integer(d, "history_keep_runs") {
+        Some((n, span)) => match u64::try_from(n) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                t.error(d, span, "\"history_keep_runs\" must be 1 or more");
+                defaults.max_runs
+            }
+        },
+        None => defaults.max_runs,
+    };
+    Retention { mode, max_runs }
 }
 
 /// `notify = "NAME"`, which must name a `[notifiers.NAME]`.

@@ -29,7 +29,7 @@ use self::diag::{ConfigErrors, Diagnostic, Diags};
 use self::table::{Table, type_name};
 use crate::api::ApiConfig;
 use crate::cluster::ClusterConfig;
-use crate::job::Job;
+use crate::job::{Job, Retention};
 use crate::notifications::Notifier;
 
 pub use self::job::{ScheduleError, cron_from_text, every_from_text, parse_zone};
@@ -68,6 +68,8 @@ pub struct SchedulerConfig {
     pub max_running: Option<usize>,
     /// Run history older than this is deleted.
     pub history_keep: Duration,
+    /// `history` and `history_keep_runs`: every job's, unless it sets its own.
+    pub history: Retention,
     /// Drop-in files merged into this one: glob patterns, relative to the config's folder.
     pub include: Vec<String>,
     /// At most this many queue messages wait in the outbox; past it the oldest are dropped.
@@ -82,6 +84,7 @@ impl SchedulerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_running: None,
             history_keep: Duration::from_secs(30 * 86_400),
+            history: Retention::default(),
             include: Vec::new(),
             max_outbox: 100_000,
         }
@@ -258,7 +261,7 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path, disk: Disk)
     let mut main_top = roots[0].as_ref().map(|r| Table::new(r.get_ref(), 0..0, None));
     let (scheduler, api, cluster) = main_sections(main_top.as_mut(), &mut diags[0], base);
     let names = Names::across(&roots);
-    let default_zone = scheduler.as_ref().map_or(Tz::UTC, |s| s.timezone);
+    let defaults = scheduler.as_ref().map_or((Tz::UTC, Retention::default()), |s| (s.timezone, s.history));
     let mut parts = Parts::default();
     for (i, (root, d)) in roots.iter().zip(&mut diags).enumerate() {
         let Some(root) = root.as_ref().map(|r| r.get_ref()) else { continue };
@@ -267,7 +270,7 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path, disk: Disk)
         if i > 0 {
             refuse_main_sections(&mut top, d, &main.path);
         }
-        parts.read_file(&mut top, d, &names, base, default_zone);
+        parts.read_file(&mut top, d, &names, base, defaults);
         top.finish(d, &[]);
     }
     let mut errors = Vec::new();
@@ -376,8 +379,16 @@ struct Parts {
 }
 
 impl Parts {
-    /// Reads one file's `[notifiers]`, `[brokers]` and `[jobs]`.
-    fn read_file(&mut self, top: &mut Table<'_, '_>, d: &mut Diags<'_>, names: &Names, base: &Path, default_zone: Tz) {
+    /// Reads one file's `[notifiers]`, `[brokers]` and `[jobs]`; `defaults` are the zone and
+    /// history retention `[scheduler]` sets for jobs.
+    fn read_file(
+        &mut self,
+        top: &mut Table<'_, '_>,
+        d: &mut Diags<'_>,
+        names: &Names,
+        base: &Path,
+        defaults: (Tz, Retention),
+    ) {
         let (notifiers, brokers) = (&mut self.notifiers, &mut self.brokers);
         named_tables(top, d, &mut self.seen, "notifiers", "notifier", |name, t, d| {
             if let Some(n) = sections::notifier(name, t, d, base) {
@@ -417,7 +428,7 @@ impl Parts {
                 continue;
             };
             let mut t = Table::new(jt, key.span(), Some(name));
-            if let Some(mut job) = job::job(name, &mut t, d, &cx, &names.notifiers, default_zone) {
+            if let Some(mut job) = job::job(name, &mut t, d, &cx, &names.notifiers, defaults.0, defaults.1) {
                 let mut definition = String::new();
                 table::canonical(value.get_ref(), &mut definition);
                 job.definition = format!("{definition} zone={} base={}", job.timezone.name(), base.display());
@@ -555,5 +566,25 @@ mod tests {
             "[scheduler]\ntimezone = \"Europe/Berlin\"\n[jobs.a]\nevery = \"5m\"\naction = \"command\"\ncommand = \"echo hi\"\ntimeout = \"10s\"\n",
         );
         assert_ne!(a, d, "the default zone the job is read in is part of it");
+    }
+
+    #[test]
+    fn history_retention_is_set_for_all_jobs_and_per_job() {
+        use crate::job::HistoryMode;
+        let text = "[scheduler]\nhistory = \"failures\"\nhistory_keep_runs = 100\n\
+                    [jobs.a]\nevery = \"1s\"\naction = \"noop\"\n\
+                    [jobs.b]\nevery = \"1s\"\naction = \"noop\"\nhistory = \"all\"\n\
+                    [jobs.c]\nevery = \"1s\"\naction = \"noop\"\nhistory = \"off\"\nhistory_keep_runs = 3\n";
+        let config = parse_str(text, Path::new("t.toml"), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<(HistoryMode, Option<u64>)> =
+            config.jobs.iter().map(|j| (j.history.mode, j.history.max_runs)).collect();
+        assert_eq!(
+            got,
+            [(HistoryMode::Failures, Some(100)), (HistoryMode::All, Some(100)), (HistoryMode::Off, Some(3))]
+        );
+        let bad = "[jobs.a]\nevery = \"1s\"\naction = \"noop\"\nhistory = \"some\"\nhistory_keep_runs = 0\n";
+        let e = parse_str(bad, Path::new("t.toml"), Path::new(".")).expect_err("invalid").to_string();
+        assert!(e.contains("t.toml:4:11: job \"a\": ") && e.contains("\"some\""), "{e}");
+        assert!(e.contains("t.toml:5:21: job \"a\": \"history_keep_runs\" must be 1 or more"), "{e}");
     }
 }

@@ -29,6 +29,7 @@ pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Op
         }
     });
     let history_keep = t.duration(d, "history_keep").map_or(defaults.history_keep, |(v, _)| v);
+    let history = super::job::retention(t, d, defaults.history);
     let mut include = Vec::new();
     for pattern in t.str_list(d, "include").map(|(l, _)| l).unwrap_or_default() {
         if let Err(e) = glob::Pattern::new(pattern.value) {
@@ -53,6 +54,7 @@ pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Op
         shutdown_grace,
         max_running,
         history_keep,
+        history,
         include,
         max_outbox,
     })

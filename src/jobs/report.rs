@@ -9,7 +9,7 @@
 //! can write to it (unless it is sticky and beatd's own), and each file is a new one renamed
 //! into place, so a link planted under a report's name is replaced, never written through.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,7 +118,11 @@ impl Report {
             .into_iter()
             .filter(|r| r.finished_at <= until && self.jobs.as_ref().is_none_or(|j| j.contains(&r.job)))
             .collect();
-        let summary = summarize(&records, since, until);
+        // Successes a job with `history = "failures"` left out count too (by the hour).
+        let mut unwritten =
+            history::unwritten_successes(&conn, since).map_err(|e| format!("reading the history: {e}"))?;
+        unwritten.retain(|job, _| self.jobs.as_ref().is_none_or(|j| j.contains(job)));
+        let summary = summarize(&records, &unwritten, since, until);
         let dir = crate::nofollow::create_dir(&self.output_dir, 0o755).map_err(|e| format!("output_dir: {e}"))?;
         crate::nofollow::check_private(&dir, &self.output_dir).map_err(|e| format!("output_dir: {e}"))?;
         let local = fire.scheduled_at.with_timezone(&fire.job.timezone);
@@ -163,18 +167,30 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Per-job figures from history records (any order), jobs sorted by name.
-pub fn summarize(records: &[RunRecord], since: DateTime<Utc>, until: DateTime<Utc>) -> Summary {
+/// Per-job figures from history records (any order) and the successes jobs left out of the
+/// history (`history = "failures"`), jobs sorted by name.
+pub fn summarize(
+    records: &[RunRecord],
+    unwritten: &HashMap<String, u64>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Summary {
     let mut by_job: BTreeMap<&str, Vec<&RunRecord>> = BTreeMap::new();
     for r in records {
         by_job.entry(r.job.as_str()).or_default().push(r);
+    }
+    for job in unwritten.keys() {
+        by_job.entry(job.as_str()).or_default();
     }
     let jobs = by_job
         .into_iter()
         .map(|(job, mut runs)| {
             runs.sort_by_key(|r| r.finished_at);
+            let extra = unwritten.get(job).copied().unwrap_or(0);
             let done: Vec<&&RunRecord> = runs.iter().filter(|r| r.outcome != RunOutcome::Skipped).collect();
-            let successes = done.iter().filter(|r| r.outcome == RunOutcome::Success).count() as u64;
+            let written_successes = done.iter().filter(|r| r.outcome == RunOutcome::Success).count() as u64;
+            let successes = written_successes + extra;
+            let total = done.len() as u64 + extra;
             let durations: Vec<f64> =
                 done.iter().filter_map(|r| r.duration()).map(|d| d.as_secs_f64() * 1000.0).collect();
             let checks: Vec<&&&RunRecord> = done.iter().filter(|r| r.details.up.is_some()).collect();
@@ -184,17 +200,18 @@ pub fn summarize(records: &[RunRecord], since: DateTime<Utc>, until: DateTime<Ut
             let sql_runs = done.iter().any(|r| r.details.statements.is_some());
             JobSummary {
                 job: job.to_string(),
-                runs: done.len() as u64,
+                runs: total,
                 successes,
-                failures: done.len() as u64 - successes,
+                failures: total - successes,
                 skipped: (runs.len() - done.len()) as u64,
-                success_rate: (!done.is_empty()).then(|| round2(successes as f64 * 100.0 / done.len() as f64)),
+                success_rate: (total > 0).then(|| round2(successes as f64 * 100.0 / total as f64)),
                 median_duration_ms: median(durations.clone()).map(round2),
                 max_duration_ms: durations.iter().copied().reduce(f64::max).map(round2),
                 last_error: runs.iter().rev().find_map(|r| r.error.clone()),
+                // A check's successes are its "up" runs, written or not.
                 availability: (!checks.is_empty()).then(|| {
-                    let up = checks.iter().filter(|r| r.details.up == Some(true)).count();
-                    round2(up as f64 * 100.0 / checks.len() as f64)
+                    let up = checks.iter().filter(|r| r.details.up == Some(true)).count() as u64 + extra;
+                    round2(up as f64 * 100.0 / (checks.len() as u64 + extra) as f64)
                 }),
                 median_latency_ms: median(checks.iter().filter_map(|r| r.details.latency_ms).collect()).map(round2),
                 files_deleted: (!cleanups.is_empty())

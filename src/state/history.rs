@@ -14,7 +14,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::StateError;
-use crate::job::{Details, RunOutcome};
+use crate::job::{Details, HistoryMode, Retention, RunOutcome};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One row of the history.
@@ -48,11 +49,20 @@ pub enum Pending {
     Instant { job: Arc<str>, slot: DateTime<Utc>, at: DateTime<Utc> },
     /// Many entries from one tick, sent at once.
     Batch(Vec<Pending>),
+    /// Which runs each job keeps, by name: sent at start and at each reload. A job not named
+    /// keeps every run.
+    Retentions(Arc<HashMap<String, Retention>>),
 }
 
 impl Pending {
+    /// The retentions of `jobs`, as the writer takes them.
+    pub fn retentions<'a>(jobs: impl IntoIterator<Item = &'a crate::job::Job>) -> Pending {
+        Pending::Retentions(Arc::new(jobs.into_iter().map(|j| (j.name.to_string(), j.history)).collect()))
+    }
+
     fn into_records(self, out: &mut Vec<RunRecord>) {
         match self {
+            Pending::Retentions(_) => {}
             Pending::Run(r) => out.push(*r),
             Pending::Instant { job, slot, at } => out.push(RunRecord {
                 job: job.to_string(),
@@ -178,15 +188,16 @@ fn write_loop(
         tracing::debug!("cannot lower the history writer's priority: {e}");
     }
     let mut batch = Vec::with_capacity(1024);
+    let mut keeper = Keeper::default();
     let mut last_prune: Option<Instant> = None;
     let mut dropped = 0usize;
     let mut retrying = false;
     loop {
         // Runs that could not be written wait in `batch`: take more without blocking, and try
         // again after a pause; otherwise wait for the next run.
-        if batch.is_empty() {
+        if batch.is_empty() && keeper.counted.is_empty() {
             match rx.blocking_recv() {
-                Some(first) => first.into_records(&mut batch),
+                Some(first) => keeper.take(first, &mut batch),
                 None => return,
             }
         }
@@ -194,7 +205,7 @@ fn write_loop(
         // While retrying, everything queued joins the waiting runs (trimmed below).
         while batch.len() < MAX_BATCH || retrying {
             match rx.try_recv() {
-                Ok(e) => e.into_records(&mut batch),
+                Ok(e) => keeper.take(e, &mut batch),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     closed = true;
@@ -202,10 +213,11 @@ fn write_loop(
                 }
             }
         }
-        match insert(&mut conn, &batch) {
+        match write(&mut conn, &batch, &keeper.counted) {
             Ok(()) => {
                 alarm.recovered(super::alarm::Part::History, &format!("{} waiting run(s) written", batch.len()));
                 batch.clear();
+                keeper.counted.clear();
                 retrying = false;
             }
             Err(e) => {
@@ -229,13 +241,20 @@ fn write_loop(
                 continue;
             }
         }
-        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+        if closed || last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(Instant::now());
             let cutoff = clock.now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
             match conn.execute("DELETE FROM runs WHERE finished_at < ?1", [cutoff.timestamp_millis()]) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!("pruned {n} run(s) older than {}", humantime::format_duration(keep)),
                 Err(e) => tracing::warn!("cannot prune run history: {e}"),
+            }
+            let hour = cutoff.timestamp().div_euclid(3600);
+            if let Err(e) = conn.execute("DELETE FROM unwritten_successes WHERE hour < ?1", [hour]) {
+                tracing::warn!("cannot prune success counts: {e}");
+            }
+            if let Err(e) = keep_runs(&conn, &keeper.retention) {
+                tracing::warn!("cannot prune run history to history_keep_runs: {e}");
             }
         }
         if closed {
@@ -244,8 +263,110 @@ fn write_loop(
     }
 }
 
+/// What the writer keeps of the runs it gets, job by job (`history`, `history_keep_runs`).
+#[derive(Debug, Default)]
+struct Keeper {
+    retention: Arc<HashMap<String, Retention>>,
+    /// Whether each job's last run was a success, for `failures`: a success after anything
+    /// else (or the first after a start) is written.
+    last_ok: HashMap<String, bool>,
+    /// Successes left out, by job and hour: written with the next batch.
+    counted: HashMap<(String, i64), u64>,
+}
+
+impl Keeper {
+    /// Adds to `batch` the runs of `entry` that their job's retention writes.
+    fn take(&mut self, entry: Pending, batch: &mut Vec<RunRecord>) {
+        if let Pending::Retentions(r) = entry {
+            self.retention = r;
+            return;
+        }
+        let start = batch.len();
+        entry.into_records(batch);
+        if self.retention.is_empty() {
+            return;
+        }
+        let mut kept = start;
+        for i in start..batch.len() {
+            if self.keeps(&batch[i]) {
+                batch.swap(kept, i);
+                kept += 1;
+            }
+        }
+        batch.truncate(kept);
+    }
+
+    fn keeps(&mut self, r: &RunRecord) -> bool {
+        let mode = self.retention.get(&r.job).map_or(HistoryMode::All, |k| k.mode);
+        match mode {
+            HistoryMode::All => true,
+            HistoryMode::Off => false,
+            HistoryMode::Failures => {
+                let ok = r.outcome == RunOutcome::Success;
+                let was_ok = self.last_ok.insert(r.job.clone(), ok);
+                let plain = ok && r.attempt <= 1 && was_ok == Some(true) && !manual(r);
+                if plain {
+                    let hour = r.finished_at.timestamp().div_euclid(3600);
+                    *self.counted.entry((r.job.clone(), hour)).or_default() += 1;
+                }
+                !plain
+            }
+        }
+    }
+}
+
+/// Whether `r` is a run someone asked for (its id is not the one its slot derives): those are
+/// always written.
+fn manual(r: &RunRecord) -> bool {
+    !r.fire_id.is_empty() && r.fire_id != crate::job::fire_id(&r.job, r.scheduled_at).to_string()
+}
+
+/// Deletes each capped job's runs beyond its newest `history_keep_runs`.
+fn keep_runs(conn: &Connection, retention: &HashMap<String, Retention>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM runs WHERE job = ?1 AND id <= (SELECT id FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?;
+    for (job, r) in retention {
+        if let Some(max) = r.max_runs {
+            stmt.execute(params![job, i64::try_from(max).unwrap_or(i64::MAX)])?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `batch` and the success counts in one transaction.
+fn write(conn: &mut Connection, batch: &[RunRecord], counted: &HashMap<(String, i64), u64>) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    insert_rows(&tx, batch)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO unwritten_successes (job, hour, n) VALUES (?1, ?2, ?3)
+             ON CONFLICT (job, hour) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((job, hour), n) in counted {
+            stmt.execute(params![job, hour, i64::try_from(*n).unwrap_or(i64::MAX)])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Successes left out of the history (`history = "failures"`) per job, in the hours that
+/// overlap `since..`.
+pub fn unwritten_successes(conn: &Connection, since: DateTime<Utc>) -> rusqlite::Result<HashMap<String, u64>> {
+    let mut stmt = conn.prepare_cached("SELECT job, sum(n) FROM unwritten_successes WHERE hour >= ?1 GROUP BY job")?;
+    let rows = stmt.query_map([since.timestamp().div_euclid(3600)], |r| {
+        Ok((r.get::<_, String>(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+    })?;
+    rows.collect()
+}
+
 pub fn insert(conn: &mut Connection, batch: &[RunRecord]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    insert_rows(&tx, batch)?;
+    tx.commit()
+}
+
+fn insert_rows(tx: &rusqlite::Transaction<'_>, batch: &[RunRecord]) -> rusqlite::Result<()> {
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO runs (job, fire_id, scheduled_at, started_at, finished_at, outcome, attempt, exit_code, error, details)
@@ -275,7 +396,7 @@ pub fn insert(conn: &mut Connection, batch: &[RunRecord]) -> rusqlite::Result<()
             ])?;
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 /// Runs, newest first: of `job` (or every job), finished at or after `since`, at most `limit`.
@@ -361,6 +482,68 @@ mod tests {
         let since = DateTime::from_timestamp_millis(1_000_900).expect("valid");
         // Finished 250 ms after the slot: odd i from 651 to 999.
         assert_eq!(query(&conn, Some("b"), Some(since), None).expect("since").len(), 175);
+    }
+
+    #[test]
+    fn retention_failures_off_and_a_cap_per_job() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let forever = Duration::from_secs(365 * 86_400 * 100);
+        let (history, writer) =
+            Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
+        let keep = |mode, max_runs| Retention { mode, max_runs };
+        let retentions: HashMap<String, Retention> = [
+            ("f".to_string(), keep(HistoryMode::Failures, None)),
+            ("o".to_string(), keep(HistoryMode::Off, None)),
+            ("capped".to_string(), keep(HistoryMode::All, Some(5))),
+        ]
+        .into();
+        history.send(Pending::Retentions(Arc::new(retentions)));
+        // Scheduled runs carry no id (the writer derives it); the last one is a retry.
+        let scheduled = |job: &str, ms: i64, outcome, attempt| RunRecord {
+            fire_id: String::new(),
+            attempt,
+            ..record(job, ms, outcome)
+        };
+        use RunOutcome::{Failure, Success, Timeout};
+        let f = [Success, Success, Failure, Success, Success, Success, Timeout, Success, Success];
+        for (i, outcome) in f.into_iter().enumerate() {
+            let attempt = if i == 8 { 2 } else { 1 };
+            history.record(scheduled("f", 1_000_000 + i as i64 * 1000, outcome, attempt));
+        }
+        // Asked for by hand (an id that is not the slot's): written whatever came before.
+        history.record(RunRecord {
+            fire_id: "4a1c2b7e-0000-4000-8000-000000000000".into(),
+            ..record("f", 2_000_000, Success)
+        });
+        for i in 0..10 {
+            history.record(scheduled("o", 1_000_000 + i, if i == 5 { Failure } else { Success }, 1));
+        }
+        for i in 0..12 {
+            history.record(scheduled("capped", 1_000_000 + i * 1000, Success, 1));
+            history.record(scheduled("a", 1_000_000 + i * 1000, Success, 1));
+        }
+        drop(history);
+        writer.finish();
+        let conn = super::super::open_read_only(dir.path()).expect("open");
+        let outcomes = |job| -> Vec<(RunOutcome, u32)> {
+            let mut runs = query(&conn, Some(job), None, None).expect("query");
+            runs.reverse();
+            runs.iter().map(|r| (r.outcome, r.attempt)).collect()
+        };
+        // The first after the start, the failure, the recovery, the timeout, the recovery, the
+        // retried success, the manual run; three plain successes are counted instead.
+        assert_eq!(
+            outcomes("f"),
+            [(Success, 1), (Failure, 1), (Success, 1), (Timeout, 1), (Success, 1), (Success, 2), (Success, 1)]
+        );
+        let epoch = DateTime::from_timestamp(0, 0).expect("valid");
+        let counted = unwritten_successes(&conn, epoch).expect("counts");
+        assert_eq!(counted, [("f".to_string(), 3)].into());
+        assert!(outcomes("o").is_empty());
+        assert_eq!(outcomes("capped").len(), 5);
+        let capped = query(&conn, Some("capped"), None, None).expect("query");
+        assert_eq!(capped.last().map(|r| r.scheduled_at.timestamp_millis()), Some(1_007_000), "the newest five");
+        assert_eq!(outcomes("a").len(), 12);
     }
 
     #[test]

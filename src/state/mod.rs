@@ -59,6 +59,13 @@ const MIGRATIONS: &[&str] = &[
         job TEXT PRIMARY KEY,
         since INTEGER NOT NULL           -- unix milliseconds
     );",
+    // 3: successes a job with `history = "failures"` did not write, per hour, for reports.
+    "CREATE TABLE unwritten_successes (
+        job TEXT NOT NULL,
+        hour INTEGER NOT NULL,           -- unix seconds / 3600
+        n INTEGER NOT NULL,
+        PRIMARY KEY (job, hour)
+    ) WITHOUT ROWID;",
 ];
 
 /// Jobs paused through the API.

@@ -13,6 +13,7 @@ mod next;
 mod queue;
 mod reload;
 mod restart;
+mod retention;
 mod run;
 mod security;
 mod sql;

@@ -65,7 +65,7 @@ fn seeded() -> Vec<RunRecord> {
 fn a_report_from_a_seeded_history_has_the_expected_numbers() {
     let mut records = seeded();
     records.reverse(); // the history answers newest first; order must not matter
-    let s = summarize(&records, t("2026-11-16T00:00:00Z"), t("2026-11-23T00:00:00Z"));
+    let s = summarize(&records, &Default::default(), t("2026-11-16T00:00:00Z"), t("2026-11-23T00:00:00Z"));
     assert_eq!(
         s.jobs,
         [
@@ -189,4 +189,25 @@ fn report_files_and_headline_from_the_state_database() {
     // A second report the same day does not overwrite the first.
     let (_, again) = report.make(&fire, &state).expect("report");
     assert_eq!(again[0].file_name().expect("name"), "report-2026-11-23T000000.md");
+}
+
+/// With `history = "failures"` most successes are only counted: the report adds them to runs,
+/// successes and (for a check) availability, and lists a job that has nothing but counts.
+#[test]
+fn successes_left_out_of_the_history_count_in_the_report() {
+    use RunOutcome::*;
+    let up = |up: bool| Details { up: Some(up), latency_ms: Some(5.0), ..Details::default() };
+    let records = vec![
+        run("web", "2026-11-20T10:00:00Z", 10, Success, None, up(true)),
+        run("web", "2026-11-20T10:01:00Z", 10, Failure, Some("down"), up(false)),
+        run("web", "2026-11-20T10:02:00Z", 10, Success, None, up(true)),
+    ];
+    let unwritten = [("web".to_string(), 97), ("quiet".to_string(), 10)].into();
+    let s = summarize(&records, &unwritten, t("2026-11-16T00:00:00Z"), t("2026-11-23T00:00:00Z"));
+    let web = &s.jobs[1];
+    assert_eq!((web.job.as_str(), web.runs, web.successes, web.failures), ("web", 100, 99, 1));
+    assert_eq!(web.success_rate, Some(99.0));
+    assert_eq!(web.availability, Some(99.0));
+    let quiet = &s.jobs[0];
+    assert_eq!((quiet.job.as_str(), quiet.runs, quiet.successes, quiet.success_rate), ("quiet", 10, 10, Some(100.0)));
 }

@@ -1,0 +1,79 @@
+//! `history = "failures"` and `"off"` with the real daemon: what `beatd history` shows, and a
+//! report that still counts every run.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{Beatd, history};
+
+#[test]
+fn history_failures_writes_changes_only_and_reports_still_count_every_run() {
+    let b = Beatd::with_config(
+        r#"
+[scheduler]
+history = "failures"
+
+[jobs.quiet]
+every = "1s"
+action = "noop"
+
+[jobs.loud]
+every = "1s"
+action = "noop"
+history = "all"
+
+[jobs.silent]
+every = "1s"
+action = "command"
+command = "false"
+history = "off"
+
+[jobs.flaky]
+every = "1s"
+action = "command"
+command = "sh -c 'test $(( $(date +%s) % 3 )) -ne 0'"
+
+[jobs.weekly]
+every = "1s"
+offset = "500ms"
+action = "report"
+output_dir = "reports"
+period = "1d"
+history = "all"
+"#,
+    );
+    let mut d = b.run(&[]);
+    std::thread::sleep(Duration::from_millis(5600));
+    d.stop();
+    let log = b.log();
+    let loud = history(&b, "loud");
+    assert!(loud.len() >= 4, "{log}");
+    // One success after the start, then only counts.
+    assert_eq!(history(&b, "quiet").len(), 1, "{log}");
+    assert!(history(&b, "silent").is_empty(), "{log}");
+    // Every written run of the flaky job is a failure, or a success after one (or the first).
+    let mut flaky = history(&b, "flaky");
+    flaky.reverse();
+    assert!(flaky.iter().any(|r| r["outcome"] == "failure"), "{flaky:?}");
+    for pair in flaky.windows(2) {
+        assert!(!(pair[0]["outcome"] == "success" && pair[1]["outcome"] == "success"), "two successes: {flaky:?}");
+    }
+    // The last report counts the quiet job's runs as the loud one's: same schedule, same slots.
+    let mut reports: Vec<_> = std::fs::read_dir(b.path("reports"))
+        .expect("reports")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    reports.sort();
+    assert!(reports.len() >= 3, "{log}");
+    for report in &reports[1..] {
+        let summary: Value = serde_json::from_str(&std::fs::read_to_string(report).expect("read")).expect("json");
+        let job = |name: &str| summary["jobs"].as_array().expect("jobs").iter().find(|j| j["job"] == name).cloned();
+        let (quiet, loud) = (job("quiet").expect("quiet"), job("loud").expect("loud"));
+        assert!(loud["runs"].as_u64().is_some_and(|n| n >= 1), "{summary}");
+        assert_eq!(quiet["runs"], loud["runs"], "{summary}");
+        assert_eq!(quiet["success_rate"], 100.0, "{summary}");
+        assert!(job("silent").is_none(), "{summary}");
+    }
+}
