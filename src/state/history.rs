@@ -271,16 +271,42 @@ struct Keeper {
     /// else (or the first after a start) is written.
     last_ok: HashMap<String, bool>,
     /// Successes left out, by job and hour: written with the next batch.
-    counted: HashMap<(String, i64), u64>,
+    counted: HashMap<String, HashMap<i64, u64>>,
 }
 
 impl Keeper {
     /// Adds to `batch` the runs of `entry` that their job's retention writes.
     fn take(&mut self, entry: Pending, batch: &mut Vec<RunRecord>) {
-        if let Pending::Retentions(r) = entry {
-            self.retention = r;
-            return;
+        match entry {
+            Pending::Retentions(r) => self.retention = r,
+            Pending::Batch(entries) if !self.retention.is_empty() => {
+                for e in entries {
+                    self.take(e, batch);
+                }
+            }
+            // An instant success that is only counted costs no row to build.
+            Pending::Instant { job, at, .. } if self.counts_instant(&job, at) => {}
+            entry => self.take_records(entry, batch),
         }
+    }
+
+    /// For an instant job's success: counts it and returns true if its retention leaves it
+    /// out of the history.
+    fn counts_instant(&mut self, job: &str, at: DateTime<Utc>) -> bool {
+        match self.retention.get(job).map_or(HistoryMode::All, |k| k.mode) {
+            HistoryMode::All => false,
+            HistoryMode::Off => true,
+            HistoryMode::Failures => {
+                let counted = self.last_ok.get(job) == Some(&true);
+                if counted {
+                    self.count(job, at);
+                }
+                counted
+            }
+        }
+    }
+
+    fn take_records(&mut self, entry: Pending, batch: &mut Vec<RunRecord>) {
         let start = batch.len();
         entry.into_records(batch);
         if self.retention.is_empty() {
@@ -296,6 +322,15 @@ impl Keeper {
         batch.truncate(kept);
     }
 
+    /// Counts a success of `job` left out of the history (no allocation once the job has one).
+    fn count(&mut self, job: &str, at: DateTime<Utc>) {
+        let hours = match self.counted.get_mut(job) {
+            Some(hours) => hours,
+            None => self.counted.entry(job.to_string()).or_default(),
+        };
+        *hours.entry(at.timestamp().div_euclid(3600)).or_default() += 1;
+    }
+
     fn keeps(&mut self, r: &RunRecord) -> bool {
         let mode = self.retention.get(&r.job).map_or(HistoryMode::All, |k| k.mode);
         match mode {
@@ -306,8 +341,7 @@ impl Keeper {
                 let was_ok = self.last_ok.insert(r.job.clone(), ok);
                 let plain = ok && r.attempt <= 1 && was_ok == Some(true) && !manual(r);
                 if plain {
-                    let hour = r.finished_at.timestamp().div_euclid(3600);
-                    *self.counted.entry((r.job.clone(), hour)).or_default() += 1;
+                    self.count(&r.job, r.finished_at);
                 }
                 !plain
             }
@@ -335,7 +369,11 @@ fn keep_runs(conn: &Connection, retention: &HashMap<String, Retention>) -> rusql
 }
 
 /// Writes `batch` and the success counts in one transaction.
-fn write(conn: &mut Connection, batch: &[RunRecord], counted: &HashMap<(String, i64), u64>) -> rusqlite::Result<()> {
+fn write(
+    conn: &mut Connection,
+    batch: &[RunRecord],
+    counted: &HashMap<String, HashMap<i64, u64>>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     insert_rows(&tx, batch)?;
     {
@@ -343,8 +381,10 @@ fn write(conn: &mut Connection, batch: &[RunRecord], counted: &HashMap<(String, 
             "INSERT INTO unwritten_successes (job, hour, n) VALUES (?1, ?2, ?3)
              ON CONFLICT (job, hour) DO UPDATE SET n = n + excluded.n",
         )?;
-        for ((job, hour), n) in counted {
-            stmt.execute(params![job, hour, i64::try_from(*n).unwrap_or(i64::MAX)])?;
+        for (job, hours) in counted {
+            for (hour, n) in hours {
+                stmt.execute(params![job, hour, i64::try_from(*n).unwrap_or(i64::MAX)])?;
+            }
         }
     }
     tx.commit()
