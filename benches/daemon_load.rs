@@ -5,12 +5,13 @@
 //! `cargo bench --bench daemon_load` (BENCH_SECONDS sets the length; default 60).
 //! `BENCH_CLUSTER=redis://127.0.0.1:6379/0` runs the same daemon as a one-node `[cluster]` on
 //! that Redis, so every tick waits for its fence; the fence's own round trip is printed too.
+//! `BENCH_JOBS` sets the number of jobs (default 10 000); `BENCH_HISTORY=failures` (or `off`)
+//! sets `[scheduler] history`: the run history is then not checked slot by slot, and what
+//! matters is how many bytes the state folder grew by.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const JOBS: usize = 10_000;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -44,19 +45,30 @@ fn main() {
         return;
     }
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let jobs_n: usize = std::env::var("BENCH_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let retention = std::env::var("BENCH_HISTORY").unwrap_or_else(|_| "all".into());
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let mut config = std::fs::File::create(dir.path().join("beatd.toml")).expect("config");
-    writeln!(config, "[scheduler]\ntimezone = \"UTC\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n").expect("write");
+    writeln!(
+        config,
+        "[scheduler]\ntimezone = \"UTC\"\nhistory = \"{retention}\"\ninclude = [\"conf.d/*.toml\"]\n[api]\nlisten = \"127.0.0.1:{port}\"\nper_job_metrics = false\n"
+    )
+    .expect("write");
     let cluster = std::env::var("BENCH_CLUSTER").ok();
     if let Some(redis) = &cluster {
         let name = format!("bench-{}", std::process::id());
         writeln!(config, "[cluster]\nredis = \"{redis}\"\nname = \"{name}\"\n").expect("write");
     }
-    for i in 0..JOBS {
-        writeln!(config, "[jobs.j{i}]\nevery = \"1s\"\naction = \"noop\"").expect("write");
-    }
     drop(config);
+    // Drop-ins of 20 000 jobs each: a config file is at most 4 MiB.
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    for (part, first) in (0..jobs_n).step_by(20_000).enumerate() {
+        let mut file = std::fs::File::create(dir.path().join(format!("conf.d/part-{part:02}.toml"))).expect("drop-in");
+        for i in first..(first + 20_000).min(jobs_n) {
+            writeln!(file, "[jobs.j{i}]\nevery = \"1s\"\naction = \"noop\"").expect("write");
+        }
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_beatd"))
         .args(["run", "--config"])
         .arg(dir.path().join("beatd.toml"))
@@ -77,11 +89,28 @@ fn main() {
     let warm = buckets(&get(&format!("{base}/metrics")).expect("metrics"), "beatd_fire_lateness_seconds");
     std::thread::sleep(Duration::from_secs(seconds.saturating_sub(WARM_UP)));
     let text = get(&format!("{base}/metrics")).expect("metrics");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (rss, peak) = (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0);
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
 
     let late = buckets(&text, "beatd_fire_lateness_seconds");
     let fired = late.last().map_or(0.0, |x| x.1);
+    let files: Vec<(String, u64)> = std::fs::read_dir(dir.path().join("state"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let state_bytes: u64 = files.iter().map(|f| f.1).sum();
     let conn = beatd::state::open_read_only(&dir.path().join("state")).expect("history");
     let (runs, jobs, gaps): (i64, i64, i64) = conn
         .query_row(
@@ -93,7 +122,9 @@ fn main() {
         )
         .expect("query");
     let mode = cluster.as_ref().map_or("alone".to_string(), |r| format!("a one-node [cluster] on {r}"));
-    println!("{JOBS} noop jobs every 1 s for {seconds} s, the beatd binary, {mode}; lateness from its histogram\n");
+    println!(
+        "{jobs_n} noop jobs every 1 s for {seconds} s, history = \"{retention}\", the beatd binary, {mode}; lateness from its histogram\n"
+    );
     println!(
         "| fires (histogram) | runs in history | jobs with runs | missing slots | p50 ≤ | p99 ≤ | p99.9 ≤ | max ≤ |"
     );
@@ -125,6 +156,11 @@ fn main() {
             ms(quantile(&fence, 1.0))
         );
     }
+    println!(
+        "\nRSS at the end {rss:.1} MiB, peak {peak:.1} MiB; state folder {:.1} MB after the run: {}",
+        state_bytes as f64 / 1e6,
+        files.iter().map(|(n, b)| format!("{n} {:.1} MB", *b as f64 / 1e6)).collect::<Vec<_>>().join(", ")
+    );
     println!("\nbuckets (le, cumulative), whole run: {late:?}");
     println!("first {WARM_UP} s: {warm:?}");
 }

@@ -197,7 +197,7 @@ fn write_loop(
         // again after a pause; otherwise wait for the next run.
         if batch.is_empty() && keeper.counted.is_empty() {
             match rx.blocking_recv() {
-                Some(first) => keeper.take(first, &mut batch),
+                Some(first) => keeper.take(first, &mut batch, &conn),
                 None => return,
             }
         }
@@ -205,7 +205,7 @@ fn write_loop(
         // While retrying, everything queued joins the waiting runs (trimmed below).
         while batch.len() < MAX_BATCH || retrying {
             match rx.try_recv() {
-                Ok(e) => keeper.take(e, &mut batch),
+                Ok(e) => keeper.take(e, &mut batch, &conn),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     closed = true;
@@ -276,17 +276,38 @@ struct Keeper {
 
 impl Keeper {
     /// Adds to `batch` the runs of `entry` that their job's retention writes.
-    fn take(&mut self, entry: Pending, batch: &mut Vec<RunRecord>) {
+    fn take(&mut self, entry: Pending, batch: &mut Vec<RunRecord>, conn: &Connection) {
         match entry {
-            Pending::Retentions(r) => self.retention = r,
+            Pending::Retentions(r) => {
+                self.retention = r;
+                self.learn(conn);
+            }
             Pending::Batch(entries) if !self.retention.is_empty() => {
                 for e in entries {
-                    self.take(e, batch);
+                    self.take(e, batch, conn);
                 }
             }
             // An instant success that is only counted costs no row to build.
             Pending::Instant { job, at, .. } if self.counts_instant(&job, at) => {}
             entry => self.take_records(entry, batch),
+        }
+    }
+
+    /// For jobs that newly keep only failures: whether their last written run was a success.
+    /// A job with no run written counts as succeeding: its first success after a start is not
+    /// a change, while one after a failure (before the restart too) is.
+    fn learn(&mut self, conn: &Connection) {
+        let Ok(mut stmt) =
+            conn.prepare_cached("SELECT outcome FROM runs WHERE job = ?1 ORDER BY scheduled_at DESC LIMIT 1")
+        else {
+            return;
+        };
+        for (job, r) in self.retention.iter() {
+            if r.mode != HistoryMode::Failures || self.last_ok.contains_key(job) {
+                continue;
+            }
+            let last: Option<String> = stmt.query_row([job], |row| row.get(0)).ok();
+            self.last_ok.insert(job.clone(), last.is_none_or(|o| o == RunOutcome::Success.as_str()));
         }
     }
 
@@ -570,20 +591,41 @@ mod tests {
             runs.reverse();
             runs.iter().map(|r| (r.outcome, r.attempt)).collect()
         };
-        // The first after the start, the failure, the recovery, the timeout, the recovery, the
-        // retried success, the manual run; three plain successes are counted instead.
-        assert_eq!(
-            outcomes("f"),
-            [(Success, 1), (Failure, 1), (Success, 1), (Timeout, 1), (Success, 1), (Success, 2), (Success, 1)]
-        );
+        // The failure, the recovery, the timeout, the recovery, the retried success, the manual
+        // run; the plain successes (the first ones included: no run before) are counted.
+        assert_eq!(outcomes("f"), [(Failure, 1), (Success, 1), (Timeout, 1), (Success, 1), (Success, 2), (Success, 1)]);
         let epoch = DateTime::from_timestamp(0, 0).expect("valid");
         let counted = unwritten_successes(&conn, epoch).expect("counts");
-        assert_eq!(counted, [("f".to_string(), 3)].into());
+        assert_eq!(counted, [("f".to_string(), 4)].into());
         assert!(outcomes("o").is_empty());
         assert_eq!(outcomes("capped").len(), 5);
         let capped = query(&conn, Some("capped"), None, None).expect("query");
         assert_eq!(capped.last().map(|r| r.scheduled_at.timestamp_millis()), Some(1_007_000), "the newest five");
         assert_eq!(outcomes("a").len(), 12);
+        drop(conn);
+
+        // Across a restart: a failure last written makes the next success a recovery.
+        let retentions: HashMap<String, Retention> = [("f".to_string(), keep(HistoryMode::Failures, None))].into();
+        let (history, writer) =
+            Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
+        history.send(Pending::Retentions(Arc::new(retentions.clone())));
+        history.record(scheduled("f", 3_000_000, Failure, 1));
+        drop(history);
+        writer.finish();
+        let (history, writer) =
+            Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
+        history.send(Pending::Retentions(Arc::new(retentions)));
+        history.record(scheduled("f", 3_001_000, Success, 1));
+        history.record(scheduled("f", 3_002_000, Success, 1));
+        drop(history);
+        writer.finish();
+        let conn = super::super::open_read_only(dir.path()).expect("open");
+        let last: Vec<i64> = query(&conn, Some("f"), None, Some(2))
+            .expect("query")
+            .iter()
+            .map(|r| r.scheduled_at.timestamp_millis())
+            .collect();
+        assert_eq!(last, [3_001_000, 3_000_000], "the recovery after the restart is written, the next success counted");
     }
 
     #[test]
