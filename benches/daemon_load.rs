@@ -114,7 +114,7 @@ fn main() {
     let conn = beatd::state::open_read_only(&dir.path().join("state")).expect("history");
     let (runs, jobs, gaps): (i64, i64, i64) = conn
         .query_row(
-            "SELECT sum(n), count(*), sum(span - n) FROM (
+            "SELECT coalesce(sum(n), 0), count(*), coalesce(sum(span - n), 0) FROM (
                  SELECT count(*) AS n, (max(scheduled_at) - min(scheduled_at)) / 1000 + 1 AS span
                  FROM runs GROUP BY job)",
             [],
