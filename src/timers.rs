@@ -1,11 +1,14 @@
-//! The timer heap: which job fires next.
+//! The timers: which jobs fire next.
 //!
-//! A min-heap of (next fire instant, job index). The loop peeks at the earliest entry to know
-//! how long to sleep, and pops every entry that is due. Entries are small and `Copy`, so a
-//! burst of thousands of jobs due at the same instant costs one heap operation each.
+//! Jobs due at the same instant share one entry: an ordered map from instant to the list of
+//! (job, slot) due then. Large schedules are dominated by such bursts (10 000 jobs `every =
+//! "1s"` are all due on the same second), and a heap of one entry per job paid a pop with its
+//! cache misses per fire: at 100 000 jobs that was a third of the loop's time. Here a burst is
+//! one map operation and a walk along a vector, and arming the next fire appends to the next
+//! instant's list. Within an instant, jobs come out in job order (the config's), as they did.
+//! Emptied lists are kept for reuse, so a steady schedule allocates nothing.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
@@ -19,14 +22,21 @@ pub struct Timer {
     pub slot: DateTime<Utc>,
 }
 
+type Entries = Vec<(u32, DateTime<Utc>)>;
+
 #[derive(Debug, Default)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<Timer>>,
+    /// Instant -> what is due then, in the order armed (sorted when the instant comes).
+    buckets: BTreeMap<DateTime<Utc>, Entries>,
+    /// The instant being popped: its entries, sorted, and how many were popped.
+    current: Option<(DateTime<Utc>, Entries, usize)>,
+    len: usize,
+    spare: Vec<Entries>,
 }
 
 impl Timers {
-    pub fn with_capacity(n: usize) -> Self {
-        Timers { heap: BinaryHeap::with_capacity(n) }
+    pub fn with_capacity(_n: usize) -> Self {
+        Timers::default()
     }
 
     pub fn push(&mut self, at: DateTime<Utc>, job: u32) {
@@ -34,53 +44,123 @@ impl Timers {
     }
 
     /// Queues `slot` of `job` to run at `at` (later than the slot when the job has jitter).
+    /// While a burst is being popped, `at` must be later than the burst's instant (the loop
+    /// only arms fires after `now`).
+    #[inline]
     pub fn push_slot(&mut self, slot: DateTime<Utc>, at: DateTime<Utc>, job: u32) {
-        self.heap.push(Reverse(Timer { at, job, slot }));
+        let entries = match self.buckets.get_mut(&at) {
+            Some(entries) => entries,
+            None => self.buckets.entry(at).or_insert_with(|| self.spare.pop().unwrap_or_default()),
+        };
+        entries.push((job, slot));
+        self.len += 1;
     }
 
-    /// The earliest entry.
+    /// An entry of the earliest instant (the first armed for it, for a summary line).
     pub fn peek(&self) -> Option<Timer> {
-        self.heap.peek().map(|Reverse(e)| *e)
+        if let Some((at, entries, popped)) = &self.current
+            && let Some(&(job, slot)) = entries.get(*popped)
+        {
+            return Some(Timer { at: *at, job, slot });
+        }
+        let (at, entries) = self.buckets.first_key_value()?;
+        let &(job, slot) = entries.first()?;
+        Some(Timer { at: *at, job, slot })
     }
 
     /// The earliest entry's instant.
     pub fn next_at(&self) -> Option<DateTime<Utc>> {
-        self.heap.peek().map(|Reverse(e)| e.at)
+        if let Some((at, entries, popped)) = &self.current
+            && *popped < entries.len()
+        {
+            return Some(*at);
+        }
+        self.buckets.first_key_value().map(|(at, _)| *at)
     }
 
     /// Removes and returns the earliest entry if it is due at `now`.
     #[inline]
     pub fn pop_due(&mut self, now: DateTime<Utc>) -> Option<Timer> {
-        match self.heap.peek() {
-            Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
-            _ => None,
+        loop {
+            if let Some((at, entries, popped)) = &mut self.current {
+                if let Some(&(job, slot)) = entries.get(*popped) {
+                    *popped += 1;
+                    self.len -= 1;
+                    return Some(Timer { at: *at, job, slot });
+                }
+                let (_, mut done, _) = self.current.take().expect("just matched");
+                done.clear();
+                self.spare.push(done);
+            }
+            match self.buckets.first_key_value() {
+                Some((at, _)) if *at <= now => {
+                    let (at, mut entries) = self.buckets.pop_first().expect("just seen");
+                    // Armed in job order by the previous burst: sorting is one pass.
+                    entries.sort_unstable();
+                    self.current = Some((at, entries, 0));
+                }
+                _ => return None,
+            }
         }
     }
 
     /// Drops every entry of `job`; returns its instant, if it had one.
     pub fn remove(&mut self, job: u32) -> Option<DateTime<Utc>> {
         let mut found = None;
-        self.heap.retain(|Reverse(e)| {
-            let keep = e.job != job;
-            if !keep {
-                found = Some(e.at);
+        if let Some((at, entries, popped)) = &mut self.current {
+            let before = entries.len();
+            let mut i = *popped;
+            while i < entries.len() {
+                if entries[i].0 == job {
+                    entries.remove(i);
+                } else {
+                    i += 1;
+                }
             }
-            keep
-        });
+            if entries.len() < before {
+                found = Some(*at);
+                self.len -= before - entries.len();
+            }
+        }
+        let mut emptied = Vec::new();
+        for (at, entries) in self.buckets.iter_mut() {
+            let before = entries.len();
+            entries.retain(|e| e.0 != job);
+            if entries.len() < before {
+                found = found.or(Some(*at));
+                self.len -= before - entries.len();
+                if entries.is_empty() {
+                    emptied.push(*at);
+                }
+            }
+        }
+        for at in emptied {
+            if let Some(entries) = self.buckets.remove(&at) {
+                self.spare.push(entries);
+            }
+        }
         found
     }
 
-    /// Takes every entry out (a reload rebuilds the heap).
+    /// Takes every entry out (a reload rebuilds the timers).
     pub fn drain(&mut self) -> Vec<Timer> {
-        std::mem::take(&mut self.heap).into_iter().map(|Reverse(e)| e).collect()
+        let mut out = Vec::with_capacity(self.len);
+        if let Some((at, entries, popped)) = self.current.take() {
+            out.extend(entries[popped..].iter().map(|&(job, slot)| Timer { at, job, slot }));
+        }
+        for (at, entries) in std::mem::take(&mut self.buckets) {
+            out.extend(entries.into_iter().map(|(job, slot)| Timer { at, job, slot }));
+        }
+        self.len = 0;
+        out
     }
 
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len == 0
     }
 }
 
@@ -88,9 +168,12 @@ impl Timers {
 mod tests {
     use super::*;
 
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(s, 0).expect("valid")
+    }
+
     #[test]
     fn pops_due_entries_in_time_order() {
-        let t = |s| DateTime::from_timestamp(s, 0).expect("valid");
         let mut timers = Timers::default();
         timers.push(t(30), 0);
         timers.push(t(10), 1);
@@ -102,5 +185,59 @@ mod tests {
         assert_eq!(timers.pop_due(t(25)), None);
         assert_eq!(timers.remove(0), Some(t(30)));
         assert!(timers.is_empty());
+    }
+
+    /// What the heap did, entry for entry: the same (at, job, slot) order for any pushes,
+    /// pops, removals and re-arming in between.
+    #[test]
+    fn agrees_with_a_heap() {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200 {
+            let (mut timers, mut heap) = (Timers::default(), BinaryHeap::new());
+            let mut now = 0;
+            for _ in 0..300 {
+                match rng.u8(0..10) {
+                    0..=5 => {
+                        let (job, at) = (rng.u32(0..50), now + 1 + rng.i64(0..6));
+                        let slot = at - rng.i64(0..2);
+                        timers.push_slot(t(slot), t(at), job);
+                        heap.push(Reverse(Timer { at: t(at), job, slot: t(slot) }));
+                    }
+                    6..=8 => {
+                        now += rng.i64(0..3);
+                        // Pop a few (not always all) of what is due, then maybe re-arm one.
+                        for _ in 0..rng.usize(0..8) {
+                            let want = match heap.peek() {
+                                Some(Reverse(e)) if e.at <= t(now) => heap.pop().map(|Reverse(e)| e),
+                                _ => None,
+                            };
+                            assert_eq!(timers.pop_due(t(now)), want);
+                            if let Some(e) = want
+                                && rng.bool()
+                            {
+                                let at = now + 1 + rng.i64(0..4);
+                                timers.push_slot(t(at), t(at), e.job);
+                                heap.push(Reverse(Timer { at: t(at), job: e.job, slot: t(at) }));
+                            }
+                        }
+                    }
+                    _ => {
+                        let job = rng.u32(0..50);
+                        let want = heap.iter().filter(|Reverse(e)| e.job == job).map(|Reverse(e)| e.at).min();
+                        heap.retain(|Reverse(e)| e.job != job);
+                        assert_eq!(timers.remove(job).is_some(), want.is_some());
+                    }
+                }
+                assert_eq!(timers.len(), heap.len());
+                assert_eq!(timers.next_at(), heap.peek().map(|Reverse(e)| e.at));
+            }
+            let mut rest: Vec<Timer> = heap.into_iter().map(|Reverse(e)| e).collect();
+            rest.sort();
+            let mut drained = timers.drain();
+            drained.sort();
+            assert_eq!(drained, rest);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The timer loop: sleep until the earliest fire, dispatch everything due, repeat.
 //!
 //! The loop never polls. It sleeps on [`Clock::sleep_until`] for the earliest entry of the
-//! [`Timers`] heap, or until shutdown; with nothing due it does not wake at all. Dispatch hands
+//! [`Timers`], or until shutdown; with nothing due it does not wake at all. Dispatch hands
 //! each fire to a [`Dispatch`] and never waits for the job, so a slow job cannot delay another
 //! job's fire.
 //!
@@ -11,7 +11,7 @@
 //!
 //! Wall-clock steps: when the wall clock jumps forward past several slots of a job (an NTP
 //! correction, a resume from suspend), those slots run once, for the latest of them, and the
-//! skipped count is logged. When it jumps back, the heap keeps the slots after the ones already
+//! skipped count is logged. When it jumps back, the timers keep the slots after the ones already
 //! fired, so no slot fires twice; jobs resume when the wall clock reaches them again.
 
 pub mod runner;
@@ -163,7 +163,7 @@ impl<D: Dispatch> std::fmt::Debug for Scheduler<D> {
 }
 
 impl<D: Dispatch> Scheduler<D> {
-    /// Builds the heap from the enabled jobs' next fires after the clock's now; `@reboot`
+    /// Arms the timers from the enabled jobs' next fires after the clock's now; `@reboot`
     /// jobs are dispatched when [`Scheduler::run`] starts.
     pub fn new(jobs: impl IntoIterator<Item = Job>, clock: Clock, dispatch: D) -> Self {
         Self::with_board(Board::new(jobs.into_iter().collect(), Metrics::default()), clock, dispatch)
@@ -446,7 +446,7 @@ impl<D: Dispatch> Scheduler<D> {
         self.dispatch_due(due, now)
     }
 
-    /// A tick of a cluster node: the heap moves on whatever the fence says, so a follower's
+    /// A tick of a cluster node: the timers move on whatever the fence says, so a follower's
     /// `next` stays current; the fires go out only if the fence accepts the tick. Fires at or
     /// before the cluster's watermark were handled by another leader and are dropped; slots
     /// between the watermark and this node's previous tick were handled by nobody and are
