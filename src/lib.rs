@@ -11,10 +11,11 @@
 //!   jitter; [`nofollow`]: opening paths without following symbolic links.
 //! - [`broker`]: queue jobs' messages to Redis and RabbitMQ, with the durable outbox.
 //! - [`state`]: the embedded SQLite state: run history and the fire journal.
-//! - [`notifications`]: webhooks on failure; [`http`]: the HTTP client they and checks share.
+//! - [`notifications`]: webhooks on failure; [`http`]: the HTTP client they and checks share;
+//!   [`tls`]: the CA and client certificate a broker or an HTTPS peer is configured with.
 //! - [`databases`]: the databases `sql` jobs run on, with lazy pools.
-//! - [`timers`]: the min-heap of next fires; [`scheduler`]: the timer loop, and the runner that
-//!   executes fires.
+//! - [`timers`]: next fires, grouped by the instant they are due; [`scheduler`]: the timer
+//!   loop, and the runner that executes fires.
 //! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
 //! - [`reload`]: re-reading the config on SIGHUP or when a file changes.
 //! - [`cluster`]: replicas on one Redis: the lease, the per-tick fence, shared pause and runs.
