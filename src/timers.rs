@@ -35,10 +35,6 @@ pub struct Timers {
 }
 
 impl Timers {
-    pub fn with_capacity(_n: usize) -> Self {
-        Timers::default()
-    }
-
     pub fn push(&mut self, at: DateTime<Utc>, job: u32) {
         self.push_slot(at, at, job);
     }

@@ -173,7 +173,7 @@ impl<D: Dispatch> Scheduler<D> {
     pub fn with_board(board: Arc<Board>, clock: Clock, dispatch: D) -> Self {
         let jobs: Vec<LiveJob> = board.jobs().jobs.iter().filter(|e| e.job.enabled).cloned().collect();
         let now = clock.now();
-        let mut timers = Timers::with_capacity(jobs.len());
+        let mut timers = Timers::default();
         for (i, entry) in jobs.iter().enumerate() {
             if let Some((slot, at)) = entry.job.next_fire(now) {
                 timers.push_slot(slot, at, i as u32);
@@ -323,7 +323,7 @@ impl<D: Dispatch> Scheduler<D> {
 
         let jobs: Vec<LiveJob> = set.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
         let keys: Vec<String> = jobs.iter().map(|e| schedule_key(&e.job)).collect();
-        let mut timers = Timers::with_capacity(jobs.len());
+        let mut timers = Timers::default();
         for (i, (e, key)) in jobs.iter().zip(&keys).enumerate() {
             let kept = old_index
                 .get(&*e.job.name)

@@ -361,7 +361,10 @@ impl Keeper {
             HistoryMode::Off => false,
             HistoryMode::Failures => {
                 let ok = r.outcome == RunOutcome::Success;
-                let was_ok = self.last_ok.insert(r.job.clone(), ok);
+                let was_ok = match self.last_ok.get_mut(&r.job) {
+                    Some(last) => Some(std::mem::replace(last, ok)),
+                    None => self.last_ok.insert(r.job.clone(), ok),
+                };
                 let plain = ok && r.attempt <= 1 && was_ok == Some(true) && !manual(r);
                 if plain {
                     self.count(&r.job, r.finished_at);
