@@ -100,14 +100,22 @@ pub enum RunOutcome {
     Failure,
     Timeout,
     Skipped,
+    /// Stopped by an operator (`POST /api/runs/{id}/cancel`, `beatd cancel`): not retried.
+    Cancelled,
     /// beatd stopped (a crash, a kill) after dispatching the fire and before its end was
     /// recorded: the run may or may not have happened. Recorded at the next start.
     Interrupted,
 }
 
 impl RunOutcome {
-    pub const ALL: [RunOutcome; 5] =
-        [RunOutcome::Success, RunOutcome::Failure, RunOutcome::Timeout, RunOutcome::Skipped, RunOutcome::Interrupted];
+    pub const ALL: [RunOutcome; 6] = [
+        RunOutcome::Success,
+        RunOutcome::Failure,
+        RunOutcome::Timeout,
+        RunOutcome::Skipped,
+        RunOutcome::Cancelled,
+        RunOutcome::Interrupted,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,6 +123,7 @@ impl RunOutcome {
             RunOutcome::Failure => "failure",
             RunOutcome::Timeout => "timeout",
             RunOutcome::Skipped => "skipped",
+            RunOutcome::Cancelled => "cancelled",
             RunOutcome::Interrupted => "interrupted",
         }
     }
@@ -124,6 +133,7 @@ impl RunOutcome {
             "success" => RunOutcome::Success,
             "timeout" => RunOutcome::Timeout,
             "skipped" => RunOutcome::Skipped,
+            "cancelled" => RunOutcome::Cancelled,
             "interrupted" => RunOutcome::Interrupted,
             _ => RunOutcome::Failure,
         }

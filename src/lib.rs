@@ -15,11 +15,12 @@
 //!   [`tls`]: the CA and client certificate a broker or an HTTPS peer is configured with.
 //! - [`databases`]: the databases `sql` jobs run on, with lazy pools.
 //! - [`timers`]: next fires, grouped by the instant they are due; [`scheduler`]: the timer
-//!   loop, and the runner that executes fires.
+//!   loop, and the runner that executes fires; [`runs`]: runs in progress by fire id, their
+//!   progress and cancellation.
 //! - [`status`]: live state of every job and of the loop; [`metrics`]: Prometheus.
 //! - [`reload`]: re-reading the config on SIGHUP or when a file changes.
 //! - [`cluster`]: replicas on one Redis: the lease, the per-tick fence, shared pause and runs.
-//! - [`api`]: the HTTP API (axum); [`systemd`]: readiness, status and watchdog.
+//! - [`api`]: the HTTP API (axum); [`dashboard`]: the web pages on the same server; [`systemd`]: readiness, status and watchdog.
 //! - [`daemon`]: all of the above assembled from a config and a clock.
 //! - [`cli`]: the `beatd` command line; [`logging`] sets up `tracing`.
 pub mod api;
@@ -40,6 +41,7 @@ pub mod nofollow;
 pub mod notifications;
 pub mod policy;
 pub mod reload;
+pub mod runs;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;

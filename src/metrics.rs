@@ -28,7 +28,7 @@ pub const LATENESS_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Job duration buckets: 10 ms to 1 h.
 const DURATION_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
-const OUTCOMES: [&str; 4] = ["success", "failure", "timeout", "skipped"];
+const OUTCOMES: [&str; 5] = ["success", "failure", "timeout", "skipped", "cancelled"];
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -173,7 +173,7 @@ impl Metrics {
     }
 
     /// The per-job counters (by outcome) and duration histogram a job's status holds.
-    pub fn job_handles(&self, job: &Job) -> ([Counter; 4], Option<Histogram>) {
+    pub fn job_handles(&self, job: &Job) -> ([Counter; 5], Option<Histogram>) {
         let labels = |outcome: &str| -> Labels {
             let mut l = vec![("outcome".to_string(), outcome.to_string())];
             if self.per_job {

@@ -32,8 +32,8 @@ pub struct JobStatus {
     /// Checks: 1 up, 0 down, -1 not yet known.
     check_up: AtomicI64,
     pub running: AtomicUsize,
-    /// `beatd_fires_total` for this job, by outcome (success, failure, timeout, skipped).
-    fires: [Counter; 4],
+    /// `beatd_fires_total` for this job, by outcome (success, failure, timeout, skipped, cancelled).
+    fires: [Counter; 5],
     /// Set for jobs that are not instant, with per-job metrics (a reload may set it later).
     duration: OnceLock<Histogram>,
 }
@@ -53,6 +53,7 @@ fn outcome_index(o: RunOutcome) -> usize {
         RunOutcome::Failure => 1,
         RunOutcome::Timeout => 2,
         RunOutcome::Skipped => 3,
+        RunOutcome::Cancelled => 4,
         // Only ever written to the history at start, for a run a crash cut short.
         RunOutcome::Interrupted => 1,
     }
@@ -72,7 +73,7 @@ impl JobStatus {
         Arc::new(JobStatus::new(Default::default(), None))
     }
 
-    fn new(fires: [Counter; 4], duration: Option<Histogram>) -> JobStatus {
+    fn new(fires: [Counter; 5], duration: Option<Histogram>) -> JobStatus {
         let cell = OnceLock::new();
         if let Some(h) = duration {
             let _ = cell.set(h);
@@ -141,6 +142,7 @@ impl JobStatus {
             1 => RunOutcome::Failure,
             2 => RunOutcome::Timeout,
             3 => RunOutcome::Skipped,
+            4 => RunOutcome::Cancelled,
             _ => return None,
         };
         Some(LastRun {

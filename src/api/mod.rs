@@ -28,6 +28,7 @@ use serde_json::json;
 use crate::clock::Clock;
 use crate::cluster::member::{Node, Role};
 use crate::fire::Fire;
+use crate::runs::{Cancel, RunState, RunView};
 use crate::scheduler::Dispatch;
 use crate::scheduler::runner::Runner;
 use crate::state::{self, history};
@@ -124,6 +125,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/jobs/{name}/run"),
     ("POST", "/api/jobs/{name}/pause"),
     ("POST", "/api/jobs/{name}/resume"),
+    ("GET", "/api/runs"),
+    ("GET", "/api/runs/{fire_id}"),
+    ("POST", "/api/runs/{fire_id}/cancel"),
 ];
 
 #[derive(Clone)]
@@ -150,11 +154,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/jobs/{name}/run", post(run_now))
         .route("/api/jobs/{name}/pause", post(pause))
         .route("/api/jobs/{name}/resume", post(resume))
+        .route("/api/runs/{fire_id}/cancel", post(cancel_run))
         .route_layer(middleware::from_fn_with_state(guard.clone(), auth::mutation));
     let reads = Router::new()
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{name}", get(one_job))
         .route("/api/jobs/{name}/runs", get(runs))
+        .route("/api/runs", get(active_runs))
+        .route("/api/runs/{fire_id}", get(one_run))
         .route_layer(middleware::from_fn_with_state(guard.clone(), auth::private_read));
     Router::new()
         .route("/healthz", get(healthz))
@@ -365,6 +372,94 @@ async fn runs(
         Ok(Ok(runs)) => axum::Json(runs).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the history: {e}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A fire id from the path.
+struct FireId(uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for FireId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => match uuid::Uuid::parse_str(&id) {
+                Ok(id) => Ok(FireId(id)),
+                Err(_) => Err(error(StatusCode::BAD_REQUEST, "a fire id is a UUID, as `POST .../run` returns it")),
+            },
+            Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("invalid fire id in the path: {}", e.body_text()))),
+        }
+    }
+}
+
+/// Runs queued or running now, oldest slot first.
+async fn active_runs(State(state): State<ApiState>) -> Response {
+    axum::Json(state.runner.runs().active()).into_response()
+}
+
+/// A run from memory (queued, running, or among the last finished), else from the history.
+pub async fn find_run(state: &ApiState, id: uuid::Uuid) -> Result<Option<RunView>, String> {
+    if let Some(run) = state.runner.runs().get(id) {
+        return Ok(Some(run));
+    }
+    let dir = state.state_dir.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<history::RunRecord>, String> {
+        let conn = match state::open_read_only(&dir) {
+            Ok(conn) => conn,
+            Err(state::StateError::Missing(_)) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        history::by_fire_id(&conn, &id.to_string()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(found.map(|r| {
+        let zone = state.board.get(&r.job).map_or(chrono_tz::UTC, |e| e.job.timezone);
+        let t = |t: DateTime<Utc>| t.with_timezone(&zone).to_rfc3339_opts(SecondsFormat::Millis, false);
+        RunView {
+            fire_id: r.fire_id.clone(),
+            slot: t(r.scheduled_at),
+            state: RunState::of(r.outcome),
+            attempt: r.attempt,
+            started: r.started_at.map(t),
+            finished: Some(t(r.finished_at)),
+            exit_code: r.exit_code,
+            error: r.error,
+            details: r.details,
+            progress: None,
+            job: r.job,
+        }
+    }))
+}
+
+async fn one_run(State(state): State<ApiState>, FireId(id): FireId) -> Response {
+    match find_run(&state, id).await {
+        Ok(Some(run)) => axum::Json(run).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run with fire id {id}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the history: {e}")),
+    }
+}
+
+async fn cancel_run(State(state): State<ApiState>, FireId(id): FireId) -> Response {
+    match state.runner.cancel(id) {
+        Cancel::Stopping { job, .. } => {
+            tracing::info!(job = %job, fire_id = %id, "cancel requested through the API");
+            let run = state.runner.runs().get(id);
+            (StatusCode::ACCEPTED, axum::Json(json!({ "job": &*job, "fire_id": id.to_string(), "run": run })))
+                .into_response()
+        }
+        Cancel::AlreadyFinished(s) => {
+            let s = serde_json::to_value(s).unwrap_or_default();
+            error(StatusCode::CONFLICT, format!("run {id} has already ended: {}", s.as_str().unwrap_or("finished")))
+        }
+        Cancel::Unknown => match find_run(&state, id).await {
+            Ok(Some(run)) => {
+                let s = serde_json::to_value(run.state).unwrap_or_default();
+                error(StatusCode::CONFLICT, format!("run {id} has already ended: {}", s.as_str().unwrap_or("finished")))
+            }
+            Ok(None) => error(StatusCode::NOT_FOUND, format!("no run with fire id {id}")),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the history: {e}")),
+        },
     }
 }
 

@@ -1,4 +1,4 @@
-//! `beatd status`, `trigger`, `pause`, `resume`: talk to the running daemon's HTTP API.
+//! `beatd status`, `trigger`, `pause`, `resume`, `cancel`: talk to the running daemon's HTTP API.
 //!
 //! The address and the token come from the config's `[api]` section, so an operator types no
 //! URLs and no secrets: the token is `token_file`, or the one the daemon made in its state
@@ -14,6 +14,7 @@ use super::{ConfigArg, Failed, fail, relative};
 use crate::api::JobView;
 use crate::api::Listen;
 use crate::config::Config;
+use crate::runs::RunView;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -30,6 +31,15 @@ pub struct JobArgs {
     config: ConfigArg,
     /// The job's name.
     name: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// A fire id (as `trigger` prints it, or `BEATD_FIRE_ID`), or a job's name: every queued
+    /// or running run of that job.
+    run: String,
 }
 
 /// What to ask of the daemon.
@@ -131,6 +141,45 @@ pub fn status(args: StatusArgs) -> Result<(), Failed> {
         });
         let last = j.last_run.as_ref().map_or("-", |r| r.outcome.as_str());
         println!("{:<28}  {state:<8}  {next:<39}  {last:<8}  {:>7}", j.name, j.running);
+    }
+    let runs = active_runs(&client)?;
+    if !runs.is_empty() {
+        println!();
+        println!("{:<36}  {:<28}  {:<8}  {:>7}  PROGRESS", "RUN", "JOB", "STATE", "ATTEMPT");
+        for r in runs {
+            let progress = r.progress.map_or("-".to_string(), |p| match p.percent {
+                Some(n) => format!("{n:>3}% {}", p.message),
+                None => format!("   - {}", p.message),
+            });
+            let state = serde_json::to_value(r.state).unwrap_or_default();
+            let state = state.as_str().unwrap_or("?");
+            println!("{:<36}  {:<28}  {state:<8}  {:>7}  {progress}", r.fire_id, r.job, r.attempt);
+        }
+    }
+    Ok(())
+}
+
+fn active_runs(client: &Client) -> Result<Vec<RunView>, Failed> {
+    let body = client.call(reqwest::Method::GET, "/api/runs")?;
+    serde_json::from_value(body).map_err(|e| fail(format!("unexpected run list: {e}")))
+}
+
+pub fn cancel(args: CancelArgs) -> Result<(), Failed> {
+    let config = args.config.read()?;
+    let client = Client::new(&config)?;
+    let ids: Vec<String> = if uuid::Uuid::parse_str(&args.run).is_ok() {
+        vec![args.run.clone()]
+    } else {
+        let ids: Vec<String> =
+            active_runs(&client)?.into_iter().filter(|r| r.job == args.run).map(|r| r.fire_id).collect();
+        if ids.is_empty() {
+            return Err(fail(format!("job \"{}\" has no queued or running run", args.run)));
+        }
+        ids
+    };
+    for id in ids {
+        let body = client.call(reqwest::Method::POST, &format!("/api/runs/{id}/cancel"))?;
+        println!("cancelling {} run {id}", body["job"].as_str().unwrap_or("?"));
     }
     Ok(())
 }

@@ -43,6 +43,8 @@ enum Command {
     Pause(control::JobArgs),
     /// Resume a paused job (needs [api]).
     Resume(control::JobArgs),
+    /// Cancel a queued or running run, by fire id, or every one of a job (needs [api]).
+    Cancel(control::CancelArgs),
     /// Look after the state folder (with beatd stopped).
     #[command(subcommand)]
     State(state::Command),
@@ -95,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Trigger(args) => control::job(control::Verb::Trigger, args),
         Command::Pause(args) => control::job(control::Verb::Pause, args),
         Command::Resume(args) => control::job(control::Verb::Resume, args),
+        Command::Cancel(args) => control::cancel(args),
         Command::State(command) => state::run(command),
     };
     match result {

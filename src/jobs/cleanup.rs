@@ -60,6 +60,8 @@ pub struct Stats {
 pub struct Hooks<'a> {
     pub before_descend: Option<&'a mut dyn FnMut(&Path)>,
     pub before_unlink: Option<&'a mut dyn FnMut(&Path)>,
+    /// Told how far the walk is: the share of the top folder's entries done.
+    pub progress: Option<crate::runs::Progress>,
 }
 
 impl std::fmt::Debug for Hooks<'_> {
@@ -67,16 +69,21 @@ impl std::fmt::Debug for Hooks<'_> {
         f.debug_struct("Hooks")
             .field("before_descend", &self.before_descend.is_some())
             .field("before_unlink", &self.before_unlink.is_some())
+            .field("progress", &self.progress.is_some())
             .finish()
     }
 }
 
 impl Cleanup {
-    pub async fn run(&self, fire: &Fire, _cx: &RunContext) -> RunResult {
+    pub async fn run(&self, fire: &Fire, cx: &RunContext) -> RunResult {
         let me = self.clone();
         let job = fire.job.name.clone();
         let cutoff = fire.fired_at - chrono::Duration::from_std(self.older_than).unwrap_or(chrono::Duration::MAX);
-        let walked = tokio::task::spawn_blocking(move || me.walk(&job, cutoff.timestamp(), Hooks::default())).await;
+        let progress = cx.progress.clone();
+        let walked = tokio::task::spawn_blocking(move || {
+            me.walk(&job, cutoff.timestamp(), Hooks { progress: Some(progress), ..Hooks::default() })
+        })
+        .await;
         let stats = match walked {
             Ok(Ok(stats)) => stats,
             Ok(Err(e)) => return RunResult::failed(e.to_string()),
@@ -94,6 +101,9 @@ impl Cleanup {
             if self.dry_run { "would delete" } else { "deleted" },
             stats.files_deleted, stats.bytes_freed, stats.errors, stats.dirs_removed, stats.links_left
         );
+        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        cx.progress
+            .report(Some(100), &format!("{verb} {} file(s), {} byte(s)", stats.files_deleted, stats.bytes_freed));
         let result = if stats.errors == 0 {
             RunResult::ok()
         } else {
@@ -112,7 +122,7 @@ impl Cleanup {
         let dev = rustix::fs::fstat(&root)
             .map_err(|errno| Refused::Path(PathError::Io { at: self.path.clone(), errno }))?
             .st_dev;
-        let mut walk = Walk { cleanup: self, job, cutoff, dev, stats: Stats::default(), hooks: &mut hooks };
+        let mut walk = Walk { cleanup: self, job, cutoff, dev, stats: Stats::default(), hooks: &mut hooks, depth: 0 };
         walk.dir(&root, &self.path);
         Ok(walk.stats)
     }
@@ -156,6 +166,8 @@ struct Walk<'a, 'h> {
     dev: u64,
     stats: Stats,
     hooks: &'a mut Hooks<'h>,
+    /// 0 in the top folder, whose entries measure the progress.
+    depth: usize,
 }
 
 impl Walk<'_, '_> {
@@ -168,8 +180,24 @@ impl Walk<'_, '_> {
                 return false;
             }
         };
-        let mut left = names.len();
-        for name in names {
+        let total = names.len();
+        let mut left = total;
+        let mut shown_percent = None;
+        for (i, name) in names.into_iter().enumerate() {
+            if self.depth == 0
+                && let Some(progress) = &self.hooks.progress
+            {
+                let percent = (i * 100 / total.max(1)) as u8;
+                if shown_percent != Some(percent) {
+                    shown_percent = Some(percent);
+                    let verb = if self.cleanup.dry_run { "would delete" } else { "deleted" };
+                    let s = &self.stats;
+                    progress.report(
+                        Some(percent),
+                        &format!("{verb} {} file(s), {} byte(s)", s.files_deleted, s.bytes_freed),
+                    );
+                }
+            }
             let path = shown.join(OsStr::from_bytes(name.as_bytes()));
             let st = match rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
@@ -222,7 +250,9 @@ impl Walk<'_, '_> {
                 return false;
             }
         }
+        self.depth += 1;
         let empty = self.dir(&sub, path);
+        self.depth -= 1;
         drop(sub);
         if !empty || !self.cleanup.remove_empty_dirs {
             return false;

@@ -6,6 +6,11 @@
 //! SIGKILL after `kill_grace`. The child learns which fire it is from `BEATD_JOB`,
 //! `BEATD_SCHEDULED_AT` and `BEATD_FIRE_ID`; its output is logged line by line under the job's
 //! name, up to `output_limit` bytes per run.
+//!
+//! Progress: the write end of a pipe is the child's descriptor 3, named by `BEATD_PROGRESS_FD`.
+//! Lines `PROGRESS=42 copying files` written there become the run's progress
+//! (`GET /api/runs/{id}`); anything else there is ignored. The pipe is close-on-exec in beatd,
+//! so no other child inherits it, and beatd stops reading it when the command ends.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -66,7 +71,17 @@ impl Command {
         if let Some((_, uid)) = self.user {
             cmd.uid(uid.as_raw());
         }
-        let mut child = match cmd.spawn() {
+        let progress = match progress_pipe(&mut cmd) {
+            Ok(reader) => Some(reader),
+            Err(e) => {
+                tracing::warn!(job = %job, "no progress descriptor for this run: {e}");
+                None
+            }
+        };
+        let spawned = cmd.spawn();
+        // The command holds the pipe's write end until it is dropped: only the child may keep it.
+        drop(cmd);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 let msg = match &self.workdir {
@@ -91,6 +106,7 @@ impl Command {
             Some(tokio::spawn(log_lines(job.to_string(), stream, pipe, budget.clone(), dropped.clone())))
         })
         .collect();
+        let progress_reader = progress.map(|pipe| tokio::spawn(read_progress(pipe, cx.progress.clone())));
 
         let mut stopped = None;
         let status = tokio::select! {
@@ -123,6 +139,13 @@ impl Command {
         for reader in readers {
             let _ = reader.await;
         }
+        if let Some(mut reader) = progress_reader {
+            // What the command wrote before it ended is read; a descendant that kept the
+            // descriptor open does not hold the run.
+            if tokio::time::timeout(Duration::from_millis(200), &mut reader).await.is_err() {
+                reader.abort();
+            }
+        }
         let lost = dropped.load(Ordering::Relaxed);
         if lost > 0 {
             tracing::warn!(job = %job, "output truncated: {lost} more bytes were not logged (output_limit)");
@@ -145,6 +168,37 @@ impl Command {
             Err(e) => tracing::warn!(job = %job, "command {e}"),
         }
         result
+    }
+}
+
+/// The child's descriptor [`PROGRESS_FD`] is the write end of a new pipe; returns the read end.
+fn progress_pipe(cmd: &mut Process) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    use command_fds::{CommandFdExt, FdMapping};
+    let (reader, writer) = std::io::pipe()?;
+    cmd.fd_mappings(vec![FdMapping { parent_fd: writer.into(), child_fd: PROGRESS_FD }])
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    cmd.env("BEATD_PROGRESS_FD", PROGRESS_FD.to_string());
+    tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())
+}
+
+/// The descriptor a command writes its progress lines to.
+pub const PROGRESS_FD: i32 = 3;
+
+/// Longest progress line read whole; longer ones are skipped.
+const PROGRESS_LINE_MAX: usize = 4096;
+
+async fn read_progress(pipe: tokio::net::unix::pipe::Receiver, progress: crate::runs::Progress) {
+    use futures_util::StreamExt;
+    use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
+    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), PROGRESS_LINE_MAX);
+    let mut lines = FramedRead::new(pipe, codec);
+    // Read to the end whatever comes, so the child never blocks on a full pipe.
+    while let Some(line) = lines.next().await {
+        match line {
+            Ok(line) => progress.report_line(&String::from_utf8_lossy(&line)),
+            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => continue,
+            Err(_) => break,
+        }
     }
 }
 

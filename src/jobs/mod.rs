@@ -110,6 +110,8 @@ pub struct RunContext {
     /// Cancelled when the daemon kills everything at shutdown: stop hard, at once.
     pub kill: CancellationToken,
     pub services: std::sync::Arc<Services>,
+    /// Where the run reports its progress (`GET /api/runs/{id}`).
+    pub progress: crate::runs::Progress,
 }
 
 /// Runs attempts. The daemon's [`Actions`] runs the job's action; paused-time tests supply

@@ -31,6 +31,7 @@ use crate::job::RunOutcome;
 use crate::jobs::{Execute, RunContext, RunResult, Services};
 use crate::notifications::Notification;
 use crate::policy::Overlap;
+use crate::runs::{Cancel, Progress, Runs};
 use crate::state::history::{History, Pending, RunRecord};
 
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ struct Inner {
     /// Where queue jobs' fires go: the runner is the one place that sends.
     brokers: Brokers,
     history: History,
+    /// Runs with a task, by fire id: their state, progress and cancel handle.
+    runs: Arc<Runs>,
     tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: every run stops at once.
     kill: CancellationToken,
@@ -93,6 +96,7 @@ impl Runner {
                 services,
                 brokers,
                 history,
+                runs: Runs::new(),
                 tracker: TaskTracker::new(),
                 kill: CancellationToken::new(),
                 limit: max_running.map(|n| Arc::new(Semaphore::new(n))),
@@ -107,6 +111,37 @@ impl Runner {
     /// Fires that waited for a `max_running` slot so far.
     pub fn waited(&self) -> u64 {
         self.inner.waited.load(Ordering::Relaxed)
+    }
+
+    /// Runs with a task of their own, by fire id.
+    pub fn runs(&self) -> &Arc<Runs> {
+        &self.inner.runs
+    }
+
+    /// Stops a running or queued run the way a timeout does; it is recorded as `cancelled` and
+    /// not retried.
+    pub fn cancel(&self, id: uuid::Uuid) -> Cancel {
+        let inner = &self.inner;
+        let found = inner.runs.cancel(id);
+        if let Cancel::Stopping { job, queued_without_task: true } = &found {
+            // Behind a running one (`overlap = "queue"`): it leaves the queue now.
+            let queued = {
+                let mut jobs = inner.jobs();
+                let state = jobs.get_mut(job);
+                match state {
+                    Some(s) if s.pending.as_ref().is_some_and(|f| f.id() == id) => s.pending.take(),
+                    _ => None,
+                }
+            };
+            if let Some(fire) = queued {
+                inner.cancelled_before_start(&fire);
+                inner.landed(&fire);
+            }
+        }
+        if matches!(found, Cancel::Stopping { .. }) {
+            tracing::info!(fire_id = %id, "run cancelled by an operator");
+        }
+        found
     }
 
     /// Cancelling it stops every run at once (a second Ctrl-C).
@@ -195,7 +230,18 @@ impl Inner {
         tracing::warn!(job = %fire.job.name, slot = %fire.scheduled_at, "skipped: {why}");
         let now = self.services.clock.now();
         fire.status.finished(fire.scheduled_at, None, now, RunOutcome::Skipped, None);
+        self.runs.finished(fire.id(), RunOutcome::Skipped, now, None, Some(why.to_string()), Default::default());
         self.record(fire, None, RunOutcome::Skipped, 0, RunResult::failed(why));
+    }
+
+    /// A run cancelled before it started: recorded as `cancelled`.
+    fn cancelled_before_start(&self, fire: &Fire) {
+        let why = "cancelled by an operator before it started";
+        tracing::info!(job = %fire.job.name, slot = %fire.scheduled_at, "{why}");
+        let now = self.services.clock.now();
+        fire.status.finished(fire.scheduled_at, None, now, RunOutcome::Cancelled, None);
+        self.runs.finished(fire.id(), RunOutcome::Cancelled, now, None, Some(why.to_string()), Default::default());
+        self.record(fire, None, RunOutcome::Cancelled, 0, RunResult::failed(why));
     }
 
     /// Starts `fire` as a new run of its job; the caller holds the job's state.
@@ -204,6 +250,7 @@ impl Inner {
         state.next_run += 1;
         let stop = self.kill.child_token();
         state.running.push((id, stop.clone()));
+        self.runs.has_task(fire.id(), stop.clone());
         fire.status.running.fetch_add(1, Ordering::Relaxed);
         let inner = self.clone();
         self.tracker.spawn(async move { inner.execute(fire, stop, id).await });
@@ -224,12 +271,18 @@ impl Inner {
             None => None,
         };
         if stop.is_cancelled() {
-            self.skip(&fire, "stopped before it could start");
+            if self.runs.cancel_requested(fire.id()) {
+                self.cancelled_before_start(&fire);
+            } else {
+                self.skip(&fire, "stopped before it could start");
+            }
         } else {
             let (outcome, result, started) = self.attempts(&fire, &stop).await;
             let up = result.details.up;
-            let previous =
-                fire.status.finished(fire.scheduled_at, Some(started), self.services.clock.now(), outcome, up);
+            let now = self.services.clock.now();
+            let previous = fire.status.finished(fire.scheduled_at, Some(started), now, outcome, up);
+            let error = result.result.as_ref().err().cloned();
+            self.runs.finished(fire.id(), outcome, now, result.exit_code, error, result.details.clone());
             self.after_run(&fire, outcome, &result, previous);
         }
         self.landed(&fire);
@@ -254,17 +307,36 @@ impl Inner {
     /// Returns the last attempt's outcome, result and start.
     async fn attempts(&self, fire: &Fire, stop: &CancellationToken) -> (RunOutcome, RunResult, DateTime<Utc>) {
         let policy = &fire.job.policy;
+        let id = fire.id();
         let mut attempt = 1;
         loop {
             let started = self.services.clock.now();
-            let cx = RunContext { stop: stop.child_token(), kill: self.kill.clone(), services: self.services.clone() };
+            self.runs.attempt(id, attempt, started);
+            let cx = RunContext {
+                stop: stop.child_token(),
+                kill: self.kill.clone(),
+                services: self.services.clone(),
+                progress: Progress::new(self.runs.clone(), id, self.services.clock.clone()),
+            };
             let timeout = if self.exec.handles_timeout(fire) { None } else { policy.timeout };
-            let (outcome, mut result) = run_attempt(&*self.exec, fire, &cx, timeout).await;
-            if stop.is_cancelled()
-                && let Err(e) = &mut result.result
-            {
-                let why = if self.kill.is_cancelled() { "killed at shutdown" } else { "replaced by a newer run" };
-                *e = format!("{why}: {e}");
+            let (mut outcome, mut result) = run_attempt(&*self.exec, fire, &cx, timeout).await;
+            if stop.is_cancelled() {
+                let cancelled = !self.kill.is_cancelled() && self.runs.cancel_requested(id);
+                if cancelled {
+                    outcome = RunOutcome::Cancelled;
+                }
+                let why = if self.kill.is_cancelled() {
+                    "killed at shutdown"
+                } else if cancelled {
+                    "cancelled by an operator"
+                } else {
+                    "replaced by a newer run"
+                };
+                match &mut result.result {
+                    Err(e) => *e = format!("{why}: {e}"),
+                    // It ended well just as it was told to stop: the cancel came too late.
+                    Ok(()) => outcome = RunOutcome::Success,
+                }
             }
             self.record(fire, Some(started), outcome, attempt, result.clone());
             if outcome == RunOutcome::Success || attempt > policy.retries || stop.is_cancelled() {
@@ -289,6 +361,9 @@ impl Inner {
     /// Logs check transitions and sends failure and recovery notifications; `previous` is
     /// whether the run before this one succeeded.
     fn after_run(&self, fire: &Fire, outcome: RunOutcome, result: &RunResult, previous: Option<bool>) {
+        if outcome == RunOutcome::Cancelled {
+            return; // an operator's act: neither a failure nor news
+        }
         let job = &fire.job;
         let ok = outcome == RunOutcome::Success;
         let error = result.result.as_ref().err().cloned();
@@ -402,6 +477,7 @@ impl Dispatch for Runner {
         }
         let job = &fire.job;
         inner.track(&fire);
+        inner.runs.queued(fire.id(), job.name.clone(), job.timezone, fire.scheduled_at);
         let mut jobs = inner.jobs();
         let state = jobs.entry(job.name.clone()).or_default();
         if !state.running.is_empty() {

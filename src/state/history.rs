@@ -481,25 +481,37 @@ pub fn query(
     )?;
     let since = since.map_or(i64::MIN, |s| s.timestamp_millis());
     let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let rows = stmt.query_map(params![job, since, limit], |row| {
-        let ms = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
-            Ok(row.get::<_, Option<i64>>(i)?.and_then(DateTime::from_timestamp_millis))
-        };
-        let details: Option<String> = row.get(9)?;
-        Ok(RunRecord {
-            job: row.get(0)?,
-            fire_id: row.get(1)?,
-            scheduled_at: ms(2)?.unwrap_or_default(),
-            started_at: ms(3)?,
-            finished_at: ms(4)?.unwrap_or_default(),
-            outcome: RunOutcome::parse(&row.get::<_, String>(5)?),
-            attempt: row.get(6)?,
-            exit_code: row.get(7)?,
-            error: row.get(8)?,
-            details: details.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default(),
-        })
-    })?;
+    let rows = stmt.query_map(params![job, since, limit], read_row)?;
     rows.collect()
+}
+
+/// The last attempt of the run with this fire id, if the history has it.
+pub fn by_fire_id(conn: &Connection, fire_id: &str) -> rusqlite::Result<Option<RunRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT job, fire_id, scheduled_at, started_at, finished_at, outcome, attempt, exit_code, error, details
+         FROM runs WHERE fire_id = ?1 ORDER BY attempt DESC, id DESC LIMIT 1",
+    )?;
+    let mut rows = stmt.query_map(params![fire_id], read_row)?;
+    rows.next().transpose()
+}
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    let ms = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        Ok(row.get::<_, Option<i64>>(i)?.and_then(DateTime::from_timestamp_millis))
+    };
+    let details: Option<String> = row.get(9)?;
+    Ok(RunRecord {
+        job: row.get(0)?,
+        fire_id: row.get(1)?,
+        scheduled_at: ms(2)?.unwrap_or_default(),
+        started_at: ms(3)?,
+        finished_at: ms(4)?.unwrap_or_default(),
+        outcome: RunOutcome::parse(&row.get::<_, String>(5)?),
+        attempt: row.get(6)?,
+        exit_code: row.get(7)?,
+        error: row.get(8)?,
+        details: details.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -66,6 +66,8 @@ const MIGRATIONS: &[&str] = &[
         n INTEGER NOT NULL,
         PRIMARY KEY (job, hour)
     ) WITHOUT ROWID;",
+    // 4: `GET /api/runs/{fire_id}` finds a run that is no longer in memory.
+    "CREATE INDEX runs_by_fire ON runs (fire_id);",
 ];
 
 /// Jobs paused through the API.

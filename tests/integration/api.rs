@@ -285,5 +285,5 @@ fn per_job_series_can_be_switched_off() {
         *m.entry(x.metric.as_str()).or_default() += 1;
         m
     });
-    assert_eq!(by_name.get("beatd_fires_total"), Some(&4), "one series per outcome");
+    assert_eq!(by_name.get("beatd_fires_total"), Some(&5), "one series per outcome");
 }

@@ -93,7 +93,12 @@ async fn check(toml: &str) -> RunResult {
     let job = Arc::new(job(toml));
     let now = Utc::now();
     let fire = Fire::scheduled(job, JobStatus::detached(), now, now);
-    let cx = RunContext { stop: CancellationToken::new(), kill: CancellationToken::new(), services: services("") };
+    let cx = RunContext {
+        stop: CancellationToken::new(),
+        kill: CancellationToken::new(),
+        services: services(""),
+        progress: Default::default(),
+    };
     Actions.execute(&fire, &cx).await
 }
 

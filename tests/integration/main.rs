@@ -15,6 +15,7 @@ mod reload;
 mod restart;
 mod retention;
 mod run;
+mod runs;
 mod security;
 mod sql;
 mod systemd;

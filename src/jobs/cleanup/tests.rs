@@ -145,7 +145,7 @@ fn a_folder_swapped_for_a_symlink_mid_walk_is_not_followed() {
             symlink(&outside, &sub).expect("symlink");
         }
     };
-    let hooks = Hooks { before_descend: Some(&mut swap), before_unlink: None };
+    let hooks = Hooks { before_descend: Some(&mut swap), before_unlink: None, progress: None };
     let stats = c.walk("test", cutoff(&c), hooks).expect("walk");
     assert_eq!(stats.errors, 1, "the swapped folder is refused and counted");
     assert_eq!(stats.files_deleted, 0);
@@ -165,7 +165,7 @@ fn a_file_swapped_for_a_symlink_before_deletion_loses_only_the_link() {
             symlink(&target, &victim).expect("symlink");
         }
     };
-    let hooks = Hooks { before_descend: None, before_unlink: Some(&mut swap) };
+    let hooks = Hooks { before_descend: None, before_unlink: Some(&mut swap), progress: None };
     c.walk("test", cutoff(&c), hooks).expect("walk");
     assert!(!exists(&t.root.join("old.log")), "the link was removed");
     assert!(exists(&t.outside.join("keep.txt")), "its target was not");
