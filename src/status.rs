@@ -28,6 +28,9 @@ pub struct JobStatus {
     last_started_ms: AtomicI64,
     last_finished_ms: AtomicI64,
     last_outcome: AtomicU8,
+    /// Whether the last run that was not cancelled succeeded (1, 0; `u8::MAX` before any):
+    /// failure and recovery transitions ignore cancelled runs.
+    last_verdict: AtomicU8,
     last_success_ms: AtomicI64,
     /// Checks: 1 up, 0 down, -1 not yet known.
     check_up: AtomicI64,
@@ -85,6 +88,7 @@ impl JobStatus {
             last_started_ms: AtomicI64::new(NONE),
             last_finished_ms: AtomicI64::new(NONE),
             last_outcome: AtomicU8::new(u8::MAX),
+            last_verdict: AtomicU8::new(u8::MAX),
             last_success_ms: AtomicI64::new(NONE),
             check_up: AtomicI64::new(-1),
             running: AtomicUsize::new(0),
@@ -122,8 +126,13 @@ impl JobStatus {
         self.last_scheduled_ms.store(scheduled.timestamp_millis(), Ordering::Relaxed);
         self.last_started_ms.store(ms(started), Ordering::Relaxed);
         self.last_finished_ms.store(finished.timestamp_millis(), Ordering::Relaxed);
+        self.last_outcome.store(outcome_index(outcome) as u8, Ordering::Relaxed);
         // One swap, so runs that overlap still see each change exactly once.
-        let previous = self.last_outcome.swap(outcome_index(outcome) as u8, Ordering::Relaxed);
+        let previous = if outcome == RunOutcome::Cancelled {
+            self.last_verdict.load(Ordering::Relaxed)
+        } else {
+            self.last_verdict.swap(u8::from(outcome == RunOutcome::Success), Ordering::Relaxed)
+        };
         if outcome == RunOutcome::Success {
             self.last_success_ms.store(finished.timestamp_millis(), Ordering::Relaxed);
         }
@@ -133,7 +142,7 @@ impl JobStatus {
         if let (Some(h), Some(s)) = (self.duration.get(), started) {
             h.observe((finished - s).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
-        (previous != u8::MAX).then_some(previous == 0)
+        (previous != u8::MAX).then_some(previous == 1)
     }
 
     pub fn last_run(&self) -> Option<LastRun> {
@@ -375,5 +384,22 @@ mod tests {
         assert_eq!(s.last_success(), None);
         assert_eq!(s.fires[1].get(), 2);
         assert_eq!(s.fires[3].get(), 1);
+    }
+
+    #[test]
+    fn a_cancelled_run_is_shown_last_but_is_no_failure_and_no_recovery() {
+        let s = JobStatus::detached();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+        let at = |n: i64| t + chrono::Duration::seconds(n);
+        assert_eq!(s.finished(at(0), Some(at(0)), at(1), RunOutcome::Success, None), None);
+        // Cancelled after a success: not a failure (the caller sends nothing for it)...
+        assert_eq!(s.finished(at(60), Some(at(60)), at(61), RunOutcome::Cancelled, None), Some(true));
+        assert_eq!(s.last_run().map(|r| r.outcome), Some(RunOutcome::Cancelled));
+        // ...and the next success is not a recovery: the run before it that counts succeeded.
+        assert_eq!(s.finished(at(120), Some(at(120)), at(121), RunOutcome::Success, None), Some(true));
+        assert_eq!(s.finished(at(180), Some(at(180)), at(181), RunOutcome::Failure, None), Some(true));
+        assert_eq!(s.finished(at(240), Some(at(240)), at(241), RunOutcome::Cancelled, None), Some(false));
+        assert_eq!(s.finished(at(300), Some(at(300)), at(301), RunOutcome::Success, None), Some(false));
+        assert_eq!(s.fires[4].get(), 2);
     }
 }
