@@ -42,6 +42,8 @@ async fn measure(per_job: bool) -> (Vec<Duration>, usize) {
         state_dir: "unused".into(),
         guard: Arc::new(Guard::open()),
         cluster: None,
+        dashboard: true,
+        rates: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));

@@ -157,6 +157,8 @@ impl Daemon {
                 None => Guard::open(),
             }),
             cluster: cluster.clone(),
+            dashboard: config.api.as_ref().is_some_and(|a| a.dashboard),
+            rates: Default::default(),
         };
         let serving = match &config.api {
             Some(settings) => {

@@ -30,6 +30,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod databases;
 pub mod fire;
 pub mod http;

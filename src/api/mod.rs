@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub per_job_metrics: bool,
     /// At most this many connections at once (and never more than half the descriptor limit).
     pub max_connections: usize,
+    /// The web dashboard at `/` (on by default).
+    pub dashboard: bool,
 }
 
 /// Where the API listens.
@@ -139,6 +141,10 @@ pub struct ApiState {
     pub guard: Arc<auth::Guard>,
     /// This node, with `[cluster]`.
     pub cluster: Option<Arc<Node>>,
+    /// Serve the dashboard's pages.
+    pub dashboard: bool,
+    /// The dashboard's cache of 24-hour success rates.
+    pub rates: Arc<crate::dashboard::Rates>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -163,12 +169,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/runs", get(active_runs))
         .route("/api/runs/{fire_id}", get(one_run))
         .route_layer(middleware::from_fn_with_state(guard.clone(), auth::private_read));
+    let pages = if state.dashboard {
+        crate::dashboard::router().route_layer(middleware::from_fn_with_state(guard.clone(), auth::private_read))
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/cluster", get(cluster))
         .merge(reads)
         .merge(mutating)
+        .merge(pages)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") })
         .layer(middleware::from_fn_with_state(guard, auth::every_request))
@@ -220,7 +232,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-fn health(state: &ApiState) -> (StatusCode, serde_json::Value) {
+pub(crate) fn health(state: &ApiState) -> (StatusCode, serde_json::Value) {
     let health = &state.board.health;
     if let Some(reason) = health.stuck() {
         return (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "stuck", "reason": reason }));
@@ -249,7 +261,7 @@ fn health(state: &ApiState) -> (StatusCode, serde_json::Value) {
 }
 
 /// This node in its cluster: its name, its role, the leader's name, how long it has led.
-fn cluster_view(node: &Node) -> serde_json::Value {
+pub(crate) fn cluster_view(node: &Node) -> serde_json::Value {
     let view = node.view();
     json!({
         "node": view.node,

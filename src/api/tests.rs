@@ -25,6 +25,8 @@ fn state(board: Arc<Board>) -> ApiState {
         state_dir: "unused".into(),
         guard: Arc::new(super::auth::Guard::open()),
         cluster: None,
+        dashboard: true,
+        rates: Default::default(),
     }
 }
 

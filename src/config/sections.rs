@@ -135,6 +135,7 @@ pub(super) fn api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<A
         .map(|(hosts, _)| hosts.iter().map(|h| h.value.trim().to_ascii_lowercase()).collect())
         .unwrap_or_default();
     let per_job_metrics = t.bool(d, "per_job_metrics").unwrap_or(true);
+    let dashboard = t.bool(d, "dashboard").unwrap_or(true);
     let max_connections = t.integer(d, "max_connections").map_or(512, |(n, span)| {
         usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or_else(|| {
             t.error(d, span, "\"max_connections\" must be 1 or more");
@@ -149,6 +150,7 @@ pub(super) fn api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<A
         allowed_hosts,
         per_job_metrics,
         max_connections,
+        dashboard,
     })
 }
 
