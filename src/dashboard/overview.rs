@@ -225,6 +225,12 @@ fn row(e: &LiveJob, rates: &RateMap, now: DateTime<Utc>) -> Markup {
     }
 }
 
+/// `2026-11-24 17:00:00 +01:00` from the run's RFC 3339 slot.
+fn slot_text(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map_or_else(|_| rfc3339.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
+}
+
 /// Runs queued or running, with their progress and a cancel button.
 pub fn running_table(active: &[RunView], with_job: bool) -> Markup {
     html! {
@@ -243,7 +249,7 @@ pub fn running_table(active: &[RunView], with_job: bool) -> Markup {
                 @for r in active {
                     tr data-run=(r.fire_id) {
                         @if with_job { th scope="row" { a href=(format!("/jobs/{}", r.job)) { (r.job) } } }
-                        td { (r.slot) }
+                        td { (slot_text(&r.slot)) }
                         td { span.badge.running { (serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) } }
                         td { (r.attempt) }
                         td.progress {

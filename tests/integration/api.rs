@@ -287,3 +287,28 @@ fn per_job_series_can_be_switched_off() {
     });
     assert_eq!(by_name.get("beatd_fires_total"), Some(&5), "one series per outcome");
 }
+
+#[test]
+fn the_dashboard_is_served_at_the_root_locked_down_and_can_be_turned_off() {
+    let (_b, _d, api) = start("", JOBS);
+    let (status, body, headers) = api.request("GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].to_str().unwrap_or("").starts_with("text/html"));
+    let csp = headers["content-security-policy"].to_str().unwrap_or("");
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(body.as_str().is_some_and(|b| b.contains("<tr data-job=\"tick\">")));
+    for path in ["/timeline", "/jobs/cmd", "/assets/style.css", "/assets/app.js"] {
+        assert_eq!(api.request("GET", path, None).0, 200, "{path}");
+    }
+    // Pages never change state: no method but GET (and HEAD) reaches them.
+    for path in ["/", "/jobs/cmd", "/timeline"] {
+        let (status, _, _) = api.request("POST", path, Some(&api.token()));
+        assert_eq!(status, 405, "POST {path}");
+    }
+
+    let (_b, _d, off) = start("dashboard = false", JOBS);
+    let (status, body, _) = off.request("GET", "/", None);
+    assert_eq!((status, &body["error"]), (404, &Value::String("no such endpoint".into())));
+    assert_eq!(off.get("/api/jobs").0, 200, "the API stays");
+}

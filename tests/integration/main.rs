@@ -1,6 +1,7 @@
 //! Integration tests: the real `beatd` binary, run against configs in temp dirs.
 
 mod api;
+mod browser;
 mod builtins;
 mod check;
 mod checks;

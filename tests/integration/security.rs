@@ -324,6 +324,48 @@ fn a_web_page_cannot_drive_the_api_even_without_a_token() {
     d.stop();
 }
 
+#[test]
+fn the_dashboard_gives_a_rebinding_or_cross_site_page_nothing() {
+    let (b, mut d, port) = api_daemon("allow_unauthenticated = true");
+    // A rebinding page reads no dashboard: its own name in Host is refused for every page.
+    for path in ["/", "/timeline", "/jobs/cmd", "/assets/app.js"] {
+        assert_eq!(raw(port, "GET", path, &[("Host", "attacker.example")]).0, 421, "{path}");
+    }
+    // The dashboard's buttons call the API, whose cross-origin rule holds for runs too.
+    let evil = [("Origin", "https://evil.example"), ("Content-Type", "text/plain")];
+    let unknown = "/api/runs/0b7e0d0a-1111-4222-8333-444455556666/cancel";
+    assert_eq!(raw(port, "POST", unknown, &evil).0, 403);
+    assert_eq!(raw(port, "POST", unknown, &[("Sec-Fetch-Site", "cross-site")]).0, 403);
+    // A page cannot frame the dashboard (clickjacking its buttons).
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let head = resp.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+    assert!(head.contains("x-frame-options: deny") && head.contains("frame-ancestors 'none'"), "{head}");
+    assert!(!head.contains("set-cookie"), "the dashboard sets no cookie: {head}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!b.path("ran.txt").exists());
+    d.stop();
+}
+
+#[test]
+fn off_loopback_the_dashboard_needs_the_token_like_the_job_list() {
+    let port = free_port();
+    let b = Beatd::with_config(&format!(
+        "[api]\nlisten = \"0.0.0.0:{port}\"\n\n[jobs.cmd]\nevery = \"1h\"\naction = \"noop\"\n"
+    ));
+    let mut d = b.run(&[]);
+    assert!(wait_for(Duration::from_secs(5), || raw_ok(port)), "{}", b.log());
+    assert_eq!(raw(port, "GET", "/", &[]).0, 401);
+    assert_eq!(raw(port, "GET", "/jobs/cmd", &[]).0, 401);
+    let token = std::fs::read_to_string(b.path("state/api-token")).expect("token");
+    let bearer = format!("Bearer {}", token.trim());
+    assert_eq!(raw(port, "GET", "/", &[("Authorization", bearer.as_str())]).0, 200);
+    d.stop();
+}
+
 /// The name of a local account without rights, made if needed (the test runs as root).
 fn stranger() -> &'static str {
     const NAME: &str = "beatd-stranger";
