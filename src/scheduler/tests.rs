@@ -424,6 +424,7 @@ async fn a_reload_is_applied_as_a_diff() {
             removed: vec!["dropped".into()],
             changed: vec![("reworded".into(), false), ("rescheduled".into(), true)],
             unchanged: vec!["same".into()],
+            applied_in: diff.applied_in,
         }
     );
     // The unchanged job is the same job with the same status; its pending fire is kept.
@@ -450,4 +451,53 @@ async fn a_reload_is_applied_as_a_diff() {
         [at("2026-05-01T00:01:00Z"), at("2026-05-01T00:01:30Z"), at("2026-05-01T00:02:00Z")]
     );
     assert_eq!(rec.of("rescheduled").len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_tells_the_journal_only_its_changes_and_a_restart_finds_them() {
+    let all = "catch_up = \"all\"\ncatch_up_limit = 1000";
+    let before = format!(
+        "[jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n{all}\n[jobs.other]\nevery = \"1s\"\naction = \"noop\"\n{all}\n\
+         [jobs.gone]\nevery = \"1s\"\naction = \"noop\"\n{all}\n"
+    );
+    let after = format!(
+        "[jobs.other]\nevery = \"2s\"\naction = \"noop\"\n{all}\n[jobs.new]\nevery = \"1s\"\naction = \"noop\"\n{all}\n\
+         [jobs.tick]\nevery = \"1s\"\naction = \"noop\"\n{all}\n"
+    );
+    let state = tempfile::tempdir().expect("temp dir");
+    let clock = Clock::manual(at("2026-01-01T00:00:00Z"));
+    let journal = crate::state::journal::Journal::open(state.path()).expect("journal");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let scheduler =
+        Scheduler::new(jobs(&before), clock.clone(), Recorder::default()).with_journal(journal).with_reloads(rx);
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move { scheduler.run(stop).await }
+    });
+    run_until(&clock, at("2026-01-01T00:00:05.500Z")).await;
+    let (done, applied) = tokio::sync::oneshot::channel();
+    tx.send(super::Reload { jobs: jobs(&after), done }).expect("loop listens");
+    applied.await.expect("applied");
+    run_until(&clock, at("2026-01-01T00:00:10Z")).await;
+    stop.cancel();
+    let scheduler = handle.await.expect("loop ends");
+    // The ids carried over and those of new jobs are the journal's ids for those names.
+    let names: Vec<String> = scheduler.jobs.iter().map(|e| e.job.name.to_string()).collect();
+    let carried = scheduler.ids.clone();
+    drop(scheduler);
+    let mut journal = crate::state::journal::Journal::open(state.path()).expect("journal");
+    let ids = journal.ids(names.iter().map(String::as_str)).expect("ids");
+    assert_eq!((names.len(), carried), (3, ids), "{names:?}");
+    // A restart after a minute's outage: each job's missed slots counted from what the journal
+    // learnt at the reload (a schedule it did not learn would start from now).
+    drop(journal);
+    let second = run_with_journal(&after, state.path(), "2026-01-01T00:01:00.500Z", "2026-01-01T00:01:02Z").await;
+    let secs = |job: &str| -> Vec<i64> {
+        second.of(job).iter().map(|(s, _)| (*s - at("2026-01-01T00:00:00Z")).num_seconds()).collect()
+    };
+    assert_eq!(secs("tick"), (11..=62).collect::<Vec<_>>());
+    assert_eq!(secs("new"), (11..=62).collect::<Vec<_>>(), "added by the reload at 00:00:05.5");
+    assert_eq!(secs("other"), (12..=62).step_by(2).collect::<Vec<_>>(), "rescheduled to 2 s at the reload");
+    assert!(second.of("gone").is_empty());
 }

@@ -170,6 +170,34 @@ impl Journal {
         tx.commit()
     }
 
+    /// Applies a reload's changes to the set of scheduled jobs: `upsert` is (name, schedule) of
+    /// jobs new to the set or whose schedule changed, `remove` the names that left it. What
+    /// [`Journal::set_jobs`] does for the whole set, for the difference only: a reload that
+    /// changes one job of 100 000 writes one row.
+    pub fn update_jobs<'a>(
+        &mut self,
+        upsert: impl IntoIterator<Item = (&'a str, &'a str)>,
+        remove: impl IntoIterator<Item = &'a str>,
+        now: DateTime<Utc>,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert_stmt = tx.prepare_cached(
+                "INSERT INTO journal_jobs (job, schedule, since) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (job) DO UPDATE SET schedule = excluded.schedule, since = excluded.since
+                 WHERE journal_jobs.schedule != excluded.schedule",
+            )?;
+            for (job, schedule) in upsert {
+                upsert_stmt.execute(params![job, schedule, now.timestamp_millis()])?;
+            }
+            let mut delete = tx.prepare_cached("DELETE FROM journal_jobs WHERE job = ?1")?;
+            for job in remove {
+                delete.execute([job])?;
+            }
+        }
+        tx.commit()
+    }
+
     /// Records that every fire due at or before `until` is handled (the watermark never moves
     /// backwards), and that this tick dispatches `fires`, (job id, slot) each, in one
     /// transaction.
