@@ -115,8 +115,19 @@ impl Reloader {
         }
         self.services.notifications.set_notifiers(config.notifiers.clone());
         self.history.send(crate::state::history::Pending::retentions(&config.jobs));
+        // The new job set, the diff and the timers' renumbering are worked out here, off the
+        // timer loop, which then only applies them.
+        let board = self.board.clone();
+        let jobs = config.jobs.clone();
+        let prepared = match tokio::task::spawn_blocking(move || crate::scheduler::prepare(&board, jobs)).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                tracing::error!("reload: preparing the new jobs failed: {e}");
+                return false;
+            }
+        };
         let (done, applied) = oneshot::channel();
-        if self.to_loop.send(Reload { jobs: config.jobs.clone(), done }).is_err() {
+        if self.to_loop.send(Reload { jobs: prepared, done }).is_err() {
             tracing::warn!("reload: the timer loop has stopped");
             return false;
         }

@@ -241,10 +241,18 @@ impl Board {
         }
     }
 
-    /// Replaces the jobs (a reload). A job whose name was there before keeps its status (last
-    /// run, running count, paused), and, if its definition is the same, its `Arc<Job>` too; the
-    /// metrics of jobs no longer there are dropped. Returns the new set.
+    /// Replaces the jobs (a reload): [`Board::prepare`], then [`Board::publish`].
     pub fn replace(&self, jobs: Vec<Job>) -> Arc<JobSet> {
+        let (set, gone) = self.prepare(jobs);
+        self.publish(set.clone(), &gone);
+        set
+    }
+
+    /// The set that will replace the current jobs, not yet published, and the names of the
+    /// current jobs it drops. A job whose name was there before keeps its status (last run,
+    /// running count, paused), and, if its definition is the same, its `Arc<Job>` too. All the
+    /// work of a reload that does not touch the timer loop happens here, off the loop.
+    pub fn prepare(&self, jobs: Vec<Job>) -> (Arc<JobSet>, Vec<Arc<str>>) {
         let old = self.jobs();
         let mut entries = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -264,12 +272,17 @@ impl Board {
             entries.push(entry);
         }
         let set = Arc::new(JobSet::new(entries));
-        for gone in old.jobs.iter().filter(|e| set.get(&e.job.name).is_none()) {
-            self.metrics.forget(&gone.job.name);
+        let gone = old.jobs.iter().filter(|e| set.get(&e.job.name).is_none()).map(|e| e.job.name.clone()).collect();
+        (set, gone)
+    }
+
+    /// Makes `set` (from [`Board::prepare`]) the current jobs; the metrics of `gone` are dropped.
+    pub fn publish(&self, set: Arc<JobSet>, gone: &[Arc<str>]) {
+        for name in gone {
+            self.metrics.forget(name);
         }
         self.metrics.jobs.set(set.jobs.len() as i64);
-        *self.jobs.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
-        set
+        *self.jobs.write().unwrap_or_else(|p| p.into_inner()) = set;
     }
 }
 

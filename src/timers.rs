@@ -151,6 +151,47 @@ impl Timers {
         out
     }
 
+    /// Renumbers the jobs after a reload, in place: `map` gives a job's new number, or `None`
+    /// to take its timer out; those taken out are returned (old numbers). Instants and slots
+    /// stay as they are, so the jobs a reload did not change keep their pending fires without
+    /// the timers being rebuilt.
+    pub fn remap(&mut self, mut map: impl FnMut(u32) -> Option<u32>) -> Vec<Timer> {
+        let mut taken = Vec::new();
+        let mut renumber = |at: DateTime<Utc>, entries: &mut Entries, from: usize| {
+            let mut kept = from;
+            for i in from..entries.len() {
+                let (job, slot) = entries[i];
+                match map(job) {
+                    Some(new) => {
+                        entries[kept] = (new, slot);
+                        kept += 1;
+                    }
+                    None => taken.push(Timer { at, job, slot }),
+                }
+            }
+            entries.truncate(kept);
+        };
+        if let Some((at, entries, popped)) = &mut self.current {
+            renumber(*at, entries, *popped);
+            // Renumbered entries must come out in job order, as armed ones do.
+            entries[*popped..].sort_unstable();
+        }
+        let mut emptied = Vec::new();
+        for (at, entries) in self.buckets.iter_mut() {
+            renumber(*at, entries, 0);
+            if entries.is_empty() {
+                emptied.push(*at);
+            }
+        }
+        for at in emptied {
+            if let Some(entries) = self.buckets.remove(&at) {
+                self.spare.push(entries);
+            }
+        }
+        self.len -= taken.len();
+        taken
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -185,6 +226,26 @@ mod tests {
 
     /// What the heap did, entry for entry: the same (at, job, slot) order for any pushes,
     /// pops, removals and re-arming in between.
+    #[test]
+    fn remap_renumbers_in_place_and_hands_back_what_it_takes_out() {
+        let mut timers = Timers::default();
+        for job in 0..6 {
+            timers.push_slot(t(10 + (job % 2) as i64), t(10 + (job % 2) as i64), job);
+        }
+        // A burst half popped: its rest is renumbered too.
+        assert_eq!(timers.pop_due(t(10)).map(|e| e.job), Some(0));
+        // Jobs 1 and 4 leave; the others are numbered backwards.
+        let mut taken = timers.remap(|job| (job != 1 && job != 4).then_some(10 - job));
+        taken.sort();
+        assert_eq!(taken, [Timer { at: t(10), job: 4, slot: t(10) }, Timer { at: t(11), job: 1, slot: t(11) }]);
+        assert_eq!(timers.len(), 3);
+        let rest: Vec<(u32, i64)> =
+            std::iter::from_fn(|| timers.pop_due(t(11))).map(|e| (e.job, e.at.timestamp())).collect();
+        // Within an instant in job order, as armed ones come out.
+        assert_eq!(rest, [(8, 10), (5, 11), (7, 11)]);
+        assert!(timers.is_empty());
+    }
+
     #[test]
     fn agrees_with_a_heap() {
         use std::cmp::Reverse;

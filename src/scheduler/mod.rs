@@ -31,8 +31,8 @@ use crate::policy::CatchUp;
 use crate::schedule::Schedule;
 use crate::state::alarm::Part;
 use crate::state::journal::Journal;
-use crate::status::{Board, JobStatus, LiveJob};
-use crate::timers::{self, Timers};
+use crate::status::{Board, JobSet, LiveJob};
+use crate::timers::Timers;
 
 /// Where fires go. The daemon's [`runner::Runner`] runs the job's action; tests record.
 pub trait Dispatch: Send + Sync {
@@ -61,11 +61,84 @@ pub type Ping = Box<dyn Fn() + Send + Sync>;
 /// Called by the loop after each iteration with a one-line summary (systemd's STATUS=).
 pub type StatusLine = Box<dyn Fn(&str) + Send + Sync>;
 
-/// A validated set of jobs for the running loop, and where to report what changed.
+/// A validated set of jobs for the running loop, [`prepare`]d off it, and where to report
+/// what changed.
 #[derive(Debug)]
 pub struct Reload {
-    pub jobs: Vec<Job>,
+    pub jobs: Prepared,
     pub done: tokio::sync::oneshot::Sender<Diff>,
+}
+
+/// A reload worked out off the loop against the jobs the loop runs now: the new job set (not
+/// yet published), the diff, the loop's new job list with its journal keys, and for each new
+/// job where it was in the old list. The loop then only renumbers its timers and arms the
+/// jobs that changed: at 100 000 jobs, building all this in the loop held it for 0.3 s.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    set: Arc<JobSet>,
+    gone: Vec<Arc<str>>,
+    diff: Diff,
+    /// The enabled jobs, in config order: the loop's new `jobs`.
+    jobs: Vec<LiveJob>,
+    keys: Vec<String>,
+    /// Per new job: its number in the old list (the enabled jobs of the current set).
+    old: Vec<Option<u32>>,
+    /// Per new job: the same `Arc<Job>` as before (same definition: its timer stays).
+    unchanged: Vec<bool>,
+    /// Per new job: the same schedule key as before (its pending slot stays).
+    same_key: Vec<bool>,
+    /// How many jobs the old list had.
+    against: usize,
+}
+
+impl Prepared {
+    /// Fills `old`, `unchanged` and `same_key` against `jobs` and `keys`, matching by name.
+    fn match_onto(&mut self, jobs: &[LiveJob], keys: &[String]) {
+        let index: HashMap<&str, usize> = jobs.iter().enumerate().map(|(i, e)| (&*e.job.name, i)).collect();
+        self.old.clear();
+        self.unchanged.clear();
+        self.same_key.clear();
+        for (e, key) in self.jobs.iter().zip(&self.keys) {
+            let oi = index.get(&*e.job.name).copied();
+            self.old.push(oi.map(|i| i as u32));
+            self.unchanged.push(oi.is_some_and(|i| Arc::ptr_eq(&jobs[i].job, &e.job)));
+            self.same_key.push(oi.is_some_and(|i| keys[i] == *key));
+        }
+        self.against = jobs.len();
+    }
+}
+
+/// Works out a reload of `jobs` against the board's current jobs (which the loop runs), off
+/// the loop: see [`Prepared`].
+pub fn prepare(board: &Board, jobs: Vec<Job>) -> Prepared {
+    let old_set = board.jobs();
+    let (set, gone) = board.prepare(jobs);
+    let mut diff = Diff::default();
+    for e in &set.jobs {
+        match old_set.get(&e.job.name) {
+            None => diff.added.push(e.job.name.to_string()),
+            Some(old) if Arc::ptr_eq(&old.job, &e.job) => diff.unchanged.push(e.job.name.clone()),
+            Some(old) => diff.changed.push((e.job.name.to_string(), schedule_key(&old.job) != schedule_key(&e.job))),
+        }
+    }
+    diff.removed = gone.iter().map(|n| n.to_string()).collect();
+    let old_jobs: Vec<&LiveJob> = old_set.jobs.iter().filter(|e| e.job.enabled).collect();
+    let index: HashMap<&str, usize> = old_jobs.iter().enumerate().map(|(i, e)| (&*e.job.name, i)).collect();
+    let jobs: Vec<LiveJob> = set.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
+    let mut p = Prepared { against: old_jobs.len(), ..Prepared::default() };
+    for e in &jobs {
+        let key = schedule_key(&e.job);
+        let oi = index.get(&*e.job.name).copied();
+        p.old.push(oi.map(|i| i as u32));
+        p.unchanged.push(oi.is_some_and(|i| Arc::ptr_eq(&old_jobs[i].job, &e.job)));
+        p.same_key.push(oi.is_some_and(|i| schedule_key(&old_jobs[i].job) == key));
+        p.keys.push(key);
+    }
+    p.jobs = jobs;
+    p.set = set;
+    p.gone = gone;
+    p.diff = diff;
+    p
 }
 
 /// What a reload changed, job by job (names in config order).
@@ -293,105 +366,102 @@ impl<D: Dispatch> Scheduler<D> {
         self
     }
 
-    /// Replaces the jobs with `jobs` as a diff against the current ones:
-    /// - a job whose definition is unchanged keeps its pending fire (and, in the runner, its
-    ///   running instances, which are keyed by name);
+    /// Replaces the jobs with `jobs` as a diff against the current ones: [`prepare`], then
+    /// [`Scheduler::apply_prepared`] (a reload prepares off the loop; tests call this).
+    pub fn apply(&mut self, jobs: Vec<Job>) -> Diff {
+        let prepared = prepare(&self.board, jobs);
+        self.apply_prepared(prepared)
+    }
+
+    /// Applies a reload [`prepare`]d off the loop:
+    /// - a job whose definition is unchanged keeps its pending fire (its timer is renumbered in
+    ///   place, not rebuilt), and in the runner its running instances, keyed by name;
     /// - a changed job with the same schedule keeps its pending slot; one whose schedule (or
     ///   zone) changed is scheduled from now;
     /// - a new job, or one enabled by the reload, starts from now;
     /// - a removed or disabled job fires no more; a run in progress finishes.
     ///
-    /// The journal learns the new schedules, so a restart catches up the same jobs.
-    pub fn apply(&mut self, jobs: Vec<Job>) -> Diff {
+    /// The journal learns the changed schedules, so a restart catches up the same jobs. The
+    /// loop does work in proportion to what changed, plus one pass over the timers.
+    pub fn apply_prepared(&mut self, mut p: Prepared) -> Diff {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let old_set = self.board.jobs();
-        let old_index: HashMap<Arc<str>, usize> =
-            self.jobs.iter().enumerate().map(|(i, e)| (e.job.name.clone(), i)).collect();
-        let mut pending: HashMap<u32, timers::Timer> = HashMap::with_capacity(self.timers.len());
-        for e in self.timers.drain() {
-            pending.insert(e.job, e);
+        if p.against != self.jobs.len() {
+            // Prepared against another job list than the loop's (never, while reloads come
+            // one at a time): match the jobs by name here.
+            p.match_onto(&self.jobs, &self.keys);
         }
-        let set = self.board.replace(jobs);
-
-        let mut diff = Diff::default();
-        for e in &set.jobs {
-            match old_set.get(&e.job.name) {
-                None => diff.added.push(e.job.name.to_string()),
-                Some(old) if Arc::ptr_eq(&old.job, &e.job) => diff.unchanged.push(e.job.name.clone()),
-                Some(old) => {
-                    diff.changed.push((e.job.name.to_string(), schedule_key(&old.job) != schedule_key(&e.job)))
+        // Old number -> new number, for the jobs whose timer stays as it is.
+        let mut renumber = vec![None; self.jobs.len()];
+        let mut present = vec![false; self.jobs.len()];
+        for (i, old) in p.old.iter().enumerate() {
+            if let Some(oi) = *old {
+                present[oi as usize] = true;
+                if p.unchanged[i] {
+                    renumber[oi as usize] = Some(i as u32);
                 }
             }
         }
-        diff.removed =
-            old_set.jobs.iter().filter(|e| set.get(&e.job.name).is_none()).map(|e| e.job.name.to_string()).collect();
-
-        let jobs: Vec<LiveJob> = set.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
-        // An unchanged job (the same `Arc<Job>`) keeps its key: no string is made for it.
-        let keys: Vec<String> = jobs
-            .iter()
-            .map(|e| match old_index.get(&*e.job.name) {
-                Some(&oi) if Arc::ptr_eq(&self.jobs[oi].job, &e.job) => self.keys[oi].clone(),
-                _ => schedule_key(&e.job),
-            })
-            .collect();
-        let mut timers = Timers::default();
-        for (i, (e, key)) in jobs.iter().zip(&keys).enumerate() {
-            let kept = old_index
-                .get(&*e.job.name)
-                .filter(|&&oi| self.keys[oi] == *key)
-                .and_then(|&oi| pending.get(&(oi as u32)));
+        let taken = self.timers.remap(|job| renumber.get(job as usize).copied().flatten());
+        let slots: HashMap<u32, DateTime<Utc>> = taken.iter().map(|t| (t.job, t.slot)).collect();
+        for (i, e) in p.jobs.iter().enumerate() {
+            if p.unchanged[i] {
+                continue;
+            }
+            let kept = if p.same_key[i] { p.old[i].and_then(|oi| slots.get(&oi)) } else { None };
             let next = match kept {
                 // Same schedule: the same slot, at the (possibly new) jitter's time.
-                Some(p) => Some((p.slot, e.job.run_at(p.slot))),
+                Some(&slot) => Some((slot, e.job.run_at(slot))),
                 None => e.job.next_fire(now),
             };
             if let Some((slot, at)) = next {
-                timers.push_slot(slot, at, i as u32);
+                self.timers.push_slot(slot, at, i as u32);
             }
             e.status.set_next_fire(next.map(|(_, at)| at));
         }
         // Jobs that left the loop (removed or disabled) have no next fire any more.
-        let kept: std::collections::HashSet<*const JobStatus> = jobs.iter().map(|e| Arc::as_ptr(&e.status)).collect();
-        for old in self.jobs.iter().filter(|e| !kept.contains(&Arc::as_ptr(&e.status))) {
-            old.status.set_next_fire(None);
+        for (oi, old) in self.jobs.iter().enumerate() {
+            if !present[oi] {
+                old.status.set_next_fire(None);
+            }
         }
+        self.board.publish(std::mem::take(&mut p.set), &p.gone);
         let old_ids = std::mem::take(&mut self.ids);
-        let old_jobs = std::mem::replace(&mut self.jobs, jobs);
-        let old_keys = std::mem::replace(&mut self.keys, keys);
-        self.timers = timers;
+        let old_jobs = std::mem::replace(&mut self.jobs, std::mem::take(&mut p.jobs));
+        let old_keys = std::mem::replace(&mut self.keys, std::mem::take(&mut p.keys));
         if old_ids.len() == old_jobs.len() {
-            self.record_job_changes(now, &old_jobs, &old_keys, &old_index, old_ids);
+            self.record_job_changes(now, &old_jobs, &p, &old_ids);
         } else {
             self.record_jobs(now); // the journal's ids were lost: the whole set again
         }
+        let mut diff = std::mem::take(&mut p.diff);
         diff.applied_in = started.elapsed();
+        // 100 000 jobs' worth of old vectors are freed off the loop.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn_blocking(move || drop((old_jobs, old_keys, old_ids, p)));
+        }
         diff
     }
 
     /// Tells the journal what a reload changed in the scheduled set (new jobs, changed
     /// schedules, jobs gone), and carries the ids of the jobs that stayed: the loop must not
     /// wait for a write per job of a large schedule.
-    fn record_job_changes(
-        &mut self,
-        now: DateTime<Utc>,
-        old_jobs: &[LiveJob],
-        old_keys: &[String],
-        old_index: &HashMap<Arc<str>, usize>,
-        old_ids: Vec<u32>,
-    ) {
+    fn record_job_changes(&mut self, now: DateTime<Utc>, old_jobs: &[LiveJob], p: &Prepared, old_ids: &[u32]) {
         let Some(journal) = &mut self.journal else { return };
-        let new_names: std::collections::HashSet<&str> = self.jobs.iter().map(|e| &*e.job.name).collect();
-        let upsert = self.jobs.iter().zip(&self.keys).filter_map(|(e, key)| {
-            let same = old_index.get(&*e.job.name).is_some_and(|&oi| old_keys[oi] == *key);
+        let mut present = vec![false; old_jobs.len()];
+        for oi in p.old.iter().flatten() {
+            present[*oi as usize] = true;
+        }
+        let upsert = self.jobs.iter().zip(&self.keys).enumerate().filter_map(|(i, (e, key))| {
+            let same = p.old[i].is_some() && p.same_key[i];
             (!same).then_some((&*e.job.name, key.as_str()))
         });
-        let remove = old_jobs.iter().map(|e| &*e.job.name).filter(|n| !new_names.contains(n));
+        let remove = old_jobs.iter().enumerate().filter(|(oi, _)| !present[*oi]).map(|(_, e)| &*e.job.name);
         if let Err(e) = journal.update_jobs(upsert, remove, now) {
             tracing::error!("cannot record the jobs in the fire journal: {e}");
         }
-        let new: Vec<&str> = self.jobs.iter().map(|e| &*e.job.name).filter(|n| !old_index.contains_key(*n)).collect();
+        let new: Vec<&str> =
+            self.jobs.iter().enumerate().filter(|(i, _)| p.old[*i].is_none()).map(|(_, e)| &*e.job.name).collect();
         let new_ids = match journal.ids(new.iter().copied()) {
             Ok(ids) => ids,
             Err(e) => {
@@ -401,11 +471,11 @@ impl<D: Dispatch> Scheduler<D> {
             }
         };
         let mut new_ids = new_ids.into_iter();
-        self.ids = self
-            .jobs
+        self.ids = p
+            .old
             .iter()
-            .map(|e| match old_index.get(&*e.job.name) {
-                Some(&oi) => old_ids[oi],
+            .map(|old| match old {
+                Some(oi) => old_ids[*oi as usize],
                 None => new_ids.next().unwrap_or(u32::MAX),
             })
             .collect();
@@ -489,7 +559,7 @@ impl<D: Dispatch> Scheduler<D> {
                 biased;
                 () = shutdown.cancelled() => break,
                 Some(reload) = next_reload(&mut self.reloads) => {
-                    let diff = self.apply(reload.jobs);
+                    let diff = self.apply_prepared(reload.jobs);
                     let _ = reload.done.send(diff);
                 }
                 () = sleep_until(&self.clock, next) => {}

@@ -415,7 +415,7 @@ async fn a_reload_is_applied_as_a_diff() {
     });
     run_until(&clock, at("2026-05-01T00:00:35Z")).await;
     let (done, diff) = tokio::sync::oneshot::channel();
-    tx.send(super::Reload { jobs: jobs(after), done }).expect("loop listens");
+    tx.send(super::Reload { jobs: super::prepare(&board, jobs(after)), done }).expect("loop listens");
     let diff = diff.await.expect("applied");
     assert_eq!(
         diff,
@@ -470,6 +470,7 @@ async fn a_reload_tells_the_journal_only_its_changes_and_a_restart_finds_them() 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let scheduler =
         Scheduler::new(jobs(&before), clock.clone(), Recorder::default()).with_journal(journal).with_reloads(rx);
+    let board = scheduler.board();
     let stop = CancellationToken::new();
     let handle = tokio::spawn({
         let stop = stop.clone();
@@ -477,7 +478,7 @@ async fn a_reload_tells_the_journal_only_its_changes_and_a_restart_finds_them() 
     });
     run_until(&clock, at("2026-01-01T00:00:05.500Z")).await;
     let (done, applied) = tokio::sync::oneshot::channel();
-    tx.send(super::Reload { jobs: jobs(&after), done }).expect("loop listens");
+    tx.send(super::Reload { jobs: super::prepare(&board, jobs(&after)), done }).expect("loop listens");
     applied.await.expect("applied");
     run_until(&clock, at("2026-01-01T00:00:10Z")).await;
     stop.cancel();

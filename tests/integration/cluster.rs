@@ -303,6 +303,20 @@ fn pause_and_run_now_on_a_follower_reach_the_leader() {
         (health["cluster"]["role"].as_str(), health["cluster"]["node"].as_str()),
         (Some("leader"), Some("node-0"))
     );
+    // The dashboard's health strip shows each node's role.
+    let strip = |api: &crate::util::Api| {
+        let (status, page, _) = api.request("GET", "/", None);
+        assert_eq!(status, 200);
+        let page = page.as_str().unwrap_or_default().to_string();
+        let start = page.find("<section class=\"strip\"").unwrap_or_else(|| panic!("no health strip: {page}"));
+        page[start..].split("</section>").next().unwrap_or_default().to_string()
+    };
+    let (l, f) = (strip(&leader), strip(&follower));
+    assert!(
+        l.contains("Cluster</span><span class=\"badge ok\">leader</span><span class=\"reason\">node node-0</span>"),
+        "{l}"
+    );
+    assert!(f.contains(">follower</span><span class=\"reason\">node node-1, leader node-0</span>"), "{f}");
 
     // Paused on the follower: the leader stops running it.
     assert_eq!(follower.post("/api/jobs/tick/pause").0, 200);
