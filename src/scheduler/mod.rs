@@ -129,9 +129,10 @@ pub fn prepare(board: &Board, jobs: Vec<Job>) -> Prepared {
     for e in &jobs {
         let key = schedule_key(&e.job);
         let oi = index.get(&*e.job.name).copied();
+        let unchanged = oi.is_some_and(|i| Arc::ptr_eq(&old_jobs[i].job, &e.job));
         p.old.push(oi.map(|i| i as u32));
-        p.unchanged.push(oi.is_some_and(|i| Arc::ptr_eq(&old_jobs[i].job, &e.job)));
-        p.same_key.push(oi.is_some_and(|i| schedule_key(&old_jobs[i].job) == key));
+        p.unchanged.push(unchanged);
+        p.same_key.push(unchanged || oi.is_some_and(|i| schedule_key(&old_jobs[i].job) == key));
         p.keys.push(key);
     }
     p.jobs = jobs;
