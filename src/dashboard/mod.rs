@@ -235,11 +235,6 @@ impl Rates {
         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((tokio::time::Instant::now(), map.clone()));
         map
     }
-
-    /// Forgets the cache: the next page reads the history again (after a run by hand).
-    pub fn invalidate(&self) {
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
 }
 
 fn rates(dir: &Path, since: DateTime<Utc>) -> Result<RateMap, String> {

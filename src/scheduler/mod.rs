@@ -367,13 +367,6 @@ impl<D: Dispatch> Scheduler<D> {
         self
     }
 
-    /// Replaces the jobs with `jobs` as a diff against the current ones: [`prepare`], then
-    /// [`Scheduler::apply_prepared`] (a reload prepares off the loop; tests call this).
-    pub fn apply(&mut self, jobs: Vec<Job>) -> Diff {
-        let prepared = prepare(&self.board, jobs);
-        self.apply_prepared(prepared)
-    }
-
     /// Applies a reload [`prepare`]d off the loop:
     /// - a job whose definition is unchanged keeps its pending fire (its timer is renumbered in
     ///   place, not rebuilt), and in the runner its running instances, keyed by name;

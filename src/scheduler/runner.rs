@@ -352,7 +352,19 @@ impl Inner {
             );
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = stop.cancelled() => return (outcome, result, started),
+                () = stop.cancelled() => {
+                    if !self.kill.is_cancelled() && self.runs.cancel_requested(id) {
+                        // Cancelled between attempts: the run ends cancelled, not failed.
+                        let why = format!(
+                            "cancelled by an operator while waiting to retry (attempt {attempt}: {})",
+                            result.result.as_ref().err().map_or("", String::as_str)
+                        );
+                        let cancelled = RunResult::failed(why);
+                        self.record(fire, None, RunOutcome::Cancelled, attempt, cancelled.clone());
+                        return (RunOutcome::Cancelled, cancelled, started);
+                    }
+                    return (outcome, result, started);
+                }
             }
             attempt += 1;
         }

@@ -241,3 +241,25 @@ fn unknown_and_malformed_fire_ids_are_refused_with_json() {
     assert!(wait_for(Duration::from_secs(5), || api.get(&format!("/api/runs/{id}")).0 == 200));
     assert_eq!(run(&api, &id)["state"], "success");
 }
+
+#[test]
+fn a_cancel_while_a_failed_run_waits_to_retry_ends_it_cancelled_with_no_more_attempts() {
+    let (b, d, api) = start(&format!(
+        "[jobs.flaky]\n{NEVER}\naction = \"command\"\ncommand = \"echo x >> attempts; exit 1\"\nretries = 3\nretry_delay = \"30s\"\n"
+    ));
+    let id = trigger(&api, "flaky");
+    // The first attempt failed; the run waits 30 s for its retry.
+    assert!(wait_for(Duration::from_secs(10), || history(&b, "flaky").iter().any(|r| r["outcome"] == "failure")));
+    assert_eq!(run(&api, &id)["state"], "running");
+    let (status, _) = api.post(&format!("/api/runs/{id}/cancel"));
+    assert_eq!(status, 202);
+    let ended = wait_run(&api, &id, "state", "cancelled", &d);
+    assert_eq!(ended["attempt"], 1, "{ended}");
+    assert!(ended["error"].as_str().is_some_and(|e| e.starts_with("cancelled by an operator while waiting to retry")));
+    assert_eq!(std::fs::read_to_string(b.path("attempts")).unwrap_or_default().lines().count(), 1, "retried");
+    let outcomes: Vec<String> =
+        history(&b, "flaky").iter().map(|r| r["outcome"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(outcomes, ["cancelled", "failure"], "newest first");
+    let (_, job) = api.get("/api/jobs/flaky");
+    assert_eq!(job["last_run"]["outcome"], "cancelled");
+}
