@@ -35,6 +35,8 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     per_job: bool,
     fires: Family<Labels, Counter>,
+    /// Without per-job series, every job counts into the same five counters: one handle.
+    fires_by_outcome: std::sync::OnceLock<Arc<[Counter; 5]>>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
     /// Dispatch time minus scheduled time, for every scheduled fire.
     pub lateness: Histogram,
@@ -133,6 +135,7 @@ impl Metrics {
             registry: Mutex::new(registry),
             per_job,
             fires,
+            fires_by_outcome: Default::default(),
             durations,
             lateness,
             jobs,
@@ -173,7 +176,7 @@ impl Metrics {
     }
 
     /// The per-job counters (by outcome) and duration histogram a job's status holds.
-    pub fn job_handles(&self, job: &Job) -> ([Counter; 5], Option<Histogram>) {
+    pub fn job_handles(&self, job: &Job) -> (Arc<[Counter; 5]>, Option<Histogram>) {
         let labels = |outcome: &str| -> Labels {
             let mut l = vec![("outcome".to_string(), outcome.to_string())];
             if self.per_job {
@@ -181,7 +184,8 @@ impl Metrics {
             }
             l
         };
-        let fires = OUTCOMES.map(|o| self.fires.get_or_create(&labels(o)).clone());
+        let counters = || Arc::new(OUTCOMES.map(|o| self.fires.get_or_create(&labels(o)).clone()));
+        let fires = if self.per_job { counters() } else { self.fires_by_outcome.get_or_init(counters).clone() };
         (fires, self.duration_handle(job))
     }
 

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::job::fire_id;
 
 /// What a job does, at start, about slots missed while beatd was not running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CatchUp {
     /// None of them run.
     Skip,
@@ -27,7 +27,7 @@ pub enum CatchUp {
     All,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Overlap {
     /// The new slot is skipped (logged and recorded).
     #[default]
@@ -40,7 +40,7 @@ pub enum Overlap {
     Replace,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Policy {
     pub timeout: Option<Duration>,
     pub overlap: Overlap,

@@ -93,7 +93,7 @@ impl Reloader {
             .await
             .unwrap_or_else(|e| Err(config::diag::ConfigErrors::whole_file("reload", e.to_string())));
         let health = &self.board.health;
-        let config = match loaded {
+        let mut config = match loaded {
             Ok(config) => config,
             Err(errors) => {
                 for e in &errors.0 {
@@ -118,7 +118,7 @@ impl Reloader {
         // The new job set, the diff and the timers' renumbering are worked out here, off the
         // timer loop, which then only applies them.
         let board = self.board.clone();
-        let jobs = config.jobs.clone();
+        let jobs = std::mem::take(&mut config.jobs);
         let prepared = match tokio::task::spawn_blocking(move || crate::scheduler::prepare(&board, jobs)).await {
             Ok(prepared) => prepared,
             Err(e) => {

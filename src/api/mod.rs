@@ -318,7 +318,7 @@ fn view(e: &LiveJob) -> JobView {
     let fmt = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::AutoSi, false);
     JobView {
         name: e.job.name.to_string(),
-        schedule: e.job.schedule_text.clone(),
+        schedule: e.job.schedule_text.to_string(),
         timezone: tz.name().to_string(),
         action: e.job.action.name().to_string(),
         enabled: e.job.enabled,

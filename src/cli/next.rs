@@ -84,7 +84,7 @@ fn inline_job(args: &Args) -> Result<Job, Failed> {
     Ok(Job {
         name: "inline".into(),
         schedule: built.0,
-        schedule_text: built.1,
+        schedule_text: built.1.into(),
         timezone: tz,
         enabled: true,
         action: Action::Noop(Noop),
@@ -92,7 +92,7 @@ fn inline_job(args: &Args) -> Result<Job, Failed> {
         history: Default::default(),
         notify: None,
         notify_on: Default::default(),
-        definition: String::new(),
+        definition: uuid::Uuid::nil(),
     })
 }
 

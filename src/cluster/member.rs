@@ -307,14 +307,12 @@ impl Node {
 
 /// A hash of a job set: the same jobs give the same hash on every node.
 pub fn config_hash(set: &JobSet) -> String {
-    let mut jobs: Vec<(&str, &str)> = set.jobs.iter().map(|e| (&*e.job.name, e.job.definition.as_str())).collect();
+    use std::fmt::Write;
+    let mut jobs: Vec<(&str, uuid::Uuid)> = set.jobs.iter().map(|e| (&*e.job.name, e.job.definition)).collect();
     jobs.sort_unstable();
     let mut text = String::new();
     for (name, definition) in jobs {
-        text.push_str(name);
-        text.push('\n');
-        text.push_str(definition);
-        text.push('\n');
+        let _ = writeln!(text, "{name}\n{}", definition.simple());
     }
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).simple().to_string()
 }

@@ -1,7 +1,7 @@
 //! Actions as the config writes them: each action's keys, read from a job's table into the
 //! types [`crate::jobs`] runs. The runner never sees TOML; `beatd check` sees every key here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globset::{Glob, GlobSetBuilder};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use toml::de::DeValue;
 
 use super::DiskCheck;
-use super::diag::{Diags, hint};
+use super::diag::Diags;
 use super::sections::{broker_name, on_broker_down};
 use super::table::{Table, type_name};
 use crate::broker::Side;
@@ -31,12 +31,6 @@ use crate::jobs::tcp_check::TcpCheck;
 pub struct ParseContext<'a> {
     /// The config file's folder; relative paths resolve against it.
     pub base: &'a Path,
-    /// Every job name in the file (for reports that name jobs).
-    pub job_names: &'a [String],
-    /// Every `[brokers.NAME]` (for queue jobs).
-    pub broker_names: &'a [String],
-    /// Every `[databases.NAME]` (for `sql` and `sql_check` jobs).
-    pub database_names: &'a [String],
 }
 
 /// Every key any action takes, so a job with a mistyped action is not also buried in
@@ -60,10 +54,10 @@ pub fn action(kind: &str, t: &mut Table<'_, '_>, d: &mut Diags, cx: &ParseContex
         "http_check" => http_check(t, d, cx.base).map(|a| Action::HttpCheck(Box::new(a))),
         "tcp_check" => tcp_check(t, d).map(|a| Action::TcpCheck(Box::new(a))),
         "report" => report(t, d, cx).map(|a| Action::Report(Box::new(a))),
-        "celery" => celery(t, d, cx.broker_names).map(|a| Action::Celery(Box::new(a))),
-        "push" => push(t, d, cx.broker_names).map(|a| Action::Push(Box::new(a))),
-        "sql" => sql(t, d, cx.database_names).map(|a| Action::Sql(Box::new(a))),
-        "sql_check" => sql_check(t, d, cx.database_names).map(|a| Action::SqlCheck(Box::new(a))),
+        "celery" => celery(t, d).map(|a| Action::Celery(Box::new(a))),
+        "push" => push(t, d).map(|a| Action::Push(Box::new(a))),
+        "sql" => sql(t, d).map(|a| Action::Sql(Box::new(a))),
+        "sql_check" => sql_check(t, d).map(|a| Action::SqlCheck(Box::new(a))),
         _ => None,
     }
 }
@@ -82,8 +76,8 @@ pub const SQL_KEYS: &[&str] = &["database", "statements", "transaction", "statem
 pub const SQL_CHECK_KEYS: &[&str] = &["database", "query", "expect"];
 
 /// `action = "sql"`: statements (one string or a list) on a `[databases.NAME]`.
-pub fn sql(t: &mut Table<'_, '_>, d: &mut Diags, databases: &[String]) -> Option<Sql> {
-    let database = super::sections::database_name(t, d, databases);
+pub fn sql(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Sql> {
+    let database = super::sections::database_name(t, d);
     let statements = match t.str_list(d, "statements") {
         Some((list, span)) => {
             let list: Vec<String> = list.iter().map(|s| s.value.trim().to_string()).collect();
@@ -108,8 +102,8 @@ pub fn sql(t: &mut Table<'_, '_>, d: &mut Diags, databases: &[String]) -> Option
 }
 
 /// `action = "sql_check"`: a query's single value against `expect`.
-pub fn sql_check(t: &mut Table<'_, '_>, d: &mut Diags, databases: &[String]) -> Option<SqlCheck> {
-    let database = super::sections::database_name(t, d, databases);
+pub fn sql_check(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<SqlCheck> {
+    let database = super::sections::database_name(t, d);
     let query = t.req_str(d, "query").map(|q| q.value.to_string());
     let expect = t.req_str(d, "expect").and_then(|e| match Expect::parse(e.value) {
         Ok(x) => Some(x),
@@ -186,20 +180,28 @@ pub fn command(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Comm
         None => DEFAULT_OUTPUT_LIMIT,
     };
     let user = t.str(d, "user").and_then(|u| match User::from_name(u.value) {
-        Ok(Some(user)) => Some((u.value.to_string(), user.uid)),
+        Ok(Some(user)) => Some((u.value.into(), user.uid)),
         _ => {
             t.error(d, u.span.clone(), format!("no user \"{}\" on this system", u.value));
             None
         }
     });
     let group = t.str(d, "group").and_then(|g| match Group::from_name(g.value) {
-        Ok(Some(group)) => Some((g.value.to_string(), group.gid)),
+        Ok(Some(group)) => Some((g.value.into(), group.gid)),
         _ => {
             t.error(d, g.span.clone(), format!("no group \"{}\" on this system", g.value));
             None
         }
     });
-    Some(Command { command: command?.value.to_string(), workdir, env, kill_grace, output_limit, user, group })
+    Some(Command {
+        command: command?.value.into(),
+        workdir: workdir.map(PathBuf::into_boxed_path),
+        env: env.into_boxed_slice(),
+        kill_grace,
+        output_limit,
+        user,
+        group,
+    })
 }
 
 /// `action = "cleanup"`: its keys, read from the job's table.
@@ -325,10 +327,7 @@ pub fn report(t: &mut Table<'_, '_>, d: &mut Diags, cx: &ParseContext<'_>) -> Op
     let period = t.duration(d, "period").map(|(v, _)| v);
     let jobs = t.str_list(d, "jobs").map(|(names, _)| {
         for n in &names {
-            if !cx.job_names.iter().any(|j| j == n.value) {
-                let h = hint(n.value, cx.job_names.iter().map(String::as_str));
-                t.error(d, n.span.clone(), format!("no job \"{}\" to report on{h}", n.value));
-            }
+            t.refer(d, n.span.clone(), super::diag::Section::Jobs, n.value);
         }
         names.iter().map(|n| n.value.to_string()).collect()
     });
@@ -344,8 +343,8 @@ pub fn report(t: &mut Table<'_, '_>, d: &mut Diags, cx: &ParseContext<'_>) -> Op
 }
 
 /// `action = "celery"`: its keys, read from the job's table.
-pub fn celery(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<Celery> {
-    let broker = broker_name(t, d, brokers);
+pub fn celery(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Celery> {
+    let broker = broker_name(t, d);
     let task = t.req_str(d, "task").map(|s| s.value.to_string());
     let args = t.json(d, "args", "a list, such as [1, \"two\"]", Value::is_array).unwrap_or(json!([]));
     let kwargs = t.json(d, "kwargs", "a table, such as { days = 30 }", Value::is_object).unwrap_or(json!({}));
@@ -382,8 +381,8 @@ pub fn celery(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Optio
 }
 
 /// `action = "push"`: its keys, read from the job's table.
-pub fn push(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<Push> {
-    let broker = broker_name(t, d, brokers);
+pub fn push(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<Push> {
+    let broker = broker_name(t, d);
     let queue = t.req_str(d, "queue").map(|q| q.value.to_string());
     let payload = t.json(d, "payload", "a table", Value::is_object).unwrap_or(json!({}));
     let side = t.choice(d, "method", "method", &[("rpush", Side::Right), ("lpush", Side::Left)]).unwrap_or(Side::Right);

@@ -61,12 +61,52 @@ pub struct Diags<'s> {
     found: Vec<(usize, Diagnostic)>,
     /// Checks of the disk, made only when the config is loaded to run: (where, what).
     deferred: Vec<(usize, Diagnostic, super::DiskCheck)>,
+    /// Names of other sections that a job refers to, checked once every file is read.
+    references: Vec<(usize, Diagnostic, Section, String)>,
+}
+
+/// The sections whose entries jobs refer to by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Section {
+    Notifiers,
+    Jobs,
+    Brokers,
+    Databases,
+}
+
+impl Section {
+    /// The table's key: `notifiers`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Notifiers => "notifiers",
+            Section::Jobs => "jobs",
+            Section::Brokers => "brokers",
+            Section::Databases => "databases",
+        }
+    }
+
+    /// What one entry is called: `notifier`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Section::Notifiers => "notifier",
+            Section::Jobs => "job",
+            Section::Brokers => "broker",
+            Section::Databases => "database",
+        }
+    }
 }
 
 impl<'s> Diags<'s> {
     pub fn new(file: &str, text: &'s str) -> Self {
         let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Diags { file: file.to_string(), text, line_starts, found: Vec::new(), deferred: Vec::new() }
+        Diags {
+            file: file.to_string(),
+            text,
+            line_starts,
+            found: Vec::new(),
+            deferred: Vec::new(),
+            references: Vec::new(),
+        }
     }
 
     pub fn file(&self) -> &str {
@@ -106,6 +146,29 @@ impl<'s> Diags<'s> {
             message: prefix.map(|p| format!("{p}: ")).unwrap_or_default(),
         };
         self.deferred.push((span.start, at, check));
+    }
+
+    /// Notes that `name` at `span` must be defined in `section` (in this file or another);
+    /// checked by [`Diags::check_references`] once every file is read.
+    pub fn refer(&mut self, span: Range<usize>, job: Option<&str>, section: Section, name: &str) {
+        let at = Diagnostic {
+            file: self.file.clone(),
+            position: Some(self.position(span.start)),
+            job: job.map(str::to_string),
+            message: String::new(),
+        };
+        self.references.push((span.start, at, section, name.to_string()));
+    }
+
+    /// Checks the names noted by [`Diags::refer`]: `missing` gives the error for a name that
+    /// is not defined.
+    pub fn check_references(&mut self, missing: impl Fn(Section, &str) -> Option<String>) {
+        for (at, mut diagnostic, section, name) in std::mem::take(&mut self.references) {
+            if let Some(message) = missing(section, &name) {
+                diagnostic.message = message;
+                self.found.push((at, diagnostic));
+            }
+        }
     }
 
     /// Makes the disk checks noted so far; each failure becomes an error at its place.

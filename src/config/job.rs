@@ -4,13 +4,15 @@
 //! expression and an unknown key gets all three in one `beatd check`. The action's keys are
 //! [`super::actions`]'; the execution policy's are here.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::actions::{self, ParseContext};
-use super::diag::{Diags, hint};
+use super::diag::{Diags, Section, hint};
 use super::table::{self, Str, Table};
 use crate::job::{HistoryMode, Job, NotifyOn, Retention};
 use crate::jobs::{ACTIONS, Action};
@@ -18,31 +20,63 @@ use crate::notifications;
 use crate::policy::{CatchUp, Overlap, Policy};
 use crate::schedule::{CronSchedule, Interval, Schedule, cron};
 
+/// One copy of what many jobs write alike (their schedule text, their policy, the notifier
+/// they name), shared between them for the daemon's life: at 100 000 jobs, most of which say
+/// `every = "1m"` with the default policy, that is most of a job's size.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    texts: HashSet<Arc<str>>,
+    policies: HashSet<Arc<Policy>>,
+    /// Cron schedules by zone and text, parsed (and checked to fire) once.
+    crons: HashMap<Tz, HashMap<Box<str>, Schedule>>,
+}
+
+impl Shared {
+    fn text(&mut self, text: String) -> Arc<str> {
+        if let Some(t) = self.texts.get(text.as_str()) {
+            return t.clone();
+        }
+        let t: Arc<str> = text.into();
+        self.texts.insert(t.clone());
+        t
+    }
+
+    fn policy(&mut self, policy: Policy) -> Arc<Policy> {
+        if let Some(p) = self.policies.get(&policy) {
+            return p.clone();
+        }
+        let p = Arc::new(policy);
+        self.policies.insert(p.clone());
+        p
+    }
+}
+
 /// Reads the job `name` from its table `t`: `None` when it has errors (all of them in `d`).
 pub(super) fn job(
     name: &str,
     t: &mut Table<'_, '_>,
     d: &mut Diags,
     cx: &ParseContext<'_>,
-    notifier_names: &[String],
     default_zone: Tz,
     default_history: Retention,
+    shared: &mut Shared,
 ) -> Option<Job> {
     let enabled = t.bool(d, "enabled").unwrap_or(true);
     let history = retention(t, d, default_history);
-    let policy = policy(t, d);
-    let notify = notify_target(t, d, notifier_names);
+    let policy = shared.policy(policy(t, d));
+    let notify = notify_target(t, d).map(|n| shared.text(n));
     let notify_on = notify_on(t, d);
     let timezone = match t.str(d, "timezone") {
         Some(s) => zone(t, d, &s),
         None => Some(default_zone),
     };
-    let schedule = schedule(t, d, timezone);
+    let schedule = schedule(t, d, timezone, shared);
     let action = job_action(t, d, cx);
     if action.is_some() {
         t.finish(d, &[]);
     }
     let (schedule, schedule_text) = schedule?;
+    let schedule_text = shared.text(schedule_text);
     let mut action = action.flatten()?;
     // A check's own request timeout is the job's timeout.
     if let Some(timeout) = policy.timeout {
@@ -64,7 +98,7 @@ pub(super) fn job(
         notify,
         notify_on,
         history,
-        definition: String::new(),
+        definition: uuid::Uuid::nil(),
     })
 }
 
@@ -87,14 +121,10 @@ pub(super) fn retention(t: &mut Table<'_, '_>, d: &mut Diags, defaults: Retentio
 }
 
 /// `notify = "NAME"`, which must name a `[notifiers.NAME]`.
-fn notify_target(t: &mut Table<'_, '_>, d: &mut Diags, notifier_names: &[String]) -> Option<String> {
+fn notify_target(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<String> {
     let n = t.str(d, "notify")?;
-    if notifier_names.iter().any(|x| x == n.value) {
-        return Some(n.value.to_string());
-    }
-    let h = hint(n.value, notifier_names.iter().map(String::as_str));
-    t.error(d, n.span.clone(), format!("no notifier \"{}\" (define it as [notifiers.{}]){h}", n.value, n.value));
-    None
+    t.refer(d, n.span.clone(), Section::Notifiers, n.value);
+    Some(n.value.to_string())
 }
 
 /// `notify_on = ["failure", "recovery"]`: which changes are notified (both by default).
@@ -115,7 +145,12 @@ fn notify_on(t: &mut Table<'_, '_>, d: &mut Diags) -> NotifyOn {
 }
 
 /// `cron` or `every` (with `offset`): exactly one of them.
-fn schedule(t: &mut Table<'_, '_>, d: &mut Diags, timezone: Option<Tz>) -> Option<(Schedule, String)> {
+fn schedule(
+    t: &mut Table<'_, '_>,
+    d: &mut Diags,
+    timezone: Option<Tz>,
+    shared: &mut Shared,
+) -> Option<(Schedule, String)> {
     let cron = t.str(d, "cron");
     let every = t.str(d, "every");
     let offset = t.str(d, "offset");
@@ -125,7 +160,7 @@ fn schedule(t: &mut Table<'_, '_>, d: &mut Diags, timezone: Option<Tz>) -> Optio
             t.error(d, span, "set either \"cron\" or \"every\", not both");
             // Still report what is wrong with either value, so one run shows everything.
             if let Some(tz) = timezone {
-                cron_schedule(t, d, c, tz);
+                cron_schedule(t, d, c, tz, shared);
             }
             interval_schedule(t, d, e, offset.clone());
             None
@@ -138,7 +173,7 @@ fn schedule(t: &mut Table<'_, '_>, d: &mut Diags, timezone: Option<Tz>) -> Optio
             if let Some(o) = &offset {
                 t.error(d, o.span.clone(), "\"offset\" goes with \"every\", not with \"cron\"");
             }
-            cron_schedule(t, d, c, timezone?)
+            cron_schedule(t, d, c, timezone?, shared)
         }
         (None, Some(e)) => interval_schedule(t, d, e, offset.clone()),
     }
@@ -264,7 +299,7 @@ pub fn cron_from_text(text: &str, tz: Tz) -> Result<(Schedule, String), Schedule
             if s.next_after(probe_instant()).is_none() {
                 return Err(ScheduleError { at: None, message: format!("cron expression \"{text}\" never fires") });
             }
-            Ok((Schedule::Cron(s), text.trim().to_string()))
+            Ok((Schedule::Cron(Arc::new(s)), text.trim().to_string()))
         }
         Err(e) => Err(ScheduleError {
             at: Some(e.offset),
@@ -296,8 +331,17 @@ pub fn every_from_text(every: &str, offset: Option<&str>) -> Result<(Schedule, S
     Ok((Schedule::Every(interval), text))
 }
 
-fn cron_schedule(t: &Table<'_, '_>, d: &mut Diags, c: &Str<'_>, tz: Tz) -> Option<(Schedule, String)> {
-    cron_from_text(c.value, tz)
+fn cron_schedule(
+    t: &Table<'_, '_>,
+    d: &mut Diags,
+    c: &Str<'_>,
+    tz: Tz,
+    shared: &mut Shared,
+) -> Option<(Schedule, String)> {
+    if let Some(s) = shared.crons.get(&tz).and_then(|by_text| by_text.get(c.value)) {
+        return Some((s.clone(), c.value.trim().to_string()));
+    }
+    let built = cron_from_text(c.value, tz)
         .map_err(|e| {
             // Point inside the string when it is written plainly (no escapes).
             let raw = d.text().get(c.span.clone()).unwrap_or("");
@@ -307,7 +351,9 @@ fn cron_schedule(t: &Table<'_, '_>, d: &mut Diags, c: &Str<'_>, tz: Tz) -> Optio
             };
             t.error(d, at..at, e.message);
         })
-        .ok()
+        .ok()?;
+    shared.crons.entry(tz).or_default().insert(c.value.into(), built.0.clone());
+    Some(built)
 }
 
 fn interval_schedule(

@@ -25,7 +25,7 @@ use chrono_tz::Tz;
 use toml::de::{DeTable, DeValue};
 
 use self::actions::ParseContext;
-use self::diag::{ConfigErrors, Diagnostic, Diags};
+use self::diag::{ConfigErrors, Diagnostic, Diags, Section, hint};
 use self::table::{Table, type_name};
 use crate::api::ApiConfig;
 use crate::cluster::ClusterConfig;
@@ -257,24 +257,32 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path, disk: Disk)
     let sources: Vec<&Source> = std::iter::once(main).chain(dropins).collect();
     let mut diags: Vec<Diags<'_>> =
         sources.iter().map(|s| Diags::new(&s.path.display().to_string(), &s.text)).collect();
-    let roots = parse_toml(&sources, &mut diags);
-    let mut main_top = roots[0].as_ref().map(|r| Table::new(r.get_ref(), 0..0, None));
-    let (scheduler, api, cluster) = main_sections(main_top.as_mut(), &mut diags[0], base);
-    let names = Names::across(&roots);
-    let defaults = scheduler.as_ref().map_or((Tz::UTC, Retention::default()), |s| (s.timezone, s.history));
+    // One file's TOML document at a time: a document is ~10 times its text, and five 4 MiB
+    // drop-ins held together made the peak of a start four times the daemon's steady size.
+    // Names that a job refers to in another file are checked once all are read.
+    let (mut scheduler, mut api, mut cluster) = (None, None, None);
+    let mut defaults = (Tz::UTC, Retention::default());
     let mut parts = Parts::default();
-    for (i, (root, d)) in roots.iter().zip(&mut diags).enumerate() {
-        let Some(root) = root.as_ref().map(|r| r.get_ref()) else { continue };
-        let mut top =
-            if i == 0 { main_top.take().expect("the main file parsed") } else { Table::new(root, 0..0, None) };
+    for (i, source) in sources.iter().enumerate() {
+        let root = parse_toml(source, &mut diags, i);
+        let d = &mut diags[i];
+        let mut top = root.as_ref().map(|r| Table::new(r.get_ref(), 0..0, None));
+        if i == 0 {
+            (scheduler, api, cluster) = main_sections(top.as_mut(), d, base);
+            if let Some(s) = &scheduler {
+                defaults = (s.timezone, s.history);
+            }
+        }
+        let Some(mut top) = top else { continue };
         if i > 0 {
             refuse_main_sections(&mut top, d, &main.path);
         }
-        parts.read_file(&mut top, d, &names, base, defaults);
+        parts.read_file(&mut top, d, i, base, defaults);
         top.finish(d, &[]);
     }
     let mut errors = Vec::new();
     for mut d in diags {
+        d.check_references(|section, name| parts.seen.missing(section, name));
         if disk == Disk::Check {
             d.check_disk();
         }
@@ -291,21 +299,17 @@ pub fn parse_sources(main: &Source, dropins: &[Source], base: &Path, disk: Disk)
     Ok(Config { path: main.path.clone(), files, scheduler, jobs, notifiers, brokers, api, cluster, databases })
 }
 
-/// Each source's TOML with spans; `None` for one that is not TOML (its error is in `diags`).
-fn parse_toml<'s>(sources: &[&'s Source], diags: &mut [Diags<'_>]) -> Vec<Option<toml::Spanned<DeTable<'s>>>> {
-    sources
-        .iter()
-        .zip(diags)
-        .map(|(s, d)| match DeTable::parse(&s.text) {
-            Ok(root) => Some(root),
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                let message = e.message().trim_end().replace('\n', " ");
-                d.error(span, None, format!("invalid TOML: {message}"));
-                None
-            }
-        })
-        .collect()
+/// The source's TOML with spans; `None` when it is not TOML (the error is in `diags[i]`).
+fn parse_toml<'s>(source: &'s Source, diags: &mut [Diags<'_>], i: usize) -> Option<toml::Spanned<DeTable<'s>>> {
+    match DeTable::parse(&source.text) {
+        Ok(root) => Some(root),
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim_end().replace('\n', " ");
+            diags[i].error(span, None, format!("invalid TOML: {message}"));
+            None
+        }
+    }
 }
 
 /// The main file's own sections, `[scheduler]` (its defaults when absent), `[api]` and
@@ -338,35 +342,6 @@ fn refuse_main_sections(top: &mut Table<'_, '_>, d: &mut Diags<'_>, main: &Path)
     }
 }
 
-/// Names defined across every file: a job may name a notifier (or, for reports, a job, and for
-/// queue jobs, a broker) of another file.
-#[derive(Debug, Default)]
-struct Names {
-    notifiers: Vec<String>,
-    jobs: Vec<String>,
-    brokers: Vec<String>,
-    databases: Vec<String>,
-}
-
-impl Names {
-    fn across(roots: &[Option<toml::Spanned<DeTable<'_>>>]) -> Names {
-        let mut names = Names::default();
-        for root in roots.iter().flatten() {
-            for (section, list) in [
-                ("notifiers", &mut names.notifiers),
-                ("jobs", &mut names.jobs),
-                ("brokers", &mut names.brokers),
-                ("databases", &mut names.databases),
-            ] {
-                if let Some(t) = root.get_ref().get(section).and_then(|v| v.get_ref().as_table()) {
-                    list.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
-                }
-            }
-        }
-        names
-    }
-}
-
 /// What the files define, as they are read one after the other.
 #[derive(Debug, Default)]
 struct Parts {
@@ -374,8 +349,8 @@ struct Parts {
     brokers: crate::broker::BrokerConfigs,
     databases: HashMap<String, crate::databases::DatabaseConfig>,
     jobs: Vec<Job>,
-    /// "notifier x" / "job x" -> FILE:LINE:COL where it was first defined.
-    seen: HashMap<String, String>,
+    seen: Seen,
+    shared: job::Shared,
 }
 
 impl Parts {
@@ -385,41 +360,38 @@ impl Parts {
         &mut self,
         top: &mut Table<'_, '_>,
         d: &mut Diags<'_>,
-        names: &Names,
+        file: usize,
         base: &Path,
         defaults: (Tz, Retention),
     ) {
         let (notifiers, brokers) = (&mut self.notifiers, &mut self.brokers);
-        named_tables(top, d, &mut self.seen, "notifiers", "notifier", |name, t, d| {
+        let seen = &mut self.seen;
+        named_tables(top, d, seen, file, Section::Notifiers, |name, t, d| {
             if let Some(n) = sections::notifier(name, t, d, base) {
                 notifiers.insert(name.to_string(), n);
             }
         });
-        named_tables(top, d, &mut self.seen, "brokers", "broker", |name, t, d| {
+        named_tables(top, d, seen, file, Section::Brokers, |name, t, d| {
             if let Some(b) = sections::broker(name, t, d, base) {
                 brokers.insert(name.to_string(), b);
             }
         });
         let databases = &mut self.databases;
-        named_tables(top, d, &mut self.seen, "databases", "database", |name, t, d| {
+        named_tables(top, d, &mut self.seen, file, Section::Databases, |name, t, d| {
             if let Some(db) = sections::database(name, t, d, base) {
                 databases.insert(name.to_string(), db);
             }
         });
         let Some((t, _)) = top.table(d, "jobs") else { return };
-        let cx = ParseContext {
-            base,
-            job_names: &names.jobs,
-            broker_names: &names.brokers,
-            database_names: &names.databases,
-        };
+        let cx = ParseContext { base };
+        let mut definition = String::new();
         for (key, value) in t {
             let name = key.get_ref().as_ref();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
                 d.error(key.span(), Some(name), "job names may only contain letters, digits, \".\", \"_\" and \"-\"");
                 continue;
             }
-            if let Some(first) = defined_twice(&mut self.seen, "job", name, d, key.span()) {
+            if let Some(first) = self.seen.defined_twice(file, Section::Jobs, name, d, key.span()) {
                 d.error(key.span(), Some(name), format!("defined twice: also at {first}"));
                 continue;
             }
@@ -428,15 +400,20 @@ impl Parts {
                 continue;
             };
             let mut t = Table::new(jt, key.span(), Some(name));
-            if let Some(mut job) = job::job(name, &mut t, d, &cx, &names.notifiers, defaults.0, defaults.1) {
-                let mut definition = String::new();
+            if let Some(mut job) = job::job(name, &mut t, d, &cx, defaults.0, defaults.1, &mut self.shared) {
+                use std::fmt::Write;
+                definition.clear();
                 table::canonical(value.get_ref(), &mut definition);
-                job.definition = format!("{definition} zone={} base={}", job.timezone.name(), base.display());
+                let _ = write!(definition, " zone={} base={}", job.timezone.name(), base.display());
+                job.definition = uuid::Uuid::new_v5(&DEFINITION_NAMESPACE, definition.as_bytes());
                 self.jobs.push(job);
             }
         }
     }
 }
+
+/// Namespace of the digests in [`Job::definition`].
+const DEFINITION_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x2b0e_61d4_7c1a_4d8e_a3f5_90c4_1e6b_d7a2);
 
 /// Whether a parse also checks what the config names on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -490,15 +467,16 @@ impl DiskCheck {
 fn named_tables<'t, 'i>(
     top: &mut Table<'t, 'i>,
     d: &mut Diags<'_>,
-    seen: &mut HashMap<String, String>,
-    section: &'static str,
-    kind: &'static str,
+    seen: &mut Seen,
+    file: usize,
+    section: Section,
     mut parse: impl FnMut(&str, &mut Table<'t, 'i>, &mut Diags<'_>),
 ) {
-    let Some((t, _)) = top.table(d, section) else { return };
+    let Some((t, _)) = top.table(d, section.key()) else { return };
+    let kind = section.kind();
     for (key, value) in t {
         let name = key.get_ref().as_ref();
-        if let Some(first) = defined_twice(seen, kind, name, d, key.span()) {
+        if let Some(first) = seen.defined_twice(file, section, name, d, key.span()) {
             d.error(key.span(), None, format!("{kind} \"{name}\" is also defined at {first}"));
             continue;
         }
@@ -511,22 +489,48 @@ fn named_tables<'t, 'i>(
     }
 }
 
-/// Notes where `kind name` is defined; if it already was, returns that place.
-fn defined_twice(
-    seen: &mut HashMap<String, String>,
-    kind: &str,
-    name: &str,
-    d: &Diags<'_>,
-    span: std::ops::Range<usize>,
-) -> Option<String> {
-    let (line, col) = d.position(span.start);
-    let here = format!("{}:{line}:{col}", d.file());
-    match seen.entry(format!("{kind} {name}")) {
-        std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(here);
-            None
+/// Every name the files define, by section (those with errors too), with where it was first
+/// defined: (file, line, column).
+#[derive(Debug, Default)]
+struct Seen {
+    first: [HashMap<Box<str>, (usize, usize, usize)>; 4],
+    files: Vec<String>,
+}
+
+impl Seen {
+    /// Notes where `name` of `section` is defined; if it already was, returns that place.
+    fn defined_twice(
+        &mut self,
+        file: usize,
+        section: Section,
+        name: &str,
+        d: &Diags<'_>,
+        span: std::ops::Range<usize>,
+    ) -> Option<String> {
+        if self.files.len() <= file {
+            self.files.resize(file + 1, String::new());
+            self.files[file] = d.file().to_string();
         }
+        let names = &mut self.first[section as usize];
+        if let Some(&(f, line, col)) = names.get(name) {
+            return Some(format!("{}:{line}:{col}", self.files[f]));
+        }
+        let (line, col) = d.position(span.start);
+        names.insert(name.into(), (file, line, col));
+        None
+    }
+
+    /// The error for a reference to `name` in `section` when no file defines it.
+    fn missing(&self, section: Section, name: &str) -> Option<String> {
+        let names = &self.first[section as usize];
+        if names.contains_key(name) {
+            return None;
+        }
+        let h = hint(name, names.keys().map(|n| &**n));
+        Some(match section {
+            Section::Jobs => format!("no job \"{name}\" to report on{h}"),
+            _ => format!("no {} \"{name}\" (define it as [{}.{name}]){h}", section.kind(), section.key()),
+        })
     }
 }
 
@@ -546,9 +550,9 @@ pub fn system_zone() -> Tz {
 mod tests {
     use super::*;
 
-    fn definition(text: &str) -> String {
+    fn definition(text: &str) -> uuid::Uuid {
         let config = parse_str(text, Path::new("t.toml"), Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-        config.jobs[0].definition.clone()
+        config.jobs[0].definition
     }
 
     #[test]

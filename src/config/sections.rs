@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::diag::{Diags, hint};
+use super::diag::{Diags, Section, hint};
 use super::table::Table;
 use super::{DiskCheck, SchedulerConfig, resolve, system_zone};
 use crate::api::{ApiConfig, Listen};
@@ -330,28 +330,18 @@ pub fn database(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -
     Some(DatabaseConfig { name: name.to_string(), url, kind, password_file: password_file.map(|(p, _)| p) })
 }
 
-/// A job's `database = "NAME"`, which must be a `[databases.NAME]`.
-pub fn database_name(t: &mut Table<'_, '_>, d: &mut Diags, databases: &[String]) -> Option<String> {
-    defined_name(t, d, "database", "databases", databases)
+/// A job's `database = "NAME"`, which must be a `[databases.NAME]` (checked once every file
+/// is read).
+pub fn database_name(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<String> {
+    let b = t.req_str(d, "database")?;
+    t.refer(d, b.span, Section::Databases, b.value);
+    Some(b.value.to_string())
 }
 
-/// The job's `key = "NAME"`, which must name a `[SECTION.NAME]` of `names`.
-fn defined_name(
-    t: &mut Table<'_, '_>,
-    d: &mut Diags,
-    key: &'static str,
-    section: &str,
-    names: &[String],
-) -> Option<String> {
-    let b = t.req_str(d, key)?;
-    if names.iter().any(|n| n == b.value) {
-        return Some(b.value.to_string());
-    }
-    let h = crate::config::diag::hint(b.value, names.iter().map(String::as_str));
-    t.error(d, b.span, format!("no {key} \"{}\" (define it as [{section}.{}]){h}", b.value, b.value));
-    None
-}
-
-pub fn broker_name(t: &mut Table<'_, '_>, d: &mut Diags, brokers: &[String]) -> Option<String> {
-    defined_name(t, d, "broker", "brokers", brokers)
+/// A job's `broker = "NAME"`, which must be a `[brokers.NAME]` (checked once every file is
+/// read).
+pub fn broker_name(t: &mut Table<'_, '_>, d: &mut Diags) -> Option<String> {
+    let b = t.req_str(d, "broker")?;
+    t.refer(d, b.span, Section::Brokers, b.value);
+    Some(b.value.to_string())
 }

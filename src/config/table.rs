@@ -59,6 +59,11 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    /// Notes that `name` at `span` must be defined in `section`, in any file of the config.
+    pub fn refer(&self, d: &mut Diags, span: Range<usize>, section: super::diag::Section, name: &str) {
+        d.refer(span, self.job.as_deref(), section, name);
+    }
+
     /// Notes a check of the disk at `span`, made when the config is loaded to run.
     pub fn defer(&self, d: &mut Diags, span: Range<usize>, check: super::DiskCheck) {
         let prefix = if self.job.is_none() { self.section.as_deref() } else { None };

@@ -17,15 +17,15 @@ fn action_rows(action: &Action) -> Vec<(&'static str, String)> {
     let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
     match action {
         Action::Command(c) => {
-            let mut rows = vec![("command", c.command.clone())];
+            let mut rows = vec![("command", c.command.to_string())];
             if let Some(w) = &c.workdir {
                 rows.push(("workdir", w.display().to_string()));
             }
             if let Some((u, _)) = &c.user {
-                rows.push(("user", u.clone()));
+                rows.push(("user", u.to_string()));
             }
             if let Some((g, _)) = &c.group {
-                rows.push(("group", g.clone()));
+                rows.push(("group", g.to_string()));
             }
             if !c.env.is_empty() {
                 rows.push(("env", c.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")));
@@ -123,7 +123,7 @@ fn policy_rows(e: &LiveJob) -> Vec<(&'static str, String)> {
     }
     rows.push(("catch_up", format!("{:?}", p.catch_up).to_lowercase()));
     if let Some(n) = &e.job.notify {
-        rows.push(("notify", n.clone()));
+        rows.push(("notify", n.to_string()));
     }
     rows.push(("history", format!("{:?}", e.job.history.mode).to_lowercase()));
     if let Some(n) = e.job.history.max_runs {

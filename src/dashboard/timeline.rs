@@ -319,7 +319,7 @@ fn short_zone(name: &str) -> &str {
 fn band_title(job: &Job, from: DateTime<Utc>, until: DateTime<Utc>, b0: usize, b1: usize) -> String {
     let span = (until - from).num_milliseconds();
     let at = |b: usize| from + Duration::milliseconds(span * b as i64 / BUCKETS as i64);
-    let words = super::words::describe(&job.schedule_text).unwrap_or_else(|| job.schedule_text.clone());
+    let words = super::words::describe(&job.schedule_text).unwrap_or_else(|| job.schedule_text.to_string());
     format!(
         "{}: {words}, too many fires to draw one by one, from {} to {}",
         job.name,

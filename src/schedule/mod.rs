@@ -15,7 +15,8 @@ pub use self::interval::Interval;
 
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    Cron(CronSchedule),
+    /// Shared by the jobs of a config with the same expression and zone.
+    Cron(std::sync::Arc<CronSchedule>),
     Every(Interval),
     /// `@reboot`: once when the daemon starts, never from `next_after`.
     Reboot,

@@ -237,6 +237,36 @@ fn drop_ins_are_merged_and_may_use_the_main_files_notifiers() {
 }
 
 #[test]
+fn names_may_be_defined_in_a_later_file_than_the_job_that_uses_them() {
+    // Each file is read and dropped before the next (a large schedule's documents are not
+    // all held at once), so a name is checked only once every file is read.
+    let b = with_dropins(
+        "\n[jobs.main-job]\nevery = \"1m\"\naction = \"noop\"\nnotify = \"later\"\n",
+        &[
+            (
+                "a.toml",
+                "[jobs.weekly]\ncron = \"0 9 * * 1\"\naction = \"report\"\njobs = [\"main-job\", \"from-b\"]\noutput_dir = \".\"\n",
+            ),
+            (
+                "b.toml",
+                "[notifiers.later]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n[jobs.from-b]\nevery = \"5m\"\naction = \"noop\"\n",
+            ),
+        ],
+    );
+    b.cmd(&["check", "--config", "beatd.toml"]).assert().success().stdout("ok: 3 jobs\n");
+    std::fs::write(b.path("conf.d/b.toml"), "[notifiers.latr]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n")
+        .expect("b.toml");
+    let out = b.cmd(&["check", "--config", "beatd.toml"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(
+        stderr,
+        "beatd.toml:12:10: job \"main-job\": no notifier \"later\" (define it as [notifiers.later]) (did you mean \"latr\"?)\n\
+         conf.d/a.toml:4:21: job \"weekly\": no job \"from-b\" to report on\n\
+         2 errors\n"
+    );
+}
+
+#[test]
 fn a_job_defined_in_two_files_names_both() {
     let b = with_dropins(
         "\n[jobs.report]\nevery = \"1m\"\naction = \"noop\"\n",
