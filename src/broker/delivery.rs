@@ -49,8 +49,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HELD_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Messages read from the outbox per retry round.
 const DRAIN_BATCH: usize = 10_000;
-/// Fires taken from the channel at once (a tick's burst).
-const MAX_BURST: usize = 100_000;
+/// Fires taken from the channel at once: a tick's burst is built and sent this many at a
+/// time (a Redis pipeline's worth), so only these messages are held at once. Taking 100 000
+/// held a whole burst of 50 000 built messages, 78 MB, for the same throughput.
+const MAX_BURST: usize = 10_000;
 
 /// What every broker's task shares.
 #[derive(Debug, Clone)]
@@ -134,12 +136,15 @@ impl Brokers {
     }
 
     /// Stops taking fires and waits up to `limit` for the tasks to send or store what they hold.
-    pub async fn shutdown(&self, limit: Duration) {
+    /// Returns whether they did (every message sent, stored in the outbox, or recorded).
+    pub async fn shutdown(&self, limit: Duration) -> bool {
         self.senders.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.tracker.close();
         if tokio::time::timeout(limit, self.tracker.wait()).await.is_err() {
             tracing::error!("broker deliveries did not finish within {}", humantime::format_duration(limit));
+            return false;
         }
+        true
     }
 }
 

@@ -51,7 +51,7 @@ pub enum Pending {
     Batch(Vec<Pending>),
     /// Which runs each job keeps, by name: sent at start and at each reload. A job not named
     /// keeps every run.
-    Retentions(Arc<HashMap<String, Retention>>),
+    Retentions(Arc<HashMap<Arc<str>, Retention>>),
 }
 
 impl Pending {
@@ -59,7 +59,7 @@ impl Pending {
     /// default (every run, no cap), so a schedule of 100 000 ordinary jobs costs nothing here.
     pub fn retentions<'a>(jobs: impl IntoIterator<Item = &'a crate::job::Job>) -> Pending {
         let set = jobs.into_iter().filter(|j| j.history != Retention::default());
-        Pending::Retentions(Arc::new(set.map(|j| (j.name.to_string(), j.history)).collect()))
+        Pending::Retentions(Arc::new(set.map(|j| (j.name.clone(), j.history)).collect()))
     }
 
     fn into_records(self, out: &mut Vec<RunRecord>) {
@@ -139,7 +139,9 @@ impl History {
 /// The writer thread; dropping every [`History`] clone and then joining flushes it.
 #[derive(Debug)]
 pub struct Writer {
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Its result: whether every run sent to it was written (or counted, or left out by its
+    /// job's retention).
+    thread: Option<std::thread::JoinHandle<bool>>,
 }
 
 impl Writer {
@@ -161,10 +163,9 @@ impl Writer {
     }
 
     /// Waits until everything sent so far is written (all senders must be dropped first).
-    pub fn finish(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Returns whether all of it was.
+    pub fn finish(mut self) -> bool {
+        self.thread.take().is_some_and(|t| t.join().unwrap_or(false))
     }
 }
 
@@ -182,7 +183,7 @@ fn write_loop(
     path: PathBuf,
     clock: crate::clock::Clock,
     alarm: std::sync::Arc<super::alarm::StateAlarm>,
-) {
+) -> bool {
     // The history can wait; the timer loop cannot. On a small machine this thread's inserts
     // would otherwise take the loop's core just when a burst of fires is due.
     let tid = rustix::thread::gettid();
@@ -200,7 +201,7 @@ fn write_loop(
         if batch.is_empty() && keeper.counted.is_empty() {
             match rx.blocking_recv() {
                 Some(first) => keeper.take(first, &mut batch, &conn),
-                None => return,
+                None => return dropped == 0,
             }
         }
         let mut closed = false;
@@ -236,7 +237,7 @@ fn write_loop(
                 );
                 if closed {
                     tracing::error!("stopping with {} run(s) that could not be written to the history", batch.len());
-                    return;
+                    return false;
                 }
                 retrying = true;
                 std::thread::sleep(Duration::from_secs(1));
@@ -260,7 +261,7 @@ fn write_loop(
             }
         }
         if closed {
-            return;
+            return dropped == 0;
         }
     }
 }
@@ -268,7 +269,7 @@ fn write_loop(
 /// What the writer keeps of the runs it gets, job by job (`history`, `history_keep_runs`).
 #[derive(Debug, Default)]
 struct Keeper {
-    retention: Arc<HashMap<String, Retention>>,
+    retention: Arc<HashMap<Arc<str>, Retention>>,
     /// Whether each job's last run was a success, for `failures`: a success after anything
     /// else (or the first after a start) is written.
     last_ok: HashMap<String, bool>,
@@ -305,11 +306,11 @@ impl Keeper {
             return;
         };
         for (job, r) in self.retention.iter() {
-            if r.mode != HistoryMode::Failures || self.last_ok.contains_key(job) {
+            if r.mode != HistoryMode::Failures || self.last_ok.contains_key(&**job) {
                 continue;
             }
-            let last: Option<String> = stmt.query_row([job], |row| row.get(0)).ok();
-            self.last_ok.insert(job.clone(), last.is_none_or(|o| o == RunOutcome::Success.as_str()));
+            let last: Option<String> = stmt.query_row([&**job], |row| row.get(0)).ok();
+            self.last_ok.insert(job.to_string(), last.is_none_or(|o| o == RunOutcome::Success.as_str()));
         }
     }
 
@@ -355,7 +356,7 @@ impl Keeper {
     }
 
     fn keeps(&mut self, r: &RunRecord) -> bool {
-        let mode = self.retention.get(&r.job).map_or(HistoryMode::All, |k| k.mode);
+        let mode = self.retention.get(r.job.as_str()).map_or(HistoryMode::All, |k| k.mode);
         match mode {
             HistoryMode::All => true,
             HistoryMode::Off => false,
@@ -382,13 +383,13 @@ fn manual(r: &RunRecord) -> bool {
 }
 
 /// Deletes each capped job's runs beyond its newest `history_keep_runs`.
-fn keep_runs(conn: &Connection, retention: &HashMap<String, Retention>) -> rusqlite::Result<()> {
+fn keep_runs(conn: &Connection, retention: &HashMap<Arc<str>, Retention>) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "DELETE FROM runs WHERE job = ?1 AND id <= (SELECT id FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
     )?;
     for (job, r) in retention {
         if let Some(max) = r.max_runs {
-            stmt.execute(params![job, i64::try_from(max).unwrap_or(i64::MAX)])?;
+            stmt.execute(params![&**job, i64::try_from(max).unwrap_or(i64::MAX)])?;
         }
     }
     Ok(())
@@ -569,10 +570,10 @@ mod tests {
         let (history, writer) =
             Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
         let keep = |mode, max_runs| Retention { mode, max_runs };
-        let retentions: HashMap<String, Retention> = [
-            ("f".to_string(), keep(HistoryMode::Failures, None)),
-            ("o".to_string(), keep(HistoryMode::Off, None)),
-            ("capped".to_string(), keep(HistoryMode::All, Some(5))),
+        let retentions: HashMap<Arc<str>, Retention> = [
+            ("f".into(), keep(HistoryMode::Failures, None)),
+            ("o".into(), keep(HistoryMode::Off, None)),
+            ("capped".into(), keep(HistoryMode::All, Some(5))),
         ]
         .into();
         history.send(Pending::Retentions(Arc::new(retentions)));
@@ -622,7 +623,7 @@ mod tests {
         drop(conn);
 
         // Across a restart: a failure last written makes the next success a recovery.
-        let retentions: HashMap<String, Retention> = [("f".to_string(), keep(HistoryMode::Failures, None))].into();
+        let retentions: HashMap<Arc<str>, Retention> = [("f".into(), keep(HistoryMode::Failures, None))].into();
         let (history, writer) =
             Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
         history.send(Pending::Retentions(Arc::new(retentions.clone())));
