@@ -12,6 +12,7 @@
 //! way: no new fires, running jobs get `shutdown_grace`, the brokers send or store what they
 //! hold, the API closes, and the history writer flushes.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +28,7 @@ use crate::clock::Clock;
 use crate::cluster::member::{self, Member, Node, Role, RunNow, View};
 use crate::config::Config;
 use crate::fire::Fire;
+use crate::job::HistoryMode;
 use crate::jobs::{Actions, Services};
 use crate::metrics::Metrics;
 use crate::reload::{self, Reloader, Trigger};
@@ -84,19 +86,26 @@ pub struct Daemon {
     stop: CancellationToken,
     kill: CancellationToken,
     reloads: mpsc::UnboundedSender<ReloadRequest>,
-    main: JoinHandle<()>,
+    /// Resolves to whether every fire dispatched ended and was handed on (see
+    /// [`Runner::shutdown`]).
+    main: JoinHandle<bool>,
     writer: Writer,
+    state_dir: PathBuf,
 }
 
 impl Daemon {
     /// Starts the daemon for `config`; returns once it is ready (the API listening, systemd
     /// told READY=1).
-    pub async fn start(config: Config, options: Options) -> Result<Daemon, DaemonError> {
+    pub async fn start(mut config: Config, options: Options) -> Result<Daemon, DaemonError> {
         crate::tls::install_crypto_provider();
         let Options { clock, systemd, watch } = options;
         let sched = config.scheduler.clone();
-        let per_job = config.api.as_ref().is_none_or(|a| a.per_job_metrics);
-        let board = Board::new(config.jobs.clone(), Metrics::new(per_job));
+        // Without `[api]` nothing can read the metrics: no per-job series (1.4 kB a job).
+        let per_job = config.api.as_ref().is_some_and(|a| a.per_job_metrics);
+        // The jobs move to the board: a second copy would double their memory for the
+        // daemon's whole life (the reloader keeps the rest of the config, without them).
+        let retentions = Pending::retentions(&config.jobs);
+        let board = Board::new(std::mem::take(&mut config.jobs), Metrics::new(per_job));
         state::prepare_dir(&sched.state_dir)?;
         let history_reset =
             state::damage::check_at_start(&sched.state_dir, &board.metrics.state_damaged).map_err(StateError::from)?;
@@ -105,12 +114,12 @@ impl Daemon {
             // the history: record none as interrupted and send no queue message again.
             state::forget_unfinished(&sched.state_dir)?;
         } else {
-            recover(&config, &clock)?;
+            recover(&config, &board, &clock)?;
             state::move_paused_to_journal(&sched.state_dir)?;
         }
         let (history, writer) =
             Writer::start(&sched.state_dir, sched.history_keep, clock.clone(), board.state.clone())?;
-        history.send(Pending::retentions(&config.jobs));
+        history.send(retentions);
         let services = Arc::new(
             Services::new(clock.clone(), sched.state_dir.clone(), config.notifiers.clone())
                 .with_databases(config.databases.clone()),
@@ -209,7 +218,7 @@ impl Daemon {
                     let _ = keeper.await;
                 }
                 systemd.stopping();
-                runner.shutdown(sched.shutdown_grace).await;
+                let drained = runner.shutdown(sched.shutdown_grace).await;
                 api_stop.cancel();
                 if let Some(serving) = serving {
                     let _ = serving.await;
@@ -217,9 +226,10 @@ impl Daemon {
                 // The reloader holds a history sender: wait until it is gone, so the writer can finish.
                 reloading.abort();
                 let _ = reloading.await;
+                drained
             }
         });
-        Ok(Daemon { board, api, stop, kill, reloads, main, writer })
+        Ok(Daemon { board, api, stop, kill, reloads, main, writer, state_dir: sched.state_dir.clone() })
     }
 
     /// The live jobs, health and metrics.
@@ -249,11 +259,23 @@ impl Daemon {
 
     /// Waits until the daemon has stopped and its history is written.
     pub async fn wait(self) {
-        let Daemon { main, writer, api, reloads, board, .. } = self;
-        let _ = main.await;
+        let Daemon { main, writer, api, reloads, board, state_dir, .. } = self;
+        let drained = main.await.unwrap_or(false);
         // Every history sender is gone with these: the writer flushes and stops.
         drop((api, reloads, board));
-        let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        let written = tokio::task::spawn_blocking(move || writer.finish()).await.unwrap_or(false);
+        // Every fire dispatched has ended and is written (or counted, or left out by its
+        // job's `history`), or its message is sent or in the outbox: the journal's lists of
+        // fires in flight are settled. Left in place, the next start would check them against
+        // the history, where jobs with `history = "off"` or `"failures"` write no success,
+        // and take them for fires a crash cut short: resent, or recorded as interrupted.
+        if drained && written {
+            if let Err(e) = state::forget_unfinished(&state_dir) {
+                tracing::warn!("cannot clear the fire journal's fires in flight: {e}");
+            }
+        } else {
+            tracing::warn!("stopped with fires not settled: the next start checks them");
+        }
         tracing::info!("beatd stopped");
     }
 }
@@ -294,15 +316,18 @@ impl Handle {
 
 /// Deals with fires a crash cut short, before the history writer starts: queue jobs' messages
 /// go back to the outbox, the other fires are recorded as interrupted.
-fn recover(config: &Config, clock: &Clock) -> Result<(), StateError> {
+fn recover(config: &Config, board: &Board, clock: &Clock) -> Result<(), StateError> {
     let dir = &config.scheduler.state_dir;
+    let jobs = board.jobs();
     let requeue = |job: &str, slot| {
-        let job = config.jobs.iter().find(|j| &*j.name == job)?;
+        let job = &jobs.get(job)?.job;
         let broker = config.brokers.get(job.action.broker()?)?;
         delivery::message_for(job, slot, broker)
     };
     let unfinished = state::unfinished(dir)?;
-    let interrupted = outbox::requeue(dir, unfinished, &requeue)?;
+    let mut interrupted = outbox::requeue(dir, unfinished, &requeue)?;
+    // A job with `history = "off"` keeps no run, not even this one.
+    interrupted.retain(|(job, _)| jobs.get(job).is_none_or(|e| e.job.history.mode != HistoryMode::Off));
     state::record_interrupted(dir, &interrupted, clock.now())?;
     state::forget_unfinished(dir)
 }

@@ -151,7 +151,7 @@ pub type Fired = (String, chrono::DateTime<chrono::Utc>);
 pub fn unfinished(state_dir: &Path) -> Result<Vec<Fired>, StateError> {
     let sqlite = |source| StateError::Sqlite { path: state_dir.to_path_buf(), source };
     let journal = journal::Journal::open(state_dir)?;
-    let fired = journal.load().map_err(sqlite)?.fired;
+    let fired = journal.fired().map_err(sqlite)?;
     if fired.is_empty() {
         return Ok(fired);
     }
@@ -202,7 +202,8 @@ pub fn record_interrupted(
     Ok(())
 }
 
-/// Forgets the journal's fire lists, once every unfinished fire has been dealt with.
+/// Forgets the journal's fire lists: at start, once every unfinished fire has been dealt with;
+/// at a clean stop, once every fire dispatched has ended and been written or sent.
 pub fn forget_unfinished(state_dir: &Path) -> Result<(), StateError> {
     let mut journal = journal::Journal::open(state_dir)?;
     journal.clear_fired().map_err(|source| StateError::Sqlite { path: state_dir.join(journal::FILE), source })

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::queue::{celery_worker, recorded, unique_queue};
-use crate::util::{Beatd, Proxy, Reaped, RedisServer, wait_for};
+use crate::util::{Beatd, Proxy, Reaped, RedisServer, once, wait_for};
 
 const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672//";
 /// Put in task arguments: it must never reach beatd's log.
@@ -89,15 +89,6 @@ fn delivered_ids(b: &Beatd) -> BTreeMap<String, BTreeSet<String>> {
         assert!(by_job.entry(r["job"].as_str().expect("job").into()).or_default().insert(id), "recorded twice: {r}");
     }
     by_job
-}
-
-/// `ids` with no repeat, as a set.
-fn once(ids: impl IntoIterator<Item = String>, what: &str) -> BTreeSet<String> {
-    let mut set = BTreeSet::new();
-    for id in ids {
-        assert!(set.insert(id.clone()), "{what}: {id} arrived twice");
-    }
-    set
 }
 
 fn worker_ready(b: &Beatd, queue: &str) {

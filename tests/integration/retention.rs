@@ -78,3 +78,63 @@ history = "all"
         assert!(job("silent").is_none(), "{summary}");
     }
 }
+
+/// A clean stop settles the journal's list of fires in flight. Left in place, the next start
+/// checked those fires against the history, where `off` and `failures` jobs write no success,
+/// took them for fires a crash had cut short, and sent their messages again (a duplicate
+/// task for a worker) or wrote them as interrupted into a history that is off.
+#[test]
+fn a_clean_restart_sends_nothing_again_and_writes_nothing_when_history_is_off() {
+    let redis = crate::util::RedisServer::start();
+    let b = Beatd::with_config(&format!(
+        r#"
+[scheduler]
+history = "off"
+
+[brokers.main]
+url = "{}"
+
+[jobs.tick]
+every = "1s"
+action = "noop"
+
+[jobs.send]
+every = "1s"
+action = "celery"
+broker = "main"
+queue = "work"
+task = "tasks.record"
+history = "failures"
+"#,
+        redis.url()
+    ));
+    let mut d = b.run(&[]);
+    d.wait_started();
+    std::thread::sleep(Duration::from_millis(2500));
+    d.stop();
+    d.start_again();
+    d.wait_started();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.stop();
+    let log = b.log();
+    let ids = redis.lpushed("work").into_iter().map(|m| {
+        let v: Value = serde_json::from_str(&m).expect("a kombu envelope");
+        v["headers"]["id"].as_str().expect("a task id").to_string()
+    });
+    let ids = crate::util::once(ids, "a task sent again after the restart");
+    assert!(ids.len() >= 3, "{ids:?}\n{log}");
+    assert!(!log.contains("queued again"), "{log}");
+    assert!(history(&b, "tick").is_empty(), "{log}");
+    assert!(history(&b, "send").is_empty(), "{log}");
+
+    // After a kill, the fires in flight are unsettled: a history that is off still gets no
+    // `interrupted` row for them.
+    d.start_again();
+    d.wait_started();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.kill();
+    d.start_again();
+    d.wait_started();
+    d.stop();
+    assert!(history(&b, "tick").is_empty(), "{}", b.log());
+}

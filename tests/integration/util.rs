@@ -631,3 +631,12 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// `ids` with no repeat, as a set.
+pub fn once(ids: impl IntoIterator<Item = String>, what: &str) -> std::collections::BTreeSet<String> {
+    let mut set = std::collections::BTreeSet::new();
+    for id in ids {
+        assert!(set.insert(id.clone()), "{what}: {id} arrived twice");
+    }
+    set
+}
