@@ -217,6 +217,14 @@ fn main() {
             }
         }
     }
+    // The daemon's peak resident memory, from its start to now.
+    let peak_rss = std::fs::read_to_string(format!("/proc/{}/status", beatd.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").to_string()))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or_else(|| "?".to_string(), |kb| format!("{:.0} MiB", kb / 1024.0));
     let _ = Command::new("kill").arg("-TERM").arg(beatd.id().to_string()).status();
     let _ = beatd.wait();
     // Whatever the last second sent before the stop.
@@ -234,11 +242,11 @@ fn main() {
     let rate = |t: f64| jobs as f64 / t;
     println!("{jobs} celery jobs every 1 s, the beatd binary, {}; {seconds} s measured\n", sink.describe());
     println!(
-        "| burst delivered in (p50 / p90 / max) | rate at p50 | rate at max | seconds not complete | messages delivered | history runs | not successes |"
+        "| burst delivered in (p50 / p90 / max) | rate at p50 | rate at max | seconds not complete | messages delivered | history runs | not successes | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {:.0} / {:.0} / {:.0} ms | {:.0} msg/s | {:.0} msg/s | {incomplete} | {delivered} | {runs} | {failures} |",
+        "| {:.0} / {:.0} / {:.0} ms | {:.0} msg/s | {:.0} msg/s | {incomplete} | {delivered} | {runs} | {failures} | {peak_rss} |",
         pick(0.5) * 1e3,
         pick(0.9) * 1e3,
         pick(1.0) * 1e3,

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+import benchlib
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney"]
 
@@ -38,24 +39,6 @@ def write_part(d, part, n, changed=None):
         for i in range(part * 20000, min((part + 1) * 20000, n)):
             f.write(job(i, changed == i))
     os.rename(tmp, path)
-
-
-def buckets(text, name):
-    out = []
-    prefix = f'{name}_bucket{{le="'
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            le, value = line[len(prefix):].split('"} ')
-            out.append((float("inf") if le == "+Inf" else float(le), float(value)))
-    return out
-
-
-def quantile(b, q):
-    total = b[-1][1] if b else 0
-    for le, c in b:
-        if c >= q * total:
-            return le
-    return float("nan")
 
 
 def wait_for(sock, word, limit=60):
@@ -81,7 +64,7 @@ def main():
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock_path = os.path.join(d, "notify.sock")
                 sock.bind(sock_path)
-                port = free_port()
+                port = benchlib.free_port()
                 with open(os.path.join(d, "beatd.toml"), "w") as f:
                     f.write(f'[scheduler]\ntimezone = "UTC"\nhistory = "off"\ninclude = ["conf.d/*.toml"]\n'
                             f'[api]\nlisten = "127.0.0.1:{port}"\nper_job_metrics = false\n')
@@ -96,7 +79,7 @@ def main():
                     start = wait_for(sock, "READY=1") - t0
                     time.sleep(3)
                     url = f"http://127.0.0.1:{port}/metrics"
-                    before = buckets(urllib.request.urlopen(url).read().decode(), "beatd_fire_lateness_seconds")
+                    before = benchlib.lateness(url)
                     time.sleep(1)
                     write_part(d, 0, n, changed=1)
                     t1 = time.monotonic()
@@ -104,22 +87,15 @@ def main():
                     wait_for(sock, "RELOADING=1")
                     reload = wait_for(sock, "READY=1") - t1
                     time.sleep(4)
-                    after = buckets(urllib.request.urlopen(url).read().decode(), "beatd_fire_lateness_seconds")
-                    with open(f"/proc/{proc.pid}/status") as f:
-                        rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+                    after = benchlib.lateness(url)
+                    rss = benchlib.status_mib(proc.pid)
                 finally:
                     proc.terminate()
                     proc.wait()
-                window = [(le, a - b) for (le, a), (_, b) in zip(after, before)]
+                window = benchlib.window(after, before)
                 ms = lambda v: "> 10 s" if v == float("inf") else f"{v * 1e3:g} ms"
-                print(f"| {run} | {start * 1e3:.0f} ms | {reload * 1e3:.0f} ms | {ms(quantile(window, 0.99))} / "
-                      f"{ms(quantile(window, 1.0))} ({window[-1][1]:.0f} fires) | {rss:.0f} MiB |", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+                print(f"| {run} | {start * 1e3:.0f} ms | {reload * 1e3:.0f} ms | {ms(benchlib.bucket_quantile(window, 0.99))} / "
+                      f"{ms(benchlib.bucket_quantile(window, 1.0))} ({window[-1][1]:.0f} fires) | {rss:.0f} MiB |", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,9 @@ import threading
 import time
 import urllib.request
 
+import benchlib
+
 WARM_UP, WINDOW = 3, 12
-
-
-def peak_rss_mib(pid="self"):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def quantile(values, q):
@@ -69,33 +63,15 @@ def apscheduler(n):
     with lock:
         late = list(window["late"])
         missed_n = window["missed"]
-    rss = peak_rss_mib()
+    rss = benchlib.status_mib("self")
     sched.shutdown(wait=False)
     print(len(late) / (n * WINDOW), quantile(late, 0.5), quantile(late, 0.99), rss, missed_n, flush=True)
     os._exit(0)
 
 
-def buckets(text, name):
-    out = []
-    for line in text.splitlines():
-        prefix = f'{name}_bucket{{le="'
-        if line.startswith(prefix):
-            le, value = line[len(prefix):].split('"} ')
-            out.append((float("inf") if le == "+Inf" else float(le), float(value)))
-    return out
-
-
-def bucket_quantile(b, q):
-    total = b[-1][1] if b else 0
-    for le, c in b:
-        if c >= q * total:
-            return le
-    return float("nan")
-
-
 def beatd(n, binary):
     with tempfile.TemporaryDirectory() as d:
-        port = free_port()
+        port = benchlib.free_port()
         with open(os.path.join(d, "beatd.toml"), "w") as f:
             f.write(
                 f'[scheduler]\ntimezone = "UTC"\nhistory = "off"\ninclude = ["conf.d/*.toml"]\n'
@@ -120,23 +96,16 @@ def beatd(n, binary):
                         raise SystemExit("beatd did not come up")
                     time.sleep(0.05)
             time.sleep(WARM_UP)
-            before = buckets(urllib.request.urlopen(url + "/metrics").read().decode(), "beatd_fire_lateness_seconds")
+            before = benchlib.lateness(url + "/metrics")
             time.sleep(WINDOW)
-            after = buckets(urllib.request.urlopen(url + "/metrics").read().decode(), "beatd_fire_lateness_seconds")
-            rss = peak_rss_mib(proc.pid)
+            after = benchlib.lateness(url + "/metrics")
+            rss = benchlib.status_mib(proc.pid)
         finally:
             proc.terminate()
             proc.wait()
-        window = [(le, a - b) for (le, a), (_, b) in zip(after, before)]
+        window = benchlib.window(after, before)
         fired = window[-1][1]
-        return fired / (n * WINDOW), bucket_quantile(window, 0.5), bucket_quantile(window, 0.99), rss
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return fired / (n * WINDOW), benchlib.bucket_quantile(window, 0.5), benchlib.bucket_quantile(window, 0.99), rss
 
 
 def ms(v, bound=False):
