@@ -10,7 +10,7 @@ use axum::routing::post;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{Beatd, history, lines, wait_for};
+use crate::util::{Beatd, free_port, history, lines, wait_for};
 
 /// A webhook receiver that always answers 500, counting the attempts.
 fn failing_webhook() -> (String, Arc<Mutex<u32>>) {
@@ -42,6 +42,9 @@ fn failing_webhook() -> (String, Arc<Mutex<u32>>) {
 #[test]
 fn bad_input_at_run_time_is_a_recorded_failure_and_the_daemon_keeps_running() {
     let (hook, hits) = failing_webhook();
+    // A port nothing listens on: refused at once. (A name that does not resolve was used
+    // before, but on a loaded machine its lookup sometimes outlasted the check's timeout.)
+    let closed = free_port();
     let b = Beatd::with_config(&format!(
         r#"
 [notifiers.pager]
@@ -57,7 +60,7 @@ older_than = "1d"
 [jobs.web-nowhere]
 every = "1s"
 action = "http_check"
-url = "http://no-such-host.invalid/health"
+url = "http://127.0.0.1:{closed}/health"
 timeout = "2s"
 
 [jobs.alerting]
@@ -86,9 +89,9 @@ action = "noop"
     let status = d.wait_exit(Duration::from_secs(15)).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", b.log());
 
-    // Under load a run may outlast its one-second period (the DNS lookup runs on a blocking
-    // thread) and the next fire is then skipped by the overlap policy; a skip is a row too. Every
-    // row that is not such a skip must be the failure.
+    // Under load a run may outlast its one-second period and the next fire is then skipped by
+    // the overlap policy; a skip is a row too. Every row that is not such a skip must be the
+    // failure.
     let ran = |job: &str| -> Vec<serde_json::Value> {
         let rows = history(&b, job);
         let (skipped, ran): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r["outcome"] == "skipped");
@@ -107,7 +110,10 @@ action = "noop"
     let web = ran("web-nowhere");
     assert!(web.iter().all(|r| r["outcome"] == "failure" && r["details"]["up"] == false), "{web:#?}");
     let err = web[0]["error"].as_str().unwrap_or("");
-    assert!(err.starts_with("GET http://no-such-host.invalid/health: ") && err.contains("dns error"), "{err}");
+    assert!(
+        err.starts_with(&format!("GET http://127.0.0.1:{closed}/health: ")) && err.contains("Connection refused"),
+        "{err}"
+    );
 
     let alerting = ran("alerting");
     assert!(alerting.iter().all(|r| r["outcome"] == "failure" && r["exit_code"] == 4), "{alerting:#?}");
