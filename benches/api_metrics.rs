@@ -22,7 +22,10 @@ use chrono::Utc;
 
 const JOBS: usize = 10_000;
 
-async fn measure(per_job: bool) -> (Vec<Duration>, usize) {
+/// Prometheus's own scrape header (OpenMetrics first); without it, the classic text format.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+async fn measure(per_job: bool, accept: Option<&str>) -> (Vec<Duration>, usize) {
     let mut text = String::new();
     for i in 0..JOBS {
         text.push_str(&format!("[jobs.job-{i:05}]\nevery = \"1m\"\naction = \"command\"\ncommand = \"true\"\n"));
@@ -53,7 +56,11 @@ async fn measure(per_job: bool) -> (Vec<Duration>, usize) {
     let mut size = 0;
     for _ in 0..25 {
         let start = Instant::now();
-        let body = client.get(&url).send().await.expect("answer").text().await.expect("body");
+        let mut req = client.get(&url);
+        if let Some(a) = accept {
+            req = req.header("Accept", a);
+        }
+        let body = req.send().await.expect("answer").text().await.expect("body");
         times.push(start.elapsed());
         size = body.len();
     }
@@ -67,12 +74,13 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     println!("GET /metrics with {JOBS} command jobs, 25 requests each\n");
-    println!("| per_job_metrics | body | min | median | max |");
-    println!("|---|---|---|---|---|");
-    for per_job in [true, false] {
-        let (t, size) = rt.block_on(measure(per_job));
+    println!("| per_job_metrics | format | body | min | median | max |");
+    println!("|---|---|---|---|---|---|");
+    for (per_job, accept) in [(true, Some(PROMETHEUS_ACCEPT)), (true, None), (false, Some(PROMETHEUS_ACCEPT))] {
+        let (t, size) = rt.block_on(measure(per_job, accept));
+        let format = if accept.is_some() { "OpenMetrics" } else { "text 0.0.4" };
         println!(
-            "| {per_job} | {:.1} MB | {:.1} ms | {:.1} ms | {:.1} ms |",
+            "| {per_job} | {format} | {:.1} MB | {:.1} ms | {:.1} ms | {:.1} ms |",
             size as f64 / 1e6,
             t[0].as_secs_f64() * 1e3,
             t[t.len() / 2].as_secs_f64() * 1e3,

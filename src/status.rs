@@ -38,6 +38,9 @@ pub struct JobStatus {
     fires: Arc<[Counter; 5]>,
     /// Set for jobs that are not instant, with per-job metrics (a reload may set it later).
     duration: OnceLock<Histogram>,
+    /// `beatd_job_period_seconds`, in milliseconds, worked out at the first scrape after the
+    /// job was loaded or changed (`NONE` until then).
+    period_ms: AtomicI64,
 }
 
 /// The last finished run of a job.
@@ -93,7 +96,39 @@ impl JobStatus {
             running: AtomicUsize::new(0),
             fires,
             duration: cell,
+            period_ms: AtomicI64::new(NONE),
         }
+    }
+
+    /// The job's fire counters, by outcome (shared by all jobs without per-job series).
+    pub fn fires(&self) -> &[Counter; 5] {
+        &self.fires
+    }
+
+    /// The job's duration histogram, if it has one.
+    pub fn duration(&self) -> Option<&Histogram> {
+        self.duration.get()
+    }
+
+    /// The longest gap between the job's consecutive slots, from its next fire on (for
+    /// alerting on a job with no success for some periods): the interval of an `every` job;
+    /// for a cron job the longest of the eight gaps after its next fire, so a weekday job's
+    /// period is its weekend gap. Worked out once per definition; `None` without a next fire.
+    pub fn period(&self, job: &Job) -> Option<std::time::Duration> {
+        let cached = self.period_ms.load(Ordering::Relaxed);
+        if cached != NONE {
+            return Some(std::time::Duration::from_millis(cached.unsigned_abs()));
+        }
+        let mut at = self.next_fire()?;
+        let mut longest = chrono::TimeDelta::zero();
+        for _ in 0..8 {
+            let Some(next) = job.schedule.next_after(at) else { break };
+            longest = longest.max(next - at);
+            at = next;
+        }
+        let period = longest.to_std().ok().filter(|p| !p.is_zero())?;
+        self.period_ms.store(period.as_millis() as i64, Ordering::Relaxed);
+        Some(period)
     }
 
     pub fn is_paused(&self) -> bool {
@@ -245,8 +280,8 @@ impl Board {
 
     /// Replaces the jobs (a reload): [`Board::prepare`], then [`Board::publish`].
     pub fn replace(&self, jobs: Vec<Job>) -> Arc<JobSet> {
-        let (set, gone) = self.prepare(jobs);
-        self.publish(set.clone(), &gone);
+        let (set, _gone) = self.prepare(jobs);
+        self.publish(set.clone());
         set
     }
 
@@ -263,7 +298,12 @@ impl Board {
                     if let Some(h) = self.metrics.duration_handle(&job) {
                         let _ = e.status.duration.set(h);
                     }
-                    let job = if e.job.definition == job.definition { e.job.clone() } else { Arc::new(job) };
+                    let job = if e.job.definition == job.definition {
+                        e.job.clone()
+                    } else {
+                        e.status.period_ms.store(NONE, Ordering::Relaxed);
+                        Arc::new(job)
+                    };
                     LiveJob { job, status: e.status.clone() }
                 }
                 None => {
@@ -278,11 +318,9 @@ impl Board {
         (set, gone)
     }
 
-    /// Makes `set` (from [`Board::prepare`]) the current jobs; the metrics of `gone` are dropped.
-    pub fn publish(&self, set: Arc<JobSet>, gone: &[Arc<str>]) {
-        for name in gone {
-            self.metrics.forget(name);
-        }
+    /// Makes `set` (from [`Board::prepare`]) the current jobs; the series of the jobs that are
+    /// gone go with their statuses.
+    pub fn publish(&self, set: Arc<JobSet>) {
         self.metrics.jobs.set(set.jobs.len() as i64);
         *self.jobs.write().unwrap_or_else(|p| p.into_inner()) = set;
     }
@@ -324,7 +362,7 @@ pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 impl LoopHealth {
     /// Pretends the loop slept through a deadline `late` ago (tests of the stuck state).
     #[cfg(test)]
-    pub fn overdue(&self, late: std::time::Duration) {
+    pub fn set_overdue(&self, late: std::time::Duration) {
         self.sleeping_until.store(self.now_ms() - late.as_millis() as i64, Ordering::Relaxed);
     }
 
@@ -351,6 +389,13 @@ impl LoopHealth {
         let at = self.out_of_descriptors.load(Ordering::Relaxed);
         let ago = self.now_ms().saturating_sub(at);
         (at != i64::MIN && ago < 60_000).then(|| std::time::Duration::from_millis(ago.unsigned_abs()))
+    }
+
+    /// How far past the deadline it slept until the loop is: zero while it keeps time, above
+    /// [`STUCK_AFTER`] when it is stuck.
+    pub fn overdue(&self) -> std::time::Duration {
+        let late = self.now_ms().saturating_sub(self.sleeping_until.load(Ordering::Relaxed));
+        std::time::Duration::from_millis(late.max(0).unsigned_abs())
     }
 
     /// `None` when healthy, else why not.
@@ -382,6 +427,28 @@ mod tests {
         h.sleeping_until.store(h.now_ms() - 10_000, Ordering::Relaxed);
         let why = h.stuck().expect("stuck");
         assert!(why.starts_with("the timer loop should have woken 10."), "{why}");
+        assert!(h.overdue() >= std::time::Duration::from_secs(10), "the metric says so too");
+        h.iteration(Some(std::time::Duration::from_secs(1)));
+        assert_eq!(h.overdue(), std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn a_jobs_period_is_its_longest_gap_between_slots() {
+        let toml = "[jobs.weekdays]\ncron = \"30 9 * * 1-5\"\ntimezone = \"UTC\"\naction = \"noop\"\n\
+                    [jobs.often]\nevery = \"90s\"\naction = \"noop\"\n";
+        let jobs = crate::config::parse_str(toml, std::path::Path::new("t.toml"), std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .jobs;
+        let (weekdays, often) = (&jobs[0], &jobs[1]);
+        let s = JobStatus::detached();
+        assert_eq!(s.period(weekdays), None, "no next fire yet");
+        // Tuesday 2026-11-24 09:30 UTC: the eight gaps after it include a weekend.
+        let tuesday = DateTime::from_timestamp(1_795_512_600, 0).expect("valid");
+        s.set_next_fire(Some(tuesday));
+        assert_eq!(s.period(weekdays), Some(std::time::Duration::from_secs(3 * 86_400)));
+        let s = JobStatus::detached();
+        s.set_next_fire(Some(tuesday));
+        assert_eq!(s.period(often), Some(std::time::Duration::from_secs(90)));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ use serde_json::json;
 use crate::clock::Clock;
 use crate::cluster::member::{Node, Role};
 use crate::fire::Fire;
+use crate::metrics::exposition::Format;
 use crate::runs::{Cancel, RunState, RunView};
 use crate::scheduler::Dispatch;
 use crate::scheduler::runner::Runner;
@@ -44,7 +45,7 @@ pub struct ApiConfig {
     pub allow_unauthenticated: bool,
     /// `Host` names accepted besides the listen address, loopback names and IP addresses.
     pub allowed_hosts: Vec<String>,
-    /// `false` drops the `job` label from metrics, for very large schedules.
+    /// `false` drops the per-job series (label `job_name`) from metrics, for very large schedules.
     pub per_job_metrics: bool,
     /// At most this many connections at once (and never more than half the descriptor limit).
     pub max_connections: usize,
@@ -281,11 +282,15 @@ async fn cluster(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), else the classic text format.
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     let board = state.board.clone();
-    match tokio::task::spawn_blocking(move || board.metrics.encode()).await {
-        Ok(Ok(text)) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-            .into_response(),
+    match tokio::task::spawn_blocking(move || board.metrics.encode(format)).await {
+        Ok(Ok(text)) => {
+            ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "Accept")], text).into_response()
+        }
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"),
     }
 }

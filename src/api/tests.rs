@@ -62,7 +62,7 @@ async fn healthz_is_ok_degraded_or_stuck() {
     assert_eq!((code, body["status"].as_str()), (200, Some("degraded")));
     assert_eq!(body["reason"], "the last config reload failed; the previous config is still running");
 
-    board.health.overdue(std::time::Duration::from_secs(30));
+    board.health.set_overdue(std::time::Duration::from_secs(30));
     let (code, body) = get(&format!("{base}/healthz")).await;
     assert_eq!((code, body["status"].as_str()), (503, Some("stuck")));
     assert!(body["reason"].as_str().is_some_and(|r| r.starts_with("the timer loop should have woken 30.")), "{body}");

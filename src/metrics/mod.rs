@@ -1,11 +1,21 @@
 //! Prometheus metrics.
 //!
 //! Counters and histograms that change per fire are created once per job and held by the
-//! job's status, so the hot path is an atomic add. Gauges that describe a job's state (next
-//! fire, running, last success, check up) are not stored twice: a collector reads them from the
-//! live [`Board`] at scrape time. `per_job_metrics = false` drops the `job` label everywhere, for
-//! very large schedules.
+//! job's status, so the hot path is an atomic add. No per-job series sits in a registry
+//! family: a collector walks the live [`Board`] at scrape time and writes each job's fire
+//! counters, duration histogram and state gauges (next fire, running, last success, check up).
+//! A family keyed by label set held a second copy of every name and cost a locked hash look-up
+//! per series per scrape. `per_job_metrics = false` drops the per-job series, for very large
+//! schedules.
+//!
+//! The per-job label is `job_name`, not `job`: Prometheus sets `job` on every series it
+//! scrapes (the scrape job's name) and renames a target's own `job` label to `exported_job`.
+//!
+//! [`exposition`] picks the format a scraper asked for: OpenMetrics or the classic text format.
 
+pub mod exposition;
+
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
 use prometheus_client::collector::Collector;
@@ -21,7 +31,12 @@ use crate::job::Job;
 use crate::jobs::Action;
 use crate::status::Board;
 
+use self::exposition::Format;
+
 type Labels = Vec<(String, String)>;
+
+/// The per-job label (see the module docs for why not `job`).
+pub const JOB_LABEL: &str = "job_name";
 
 /// Lateness buckets: 100 µs to 10 s.
 pub const LATENESS_BUCKETS: [f64; 16] =
@@ -29,15 +44,15 @@ pub const LATENESS_BUCKETS: [f64; 16] =
 /// Job duration buckets: 10 ms to 1 h.
 const DURATION_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 const OUTCOMES: [&str; 5] = ["success", "failure", "timeout", "skipped", "cancelled"];
+const FIRES: (&str, &str) = ("beatd_fires", "Fires by job and outcome (success, failure, timeout, skipped, cancelled)");
+const DURATIONS: (&str, &str) = ("beatd_job_duration_seconds", "Run durations of jobs that are not instant");
 
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
     per_job: bool,
-    fires: Family<Labels, Counter>,
     /// Without per-job series, every job counts into the same five counters: one handle.
-    fires_by_outcome: std::sync::OnceLock<Arc<[Counter; 5]>>,
-    durations: Family<Labels, Histogram, fn() -> Histogram>,
+    fires_by_outcome: Arc<[Counter; 5]>,
     /// Dispatch time minus scheduled time, for every scheduled fire.
     pub lateness: Histogram,
     pub jobs: Gauge,
@@ -73,10 +88,6 @@ impl Default for ClusterMetrics {
     }
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new(true)
@@ -86,27 +97,20 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new(per_job: bool) -> Metrics {
         let mut registry = Registry::default();
-        let fires = Family::<Labels, Counter>::default();
-        let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         let lateness = Histogram::new(LATENESS_BUCKETS);
         let jobs = Gauge::default();
         let reloads = Family::<Labels, Counter>::default();
         let outbox = Gauge::default();
         registry.register("beatd_jobs", "Jobs in the config", jobs.clone());
-        registry.register(
-            "beatd_fires",
-            "Fires by job and outcome (success, failure, timeout, skipped)",
-            fires.clone(),
-        );
+        let fires_by_outcome = Arc::new(OUTCOMES.map(|_| Counter::default()));
+        if !per_job {
+            // With per-job series the board's collector writes this family, by job.
+            registry.register_collector(Box::new(FiresByOutcome(fires_by_outcome.clone())));
+        }
         registry.register(
             "beatd_fire_lateness_seconds",
             "Dispatch time minus scheduled time, per scheduled fire",
             lateness.clone(),
-        );
-        registry.register(
-            "beatd_job_duration_seconds",
-            "Run durations of jobs that are not instant",
-            durations.clone(),
         );
         registry.register("beatd_config_reloads", "Config reloads by result", reloads.clone());
         registry.register("beatd_outbox_messages", "Queue messages waiting for their broker", outbox.clone());
@@ -134,9 +138,7 @@ impl Metrics {
         Metrics {
             registry: Mutex::new(registry),
             per_job,
-            fires,
-            fires_by_outcome: Default::default(),
-            durations,
+            fires_by_outcome,
             lateness,
             jobs,
             reloads,
@@ -175,80 +177,102 @@ impl Metrics {
         m
     }
 
-    /// The per-job counters (by outcome) and duration histogram a job's status holds.
+    /// The counters (by outcome) and duration histogram a job's status holds: its own with
+    /// per-job series, else the shared counters and none.
     pub fn job_handles(&self, job: &Job) -> (Arc<[Counter; 5]>, Option<Histogram>) {
-        let labels = |outcome: &str| -> Labels {
-            let mut l = vec![("outcome".to_string(), outcome.to_string())];
-            if self.per_job {
-                l.insert(0, ("job".into(), job.name.to_string()));
-            }
-            l
+        let fires = match self.per_job {
+            true => Arc::new(OUTCOMES.map(|_| Counter::default())),
+            false => self.fires_by_outcome.clone(),
         };
-        let counters = || Arc::new(OUTCOMES.map(|o| self.fires.get_or_create(&labels(o)).clone()));
-        let fires = if self.per_job { counters() } else { self.fires_by_outcome.get_or_init(counters).clone() };
         (fires, self.duration_handle(job))
     }
 
-    /// The job's duration histogram, for jobs that are not instant, with per-job metrics.
+    /// A duration histogram for a job that is not instant, with per-job series.
     pub fn duration_handle(&self, job: &Job) -> Option<Histogram> {
-        (self.per_job && !matches!(job.action, Action::Noop(_)))
-            .then(|| self.durations.get_or_create(&vec![("job".into(), job.name.to_string())]).clone())
+        (self.per_job && !matches!(job.action, Action::Noop(_))).then(|| Histogram::new(DURATION_BUCKETS))
     }
 
-    /// Drops the series of a job that is gone (after a reload).
-    pub fn forget(&self, job: &str) {
-        if !self.per_job {
-            return;
-        }
-        for o in OUTCOMES {
-            self.fires.remove(&vec![("job".into(), job.to_string()), ("outcome".into(), o.to_string())]);
-        }
-        self.durations.remove(&vec![("job".into(), job.to_string())]);
-    }
-
-    /// Registers the gauges read from `board` at scrape time.
+    /// Registers the series read from `board` at scrape time.
     pub fn watch(&self, board: &Arc<Board>) {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         registry.register("beatd_loop_iterations", "Completed timer loop iterations", board.health.iterations.clone());
-        registry.register_collector(Box::new(BoardGauges { board: Arc::downgrade(board), per_job: self.per_job }));
+        registry.register_collector(Box::new(BoardSeries { board: Arc::downgrade(board), per_job: self.per_job }));
     }
 
-    /// The text exposition format.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+    /// Every series, in `format`.
+    pub fn encode(&self, format: Format) -> Result<String, std::fmt::Error> {
         // About 1.4 kB a job with per-job series: size the buffer once instead of growing it.
         let jobs = usize::try_from(self.jobs.get()).unwrap_or(0);
         let mut out = String::with_capacity(if self.per_job { 4096 + jobs * 1536 } else { 16 * 1024 });
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        prometheus_client::encoding::text::encode(&mut out, &registry)?;
-        Ok(out)
+        {
+            let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        }
+        Ok(match format {
+            Format::OpenMetrics => out,
+            Format::Text => exposition::to_text(&out),
+        })
+    }
+}
+
+/// `beatd_fires` by outcome alone, without per-job series.
+#[derive(Debug)]
+struct FiresByOutcome(Arc<[Counter; 5]>);
+
+impl Collector for FiresByOutcome {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(FIRES.0, FIRES.1, None, MetricType::Counter)?;
+        for (outcome, counter) in OUTCOMES.iter().zip(self.0.iter()) {
+            counter.encode(family.encode_family(&[("outcome", *outcome)])?)?;
+        }
+        Ok(())
     }
 }
 
 /// A per-job gauge: name, help, and how to read it (`None`: no sample for that job).
 type JobGauge = (&'static str, &'static str, fn(&crate::status::LiveJob) -> Option<f64>);
 
-/// Gauges read from the live board.
+/// The series read from the live board.
 #[derive(Debug)]
-struct BoardGauges {
+struct BoardSeries {
     board: Weak<Board>,
     per_job: bool,
 }
 
-impl Collector for BoardGauges {
+impl Collector for BoardSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(board) = self.board.upgrade() else { return Ok(()) };
+        let overdue = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        overdue.set(board.health.overdue().as_secs_f64());
+        overdue.encode(encoder.encode_descriptor(
+            "beatd_loop_overdue_seconds",
+            "How far the timer loop is past the deadline it slept until: 0 while it keeps time, over 5 when stuck",
+            None,
+            MetricType::Gauge,
+        )?)?;
         let board = board.jobs();
         if !self.per_job {
-            let running: i64 =
-                board.jobs.iter().map(|e| e.status.running.load(std::sync::atomic::Ordering::Relaxed) as i64).sum();
+            let running: i64 = board.jobs.iter().map(|e| e.status.running.load(Ordering::Relaxed) as i64).sum();
             let g = Gauge::<i64>::default();
             g.set(running);
             let m = encoder.encode_descriptor("beatd_jobs_running", "Runs in progress", None, g.metric_type())?;
             return g.encode(m);
         }
-        let gauges: [JobGauge; 4] = [
+        let mut family = encoder.encode_descriptor(FIRES.0, FIRES.1, None, MetricType::Counter)?;
+        for entry in &board.jobs {
+            for (outcome, counter) in OUTCOMES.iter().zip(entry.status.fires().iter()) {
+                counter.encode(family.encode_family(&[(JOB_LABEL, &*entry.job.name), ("outcome", outcome)])?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(DURATIONS.0, DURATIONS.1, None, MetricType::Histogram)?;
+        for entry in &board.jobs {
+            if let Some(h) = entry.status.duration() {
+                h.encode(family.encode_family(&[(JOB_LABEL, &*entry.job.name)])?)?;
+            }
+        }
+        let gauges: [JobGauge; 5] = [
             ("beatd_jobs_running", "Runs in progress, by job", |e| {
-                Some(e.status.running.load(std::sync::atomic::Ordering::Relaxed) as f64)
+                Some(e.status.running.load(Ordering::Relaxed) as f64)
             }),
             ("beatd_next_fire_timestamp_seconds", "When the job fires next (Unix time)", |e| {
                 e.status.next_fire().map(|t| t.timestamp_millis() as f64 / 1e3)
@@ -259,12 +283,17 @@ impl Collector for BoardGauges {
             ("beatd_check_up", "1 when the check last found the service up, 0 when down", |e| {
                 e.status.check_up().map(|up| if up { 1.0 } else { 0.0 })
             }),
+            (
+                "beatd_job_period_seconds",
+                "Longest gap between the job's consecutive slots (the interval; for cron, the longest of the next eight)",
+                |e| e.status.period(&e.job).map(|p| p.as_secs_f64()),
+            ),
         ];
         for (name, help, value) in gauges {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for entry in &board.jobs {
                 if let Some(v) = value(entry) {
-                    family.encode_family(&[("job", &*entry.job.name)])?.encode_gauge(&v)?;
+                    family.encode_family(&[(JOB_LABEL, &*entry.job.name)])?.encode_gauge(&v)?;
                 }
             }
         }

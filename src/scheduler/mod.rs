@@ -76,7 +76,6 @@ pub struct Reload {
 #[derive(Debug, Default)]
 pub struct Prepared {
     set: Arc<JobSet>,
-    gone: Vec<Arc<str>>,
     diff: Diff,
     /// The enabled jobs, in config order: the loop's new `jobs`.
     jobs: Vec<LiveJob>,
@@ -124,7 +123,7 @@ pub fn prepare(board: &Board, jobs: Vec<Job>) -> Prepared {
     diff.removed = gone.iter().map(|n| n.to_string()).collect();
     let old_jobs: Vec<&LiveJob> = old_set.jobs.iter().filter(|e| e.job.enabled).collect();
     let jobs: Vec<LiveJob> = set.jobs.iter().filter(|e| e.job.enabled).cloned().collect();
-    let mut p = Prepared { set, gone, diff, jobs, ..Prepared::default() };
+    let mut p = Prepared { set, diff, jobs, ..Prepared::default() };
     p.match_onto(&old_jobs);
     p
 }
@@ -409,7 +408,7 @@ impl<D: Dispatch> Scheduler<D> {
                 old.status.set_next_fire(None);
             }
         }
-        self.board.publish(std::mem::take(&mut p.set), &p.gone);
+        self.board.publish(std::mem::take(&mut p.set));
         let old_ids = std::mem::take(&mut self.ids);
         let old_jobs = std::mem::replace(&mut self.jobs, std::mem::take(&mut p.jobs));
         if old_ids.len() == old_jobs.len() {

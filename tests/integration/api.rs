@@ -128,7 +128,8 @@ async fn every_endpoint_with_the_token_beatd_made() {
     // Pause: no more runs for a simulated minute, and still paused after a restart.
     let (status, body) = d.post("/api/jobs/tick/pause").await;
     assert_eq!((status, body["paused"].as_bool()), (200, Some(true)));
-    let fired = |body: Value| sample(&scrape(&body), "beatd_fires_total", &[("job", "tick"), ("outcome", "success")]);
+    let fired =
+        |body: Value| sample(&scrape(&body), "beatd_fires_total", &[("job_name", "tick"), ("outcome", "success")]);
     let before = fired(d.get("/metrics").await.1);
     d.advance(Duration::from_secs(60)).await;
     let after = fired(d.get("/metrics").await.1);
@@ -219,8 +220,8 @@ fn metrics_parse_and_lateness_counts_equal_fires() {
     let (_b, _d, api) = start("", &jobs);
     assert!(wait_for(Duration::from_secs(6), || {
         let s = metrics(&api);
-        sample(&s, "beatd_fires_total", &[("job", "db"), ("outcome", "success")]).is_some_and(|v| v >= 2.0)
-            && sample(&s, "beatd_fires_total", &[("job", "cmd"), ("outcome", "success")]).is_some_and(|v| v >= 2.0)
+        sample(&s, "beatd_fires_total", &[("job_name", "db"), ("outcome", "success")]).is_some_and(|v| v >= 2.0)
+            && sample(&s, "beatd_fires_total", &[("job_name", "cmd"), ("outcome", "success")]).is_some_and(|v| v >= 2.0)
     }));
     let s = metrics(&api);
     let names: std::collections::BTreeSet<&str> = s.samples.iter().map(|x| x.metric.as_str()).collect();
@@ -240,8 +241,11 @@ fn metrics_parse_and_lateness_counts_equal_fires() {
         assert!(names.contains(want), "{want} missing from {names:?}");
     }
     assert_eq!(sample(&s, "beatd_jobs", &[]), Some(4.0));
-    assert_eq!(sample(&s, "beatd_check_up", &[("job", "db")]), Some(1.0));
-    assert!(sample(&s, "beatd_next_fire_timestamp_seconds", &[("job", "off")]).is_none(), "disabled: no next fire");
+    assert_eq!(sample(&s, "beatd_check_up", &[("job_name", "db")]), Some(1.0));
+    assert!(
+        sample(&s, "beatd_next_fire_timestamp_seconds", &[("job_name", "off")]).is_none(),
+        "disabled: no next fire"
+    );
     let lateness = s.samples.iter().find(|x| x.metric == "beatd_fire_lateness_seconds").expect("histogram");
     let prometheus_parse::Value::Histogram(buckets) = &lateness.value else { panic!("not a histogram") };
     let bounds: Vec<f64> = buckets.iter().map(|b| b.less_than).collect();
@@ -266,7 +270,7 @@ fn metrics_parse_and_lateness_counts_equal_fires() {
                 _ => f64::NAN,
             })
             .sum();
-        let running = sample(&s, "beatd_jobs_running", &[("job", "cmd")]).unwrap_or(1.0);
+        let running = sample(&s, "beatd_jobs_running", &[("job_name", "cmd")]).unwrap_or(1.0);
         running == 0.0 && fired == outcomes && fired > 0.0
     });
     assert!(equal, "lateness count equals fires");
@@ -279,7 +283,7 @@ fn per_job_series_can_be_switched_off() {
         sample(&metrics(&api), "beatd_fires_total", &[("outcome", "success")]).is_some_and(|v| v >= 2.0)
     }));
     let s = metrics(&api);
-    assert!(s.samples.iter().all(|x| x.labels.get("job").is_none()), "no job label anywhere");
+    assert!(s.samples.iter().all(|x| x.labels.get("job_name").is_none()), "no job label anywhere");
     assert!(sample(&s, "beatd_jobs_running", &[]).is_some());
     let by_name: HashMap<&str, usize> = s.samples.iter().fold(HashMap::new(), |mut m, x| {
         *m.entry(x.metric.as_str()).or_default() += 1;

@@ -11,6 +11,7 @@ mod delivery;
 mod disk;
 mod inproc;
 mod next;
+mod prometheus;
 mod queue;
 mod reload;
 mod restart;
