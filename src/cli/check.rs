@@ -7,13 +7,19 @@ use super::{ConfigArg, Failed, fail};
 pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
+    /// The config file, as `--config` gives it (`beatd check /etc/beatd/beatd.toml`).
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<std::path::PathBuf>,
     /// Also connect to each database once and run `SELECT 1`.
     #[arg(long)]
     connect: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Failed> {
-    let config = args.config.load()?;
+    let config = match args.file {
+        Some(config) => ConfigArg { config }.load()?,
+        None => args.config.load()?,
+    };
     let n = config.jobs.len();
     let disabled = config.jobs.iter().filter(|j| !j.enabled).count();
     let mut line = format!("ok: {n} job{}", if n == 1 { "" } else { "s" });

@@ -30,6 +30,7 @@ pub struct JobArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// The job's name.
+    #[arg(add = clap_complete::engine::ArgValueCompleter::new(super::completions::job_names))]
     name: String,
 }
 

@@ -5,6 +5,7 @@
 //! lists it in `RestartPreventExitStatus=`: restarting cannot help).
 
 mod check;
+mod completions;
 mod control;
 mod history;
 mod next;
@@ -14,12 +15,24 @@ mod state;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{self, Config};
 
+/// The commit the binary was built from (`-modified` when the tree had changes; `no commit`
+/// when built outside a git checkout, as from a source package).
+pub const COMMIT: &str =
+    git_version::git_version!(args = ["--always", "--dirty=-modified", "--abbrev=12"], fallback = "no commit");
+
+/// `--version`: the version and the commit.
+static VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} (commit {COMMIT})", env!("CARGO_PKG_VERSION")));
+
+/// Where the commands look for the config when they are not told.
+pub const DEFAULT_CONFIG: &str = "/etc/beatd/beatd.toml";
+
 #[derive(Debug, Parser)]
-#[command(name = "beatd", version, about = "A periodic scheduler daemon: cron and interval jobs, DST-correct and fast")]
+#[command(name = "beatd", version = VERSION.as_str(), about = "A periodic scheduler daemon: cron and interval jobs, DST-correct and fast")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,13 +61,15 @@ enum Command {
     /// Look after the state folder (with beatd stopped).
     #[command(subcommand)]
     State(state::Command),
+    /// Print a shell's completion script (job names complete from the config).
+    Completions(completions::Args),
 }
 
 /// `--config`, shared by the subcommands that read one.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The config file.
-    #[arg(long, short = 'c', env = "BEATD_CONFIG", default_value = "/etc/beatd/beatd.toml")]
+    #[arg(long, short = 'c', env = "BEATD_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
 }
 
@@ -86,6 +101,8 @@ impl ConfigArg {
 pub struct Failed(pub u8);
 
 pub fn main() -> ExitCode {
+    // A completion script asking for candidates: answered, and the process exits.
+    clap_complete::CompleteEnv::with_factory(Cli::command).var(completions::VAR).complete();
     crate::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -99,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => control::job(control::Verb::Resume, args),
         Command::Cancel(args) => control::cancel(args),
         Command::State(command) => state::run(command),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@ mod retention;
 mod run;
 mod runs;
 mod security;
+mod shell;
 mod sql;
 mod systemd;
 mod tls;
