@@ -63,6 +63,8 @@ enum Command {
     State(state::Command),
     /// Print a shell's completion script (job names complete from the config).
     Completions(completions::Args),
+    /// Print the config's JSON Schema, for editors (also docs/beatd.schema.json).
+    Schema,
 }
 
 /// `--config`, shared by the subcommands that read one.
@@ -117,6 +119,10 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => control::cancel(args),
         Command::State(command) => state::run(command),
         Command::Completions(args) => completions::run(args),
+        Command::Schema => {
+            print!("{}", config::schema::text());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

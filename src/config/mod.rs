@@ -14,6 +14,7 @@
 pub mod actions;
 pub mod diag;
 pub mod job;
+pub mod schema;
 mod sections;
 pub mod table;
 

@@ -247,7 +247,7 @@ pub fn tls_files(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path, encrypted: O
 
 /// kombu transport options that only concern consumers (workers): accepted, so a copy of the
 /// workers' `broker_transport_options` is valid, and without effect on what beatd sends.
-const WORKER_ONLY_OPTIONS: &[&str] = &[
+pub(super) const WORKER_ONLY_OPTIONS: &[&str] = &[
     "ack_emulation",
     "client_name",
     "fanout_patterns",

@@ -18,6 +18,7 @@ mod restart;
 mod retention;
 mod run;
 mod runs;
+mod schema;
 mod security;
 mod shell;
 mod sql;

@@ -16,9 +16,11 @@ pub struct Beatd {
 
 impl Beatd {
     /// A temp dir holding `beatd.toml` with `config`.
+    /// A config beatd accepts must pass its JSON Schema too (see `schema`).
     pub fn with_config(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("beatd.toml"), config).expect("write config");
+        crate::schema::accepted_configs_pass(config, dir.path());
         Beatd { dir }
     }
 
@@ -27,7 +29,11 @@ impl Beatd {
     }
 
     /// Replaces `name` the way editors save: a new file renamed over the old one.
+    /// A config file (`.toml`) beatd accepts must pass its JSON Schema too.
     pub fn write(&self, name: &str, text: &str) {
+        if name.ends_with(".toml") {
+            crate::schema::accepted_configs_pass(text, self.dir.path());
+        }
         let tmp = self.path(&format!(".{}.tmp", name.replace('/', "_")));
         std::fs::write(&tmp, text).expect("write");
         std::fs::rename(&tmp, self.path(name)).expect("rename");
@@ -381,24 +387,42 @@ impl Drop for RedisServer {
     }
 }
 
-/// The `celery` program of a virtualenv with Celery and its Redis client, made on first use
-/// under `target/` (in CI too: a missing Python or package index fails the test, loudly).
-pub fn celery_bin() -> PathBuf {
+/// What the tests' virtualenv holds: Celery and its Redis client (interoperability), jsonschema
+/// (the config's schema), aiosmtpd (a real SMTP server).
+const PYTHON_PACKAGES: &[&str] = &["celery[redis]>=5.4,<6", "jsonschema>=4.17,<5", "aiosmtpd>=1.4,<2"];
+
+/// The tests' Python virtualenv, made (or completed) on first use under `target/` (in CI too:
+/// a missing Python or package index fails the test, loudly).
+pub fn python_venv() -> PathBuf {
     static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     VENV.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("celery-venv");
-        let celery = venv.join("bin").join("celery");
-        if !celery.exists() {
-            let ok = StdCommand::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("tests-venv");
+        let marker = venv.join("beatd-packages.txt");
+        let want = PYTHON_PACKAGES.join("\n");
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(want.as_str()) {
+            let ok = (venv.join("bin").join("pip").exists()
+                || StdCommand::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success()))
                 && StdCommand::new(venv.join("bin").join("pip"))
-                    .args(["install", "-q", "celery[redis]>=5.4,<6"])
+                    .args(["install", "-q"])
+                    .args(PYTHON_PACKAGES)
                     .status()
                     .is_ok_and(|s| s.success());
-            assert!(ok && celery.exists(), "cannot make the Celery virtualenv at {}", venv.display());
+            assert!(ok, "cannot make the tests' virtualenv at {}", venv.display());
+            std::fs::write(&marker, &want).expect("write the marker");
         }
-        celery
+        venv
     })
     .clone()
+}
+
+/// The `celery` program of the tests' virtualenv.
+pub fn celery_bin() -> PathBuf {
+    python_venv().join("bin").join("celery")
+}
+
+/// The Python of the tests' virtualenv.
+pub fn venv_python() -> PathBuf {
+    python_venv().join("bin").join("python")
 }
 
 /// A TCP proxy from a free local port to `upstream`, which a test can cut in the middle of a
