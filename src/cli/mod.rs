@@ -8,6 +8,7 @@ mod check;
 mod completions;
 mod control;
 mod history;
+mod man;
 mod next;
 mod run;
 mod state;
@@ -65,6 +66,8 @@ enum Command {
     Completions(completions::Args),
     /// Print the config's JSON Schema, for editors (also docs/beatd.schema.json).
     Schema,
+    /// Write the man pages (beatd(1), a page per subcommand, beatd.toml(5)) to a folder.
+    Man(man::Args),
 }
 
 /// `--config`, shared by the subcommands that read one.
@@ -119,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => control::cancel(args),
         Command::State(command) => state::run(command),
         Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
         Command::Schema => {
             print!("{}", config::schema::text());
             Ok(())

@@ -84,124 +84,118 @@ fn tls_keys() -> Vec<Key> {
     ]
 }
 
-fn scheduler() -> Value {
-    table(
-        "Settings of the whole scheduler (main file only).",
-        vec![
-            key(
-                "timezone",
-                string(),
-                "Default zone of cron jobs, an IANA name such as \"Europe/Berlin\"; default: TZ, then /etc/localtime, else UTC.",
-            ),
-            key(
-                "state_dir",
-                with_default(string(), json!("state")),
-                "Folder of the run history, journal and outbox (SQLite); relative to the config's folder.",
-            ),
-            key(
-                "shutdown_grace",
-                with_default(duration(), json!("30s")),
-                "How long running jobs get to finish on shutdown before they are killed.",
-            ),
-            key("max_running", integer(1), "At most this many runs at once; default: no cap."),
-            key(
-                "history_keep",
-                with_default(duration(), json!("30d")),
-                "Runs older than this are deleted from the history.",
-            ),
-            key(
-                "history",
-                with_default(one_of(&["all", "failures", "off"]), json!("all")),
-                "Which runs are written to the history: all, failures (failures, skips, retries, recoveries; successes only counted), or off. A job may set its own.",
-            ),
-            key(
-                "history_keep_runs",
-                integer(1),
-                "At most this many runs per job are kept (a job may set its own); default: no cap.",
-            ),
-            key(
-                "include",
-                strings(),
-                "Drop-in files with more jobs, notifiers, brokers and databases: globs, relative to the config's folder.",
-            ),
-            key(
-                "max_outbox",
-                with_default(integer(1), json!(100_000)),
-                "Queue messages kept while a broker is down; past it the oldest are dropped.",
-            ),
-        ],
-        &[],
-    )
+const SCHEDULER_DOC: &str = "Settings of the whole scheduler (main file only).";
+
+fn scheduler_keys() -> Vec<Key> {
+    vec![
+        key(
+            "timezone",
+            string(),
+            "Default zone of cron jobs, an IANA name such as \"Europe/Berlin\"; default: TZ, then /etc/localtime, else UTC.",
+        ),
+        key(
+            "state_dir",
+            with_default(string(), json!("state")),
+            "Folder of the run history, journal and outbox (SQLite); relative to the config's folder.",
+        ),
+        key(
+            "shutdown_grace",
+            with_default(duration(), json!("30s")),
+            "How long running jobs get to finish on shutdown before they are killed.",
+        ),
+        key("max_running", integer(1), "At most this many runs at once; default: no cap."),
+        key(
+            "history_keep",
+            with_default(duration(), json!("30d")),
+            "Runs older than this are deleted from the history.",
+        ),
+        key(
+            "history",
+            with_default(one_of(&["all", "failures", "off"]), json!("all")),
+            "Which runs are written to the history: all, failures (failures, skips, retries, recoveries; successes only counted), or off. A job may set its own.",
+        ),
+        key(
+            "history_keep_runs",
+            integer(1),
+            "At most this many runs per job are kept (a job may set its own); default: no cap.",
+        ),
+        key(
+            "include",
+            strings(),
+            "Drop-in files with more jobs, notifiers, brokers and databases: globs, relative to the config's folder.",
+        ),
+        key(
+            "max_outbox",
+            with_default(integer(1), json!(100_000)),
+            "Queue messages kept while a broker is down; past it the oldest are dropped.",
+        ),
+    ]
 }
 
-fn api() -> Value {
-    table(
-        "The HTTP API, metrics and dashboard (main file only); off without this section.",
-        vec![
-            key("listen", string(), "An address and port such as \"127.0.0.1:8089\", or \"unix:/run/beatd/api.sock\"."),
-            key(
-                "token_file",
-                string(),
-                "A file holding the bearer token for mutations; default: one beatd makes in the state folder.",
-            ),
-            key("allow_unauthenticated", boolean(false), "true: mutations need no token (warned at every start)."),
-            key(
-                "allowed_hosts",
-                strings(),
-                "Host names the API answers to besides its listen address, loopback names and IP addresses.",
-            ),
-            key(
-                "max_connections",
-                with_default(integer(1), json!(512)),
-                "Open connections at most (and never more than half the descriptor limit).",
-            ),
-            key(
-                "per_job_metrics",
-                boolean(true),
-                "false drops the per-job metric series (label job_name), for very large schedules.",
-            ),
-            key("dashboard", boolean(true), "false: no web pages at /, /timeline and /jobs/NAME."),
-        ],
-        &["listen"],
-    )
+const API_DOC: &str = "The HTTP API, metrics and dashboard (main file only); off without this section.";
+
+fn api_keys() -> Vec<Key> {
+    vec![
+        key("listen", string(), "An address and port such as \"127.0.0.1:8089\", or \"unix:/run/beatd/api.sock\"."),
+        key(
+            "token_file",
+            string(),
+            "A file holding the bearer token for mutations; default: one beatd makes in the state folder.",
+        ),
+        key("allow_unauthenticated", boolean(false), "true: mutations need no token (warned at every start)."),
+        key(
+            "allowed_hosts",
+            strings(),
+            "Host names the API answers to besides its listen address, loopback names and IP addresses.",
+        ),
+        key(
+            "max_connections",
+            with_default(integer(1), json!(512)),
+            "Open connections at most (and never more than half the descriptor limit).",
+        ),
+        key(
+            "per_job_metrics",
+            boolean(true),
+            "false drops the per-job metric series (label job_name), for very large schedules.",
+        ),
+        key("dashboard", boolean(true), "false: no web pages at /, /timeline and /jobs/NAME."),
+    ]
 }
 
-fn cluster() -> Value {
-    table(
-        "Replicas: one node fires, the others stand by (main file only).",
-        vec![
-            key(
-                "redis",
-                string(),
-                "The Redis holding the lease: redis://, rediss://, unix:// or redis+sentinel://HOST:PORT[,…]/SERVICE[/DB].",
-            ),
-            key(
-                "name",
-                with_default(string(), json!("beatd")),
-                "The key prefix: several clusters can share one Redis.",
-            ),
-            key("lease", with_default(duration(), json!("10s")), "A dead leader is replaced within this."),
-            key("node", string(), "This node's name in logs and status; default: hostname-pid."),
-        ],
-        &["redis"],
-    )
+const CLUSTER_DOC: &str = "Replicas: one node fires, the others stand by (main file only).";
+
+fn cluster_keys() -> Vec<Key> {
+    vec![
+        key(
+            "redis",
+            string(),
+            "The Redis holding the lease: redis://, rediss://, unix:// or redis+sentinel://HOST:PORT[,...]/SERVICE[/DB].",
+        ),
+        key("name", with_default(string(), json!("beatd")), "The key prefix: several clusters can share one Redis."),
+        key("lease", with_default(duration(), json!("10s")), "A dead leader is replaced within this."),
+        key("node", string(), "This node's name in logs and status; default: hostname-pid."),
+    ]
 }
 
-fn notifier() -> Value {
+const NOTIFIER_DOC: &str = "A notifier jobs name in `notify`.";
+
+fn notifier_keys() -> Vec<Key> {
     let mut keys = vec![
         key("kind", one_of(&["webhook"]), "The notifier's kind."),
         key("url", string(), "Where the webhook is POSTed (http:// or https://)."),
         key(
             "format",
             with_default(one_of(&["json", "slack"]), json!("json")),
-            "json: beatd's JSON; slack: {\"text\": …}.",
+            "json: beatd's JSON; slack: {\"text\": ...}.",
         ),
     ];
     keys.extend(tls_keys());
-    table("A notifier jobs name in `notify`.", keys, &["kind", "url"])
+    keys
 }
 
-fn broker() -> Value {
+const BROKER_DOC: &str = "A message broker queue jobs name in `broker`.";
+
+fn broker_keys() -> Vec<Key> {
     let mut options = vec![
         key(
             "priority_steps",
@@ -231,22 +225,16 @@ fn broker() -> Value {
         ),
     ];
     keys.extend(tls_keys());
-    table("A message broker queue jobs name in `broker`.", keys, &["url"])
+    keys
 }
 
-fn database() -> Value {
-    table(
-        "A database `sql` and `sql_check` jobs name in `database`.",
-        vec![
-            key(
-                "url",
-                string(),
-                "postgres://, mysql://, mariadb:// or sqlite:///path.db; never with a password in it.",
-            ),
-            key("password_file", string(), "A file holding the password."),
-        ],
-        &["url"],
-    )
+const DATABASE_DOC: &str = "A database `sql` and `sql_check` jobs name in `database`.";
+
+fn database_keys() -> Vec<Key> {
+    vec![
+        key("url", string(), "postgres://, mysql://, mariadb:// or sqlite:///path.db; never with a password in it."),
+        key("password_file", string(), "A file holding the password."),
+    ]
 }
 
 /// Keys every job may have, whatever its action.
@@ -437,11 +425,12 @@ fn action_rules() -> Vec<Value> {
         .collect()
 }
 
+const JOB_DOC: &str = "A job: its schedule, its action and the action's keys, its execution policy.";
+
 fn job() -> Value {
     let mut keys = job_keys();
     keys.extend(action_keys());
-    let mut t =
-        table("A job: its schedule, its action and the action's keys, its execution policy.", keys, &["action"]);
+    let mut t = table(JOB_DOC, keys, &["action"]);
     t["oneOf"] = json!([{"required": ["cron"]}, {"required": ["every"]}]);
     t["allOf"] = Value::Array(action_rules());
     t
@@ -466,15 +455,75 @@ pub fn schema() -> Value {
         "type": "object",
         "additionalProperties": false,
         "properties": {
-            "scheduler": scheduler(),
-            "api": api(),
-            "cluster": cluster(),
-            "notifiers": named("Notifiers, by name.", notifier()),
-            "brokers": named("Message brokers, by name.", broker()),
-            "databases": named("Databases, by name.", database()),
+            "scheduler": table(SCHEDULER_DOC, scheduler_keys(), &[]),
+            "api": table(API_DOC, api_keys(), &["listen"]),
+            "cluster": table(CLUSTER_DOC, cluster_keys(), &["redis"]),
+            "notifiers": named("Notifiers, by name.", table(NOTIFIER_DOC, notifier_keys(), &["kind", "url"])),
+            "brokers": named("Message brokers, by name.", table(BROKER_DOC, broker_keys(), &["url"])),
+            "databases": named("Databases, by name.", table(DATABASE_DOC, database_keys(), &["url"])),
             "jobs": named("The jobs, by name.", job()),
         },
     })
+}
+
+/// A section of the config reference (beatd.toml(5)): its heading, what it is, its keys in
+/// the order a reader meets them, each with its kind and doc line.
+#[derive(Debug)]
+pub struct Section {
+    pub heading: &'static str,
+    pub doc: &'static str,
+    /// (key, kind such as `duration, default "30s"`, doc line).
+    pub keys: Vec<(&'static str, String, String)>,
+}
+
+/// The config reference, section by section, from the same keys as the schema.
+pub fn reference() -> Vec<Section> {
+    let section = |heading, doc, keys: Vec<Key>| Section {
+        heading,
+        doc,
+        keys: keys
+            .into_iter()
+            .map(|k| (k.name, kind(&k.schema), k.schema["description"].as_str().unwrap_or("").to_string()))
+            .collect(),
+    };
+    vec![
+        section("[scheduler]", SCHEDULER_DOC, scheduler_keys()),
+        section("[api]", API_DOC, api_keys()),
+        section("[cluster]", CLUSTER_DOC, cluster_keys()),
+        section("[notifiers.NAME]", NOTIFIER_DOC, notifier_keys()),
+        section("[brokers.NAME]", BROKER_DOC, broker_keys()),
+        section("[databases.NAME]", DATABASE_DOC, database_keys()),
+        section("[jobs.NAME]", JOB_DOC, job_keys()),
+        section("[jobs.NAME], by action", "Each action takes its own keys besides the job's.", action_keys()),
+    ]
+}
+
+/// A key's kind as a reader says it: `duration, default "30s"`, `one of: skip, queue`.
+fn kind(schema: &Value) -> String {
+    let mut text = if let Some(values) = schema["enum"].as_array() {
+        let values: Vec<&str> = values.iter().filter_map(|v| v.as_str()).collect();
+        format!("one of: {}", values.join(", "))
+    } else if schema.get("pattern").is_some() {
+        "duration".to_string()
+    } else if schema.get("oneOf").is_some() {
+        "string or list".to_string()
+    } else {
+        match schema["type"].as_str() {
+            Some("array") => "list".to_string(),
+            Some("object") => "table".to_string(),
+            Some(t) => t.to_string(),
+            None => "any value".to_string(),
+        }
+    };
+    match (schema["minimum"].as_i64(), schema["maximum"].as_i64()) {
+        (Some(lo), Some(hi)) => text.push_str(&format!(" {lo}-{hi}")),
+        (Some(lo), None) => text.push_str(&format!(" >= {lo}")),
+        _ => {}
+    }
+    if let Some(default) = schema.get("default") {
+        text.push_str(&format!(", default {default}"));
+    }
+    text
 }
 
 /// The schema as pretty JSON with a final newline: what `beatd schema` prints and

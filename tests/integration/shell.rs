@@ -1,5 +1,5 @@
 //! What a shell user and a packager see: `--version`, the completion scripts driven by a real
-//! bash, `check FILE`.
+//! bash, `check FILE`, the man pages as groff and man render them.
 
 use std::process::Command;
 
@@ -80,4 +80,45 @@ fn bash_completes_subcommands_and_the_configs_job_names() {
         let out = b.cmd(&["completions", shell]).output().expect("run");
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("COMPLETE="), "{shell}");
     }
+}
+
+#[test]
+fn man_pages_render_cleanly_and_the_config_page_has_every_key() {
+    let b = Beatd::with_config("");
+    let out = b.cmd(&["man", "man"]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for page in ["beatd.1", "beatd-run.1", "beatd-check.1", "beatd-trigger.1", "beatd-completions.1", "beatd.toml.5"] {
+        assert!(listed.lines().any(|l| l.ends_with(&format!("/{page}"))), "{page} missing from {listed}");
+    }
+    for page in std::fs::read_dir(b.path("man")).expect("pages") {
+        let page = page.expect("entry").path();
+        // groff with every warning on: a page it complains about renders wrongly somewhere.
+        let check = Command::new("groff").args(["-man", "-ww", "-z"]).arg(&page).output().expect("groff runs");
+        assert!(
+            check.status.success() && check.stderr.is_empty(),
+            "{}: {}",
+            page.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(b.path("man/beatd.toml.5"))
+        .env("MANWIDTH", "200")
+        .output()
+        .expect("man runs");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(text.contains("beatd.toml - the configuration of the beatd scheduler"), "{text}");
+    for section in beatd::config::schema::reference() {
+        assert!(text.contains(section.heading), "{}", section.heading);
+        for (key, _, _) in &section.keys {
+            assert!(text.contains(&format!("{key} (")), "{key} is not in beatd.toml(5)");
+        }
+    }
+    assert!(
+        text.contains("every (duration)")
+            && text.contains("overlap (one of: skip, queue, allow, replace, default \"skip\")"),
+        "{text}"
+    );
 }
