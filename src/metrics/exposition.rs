@@ -56,17 +56,19 @@ pub fn to_text(openmetrics: &str) -> String {
     let mut rest = openmetrics;
     while !rest.is_empty() {
         if !rest.starts_with('#') {
-            // Samples up to the next comment line.
-            match rest.find("\n#") {
-                Some(i) => {
-                    out.push_str(&rest[..=i]);
-                    rest = &rest[i + 1..];
+            // Samples up to the next comment line: a '#' after a newline ('#' is rare in sample
+            // lines, and memchr finds it an order of magnitude faster than a two-byte search).
+            let bytes = rest.as_bytes();
+            let mut from = 0;
+            let end = loop {
+                match memchr::memchr(b'#', &bytes[from..]) {
+                    Some(i) if from + i > 0 && bytes[from + i - 1] == b'\n' => break from + i,
+                    Some(i) => from += i + 1,
+                    None => break bytes.len(),
                 }
-                None => {
-                    out.push_str(rest);
-                    rest = "";
-                }
-            }
+            };
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
             continue;
         }
         let (line, after) = split_line(rest);
@@ -174,5 +176,7 @@ mod tests {
         assert_eq!(to_text(om), text);
         assert_eq!(to_text(""), "");
         assert_eq!(to_text("x 1"), "x 1", "a last line without a newline is kept");
+        let hash = "# TYPE x gauge\nx{a=\"b#c\"} 1\n# TYPE y gauge\ny 2\n";
+        assert_eq!(to_text(hash), hash, "a '#' inside a sample is not a comment");
     }
 }
