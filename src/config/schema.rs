@@ -177,20 +177,55 @@ fn cluster_keys() -> Vec<Key> {
     ]
 }
 
-const NOTIFIER_DOC: &str = "A notifier jobs name in `notify`.";
+const NOTIFIER_DOC: &str = "A notifier jobs name in `notify`: a webhook or a mailbox.";
 
 fn notifier_keys() -> Vec<Key> {
     let mut keys = vec![
-        key("kind", one_of(&["webhook"]), "The notifier's kind."),
-        key("url", string(), "Where the webhook is POSTed (http:// or https://)."),
+        key("kind", one_of(&["webhook", "email"]), "The notifier's kind."),
+        key("url", string(), "webhook: where it is POSTed (http:// or https://)."),
         key(
             "format",
             with_default(one_of(&["json", "slack"]), json!("json")),
-            "json: beatd's JSON; slack: {\"text\": ...}.",
+            "webhook: json (beatd's JSON) or slack ({\"text\": ...}).",
         ),
+        key(
+            "smtp",
+            string(),
+            "email: the server, smtp://host[:port] (STARTTLS, port 587) or smtps://host[:port] (TLS, port 465).",
+        ),
+        key("starttls", boolean(true), "email, smtp://: false sends in plain text, for a relay on this host only."),
+        key("from", string(), "email: the sender, \"beatd@example.com\" or \"beatd <beatd@example.com>\"."),
+        key("to", strings(), "email: the recipients."),
+        key("username", string(), "email: the SMTP user (with password_file; sent over TLS only)."),
+        key(
+            "password_file",
+            string(),
+            "email: a file holding the SMTP password, read at each delivery and never logged.",
+        ),
+        key("attach_report", boolean(true), "email: reports attach their Markdown."),
     ];
     keys.extend(tls_keys());
     keys
+}
+
+/// A notifier's table: each kind its own required keys and the keys it takes.
+fn notifier() -> Value {
+    let mut t = table(NOTIFIER_DOC, notifier_keys(), &["kind"]);
+    let kind = |kind: &str, required: &[&str], keys: &[&str]| {
+        let mut allowed = vec!["kind"];
+        allowed.extend_from_slice(keys);
+        json!({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+               "then": {"required": required, "propertyNames": {"enum": allowed}}})
+    };
+    t["allOf"] = json!([
+        kind("webhook", &["url"], &["url", "format", "ca_file", "client_cert", "client_key"]),
+        kind(
+            "email",
+            &["smtp", "from", "to"],
+            &["smtp", "starttls", "from", "to", "username", "password_file", "ca_file", "attach_report"]
+        ),
+    ]);
+    t
 }
 
 const BROKER_DOC: &str = "A message broker queue jobs name in `broker`.";
@@ -458,7 +493,7 @@ pub fn schema() -> Value {
             "scheduler": table(SCHEDULER_DOC, scheduler_keys(), &[]),
             "api": table(API_DOC, api_keys(), &["listen"]),
             "cluster": table(CLUSTER_DOC, cluster_keys(), &["redis"]),
-            "notifiers": named("Notifiers, by name.", table(NOTIFIER_DOC, notifier_keys(), &["kind", "url"])),
+            "notifiers": named("Notifiers, by name.", notifier()),
             "brokers": named("Message brokers, by name.", table(BROKER_DOC, broker_keys(), &["url"])),
             "databases": named("Databases, by name.", table(DATABASE_DOC, database_keys(), &["url"])),
             "jobs": named("The jobs, by name.", job()),

@@ -10,7 +10,10 @@ use crate::api::{ApiConfig, Listen};
 use crate::broker::{BrokerConfig, BrokerUrl, Kind, OnBrokerDown, TransportOptions};
 use crate::cluster::{ClusterConfig, Target};
 use crate::databases::DatabaseConfig;
-use crate::notifications::{Format, Notifier};
+use lettre::message::Mailbox;
+
+use crate::notifications::email::{self, Email, Security};
+use crate::notifications::{Format, Notifier, Target as NotifyTarget};
 use crate::tls::TlsFiles;
 
 pub(super) fn scheduler(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<SchedulerConfig> {
@@ -154,13 +157,26 @@ pub(super) fn api(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<A
     })
 }
 
+/// Keys only a webhook notifier takes, and only a mail one: each kind refuses the other's.
+const WEBHOOK_KEYS: &[&str] = &["url", "format", "client_cert", "client_key"];
+const EMAIL_KEYS: &[&str] = &["smtp", "starttls", "from", "to", "username", "password_file", "attach_report"];
+
 pub fn notifier(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Notifier> {
-    let kind = t.req_str(d, "kind");
-    if let Some(k) = &kind
-        && k.value != "webhook"
-    {
-        t.error(d, k.span.clone(), format!("unknown notifier kind \"{}\" (the one kind is \"webhook\")", k.value));
-    }
+    let kind = t.req_str(d, "kind")?;
+    let target = match kind.value {
+        "webhook" => webhook(t, d, base),
+        "email" => email(t, d, base).map(|e| NotifyTarget::Email(Box::new(e))),
+        other => {
+            let msg = format!("unknown notifier kind \"{other}\"{}", hint(other, ["webhook", "email"]));
+            t.error(d, kind.span, if msg.ends_with(')') { msg } else { format!("{msg} (one of: webhook, email)") });
+            t.finish(d, &[WEBHOOK_KEYS, EMAIL_KEYS, &["ca_file"]].concat());
+            return None;
+        }
+    };
+    Some(Notifier { name: name.to_string(), target: target? })
+}
+
+fn webhook(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<NotifyTarget> {
     let url = t.http_url(d, "url");
     let format = match t.str(d, "format") {
         None => Format::Json,
@@ -175,8 +191,79 @@ pub fn notifier(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -
     let encrypted = url.as_ref().map(|u| (u.scheme() == "https", "https://"));
     let tls = tls_files(t, d, base, encrypted);
     t.finish(d, &[]);
-    kind?;
-    Some(Notifier { name: name.to_string(), url: url?, format, tls })
+    Some(NotifyTarget::Webhook { url: url?, format, tls })
+}
+
+/// `kind = "email"`: see [`crate::notifications::email`].
+fn email(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Email> {
+    let starttls = t.bool(d, "starttls");
+    let smtp = t.req_str(d, "smtp").and_then(|u| match email::parse_url(u.value, starttls.unwrap_or(true)) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            t.error(d, u.span, e);
+            None
+        }
+    });
+    if let (Some((Security::Implicit, ..)), Some(span)) = (&smtp, t.key_span("starttls")) {
+        t.error(d, span, "\"starttls\" is for smtp:// URLs: smtps:// is TLS from the start");
+    }
+    let mailbox = |t: &Table<'_, '_>, d: &mut Diags, s: super::table::Str<'_>| match s.value.parse::<Mailbox>() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            t.error(d, s.span, format!("\"{}\" is not a mail address: {e}", s.value));
+            None
+        }
+    };
+    let from = t.req_str(d, "from").and_then(|s| mailbox(t, d, s));
+    let to = match t.str_list(d, "to") {
+        Some((list, span)) if list.is_empty() => {
+            t.error(d, span, "\"to\" needs at least one address");
+            None
+        }
+        Some((list, _)) => list.into_iter().map(|s| mailbox(t, d, s)).collect::<Option<Vec<_>>>(),
+        None => {
+            t.error(d, t.span.clone(), "missing \"to\": the addresses to mail");
+            None
+        }
+    };
+    let username = t.str(d, "username");
+    let password_file = t.path(d, "password_file", base);
+    match (&username, &password_file) {
+        (Some(u), None) => {
+            t.error(d, u.span.clone(), "\"username\" needs \"password_file\", the file with its password")
+        }
+        (None, Some((_, span))) => t.error(d, span.clone(), "\"password_file\" needs \"username\""),
+        _ => {}
+    }
+    if let (Some(u), Some((Security::Plain, ..))) = (&username, &smtp) {
+        t.error(d, u.span.clone(), "credentials are only sent over TLS: remove \"starttls = false\" or use smtps://");
+    }
+    if let Some((p, span)) = &password_file {
+        t.defer(d, span.clone(), DiskCheck::PasswordFile(p.clone()));
+    }
+    let ca_file = t.path(d, "ca_file", base);
+    if let Some((p, span)) = &ca_file {
+        match &smtp {
+            Some((Security::Plain, ..)) => {
+                t.error(d, span.clone(), "\"ca_file\" needs TLS: this server is reached without it")
+            }
+            _ => t.defer(d, span.clone(), DiskCheck::Tls(TlsFiles { ca_file: Some(p.clone()), client: None })),
+        }
+    }
+    let attach_report = t.bool(d, "attach_report").unwrap_or(true);
+    t.finish(d, &[]);
+    let (security, host, port) = smtp?;
+    Some(Email {
+        security,
+        host,
+        port,
+        from: from?,
+        to: to?,
+        username: username.map(|u| u.value.to_string()),
+        password_file: password_file.map(|(p, _)| p),
+        ca_file: ca_file.map(|(p, _)| p),
+        attach_report,
+    })
 }
 
 pub fn broker(name: &str, t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<BrokerConfig> {

@@ -97,6 +97,7 @@ impl Command {
         let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
         let budget = Arc::new(AtomicUsize::new(self.output_limit));
         let dropped = Arc::new(AtomicUsize::new(0));
+        let tail = Arc::new(std::sync::Mutex::new(Tail::default()));
         let readers: Vec<_> = [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
             child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
@@ -105,7 +106,7 @@ impl Command {
         .zip(["stdout", "stderr"])
         .filter_map(|(pipe, stream)| {
             let pipe = pipe?;
-            Some(tokio::spawn(log_lines(job.to_string(), stream, pipe, budget.clone(), dropped.clone())))
+            Some(tokio::spawn(log_lines(job.to_string(), stream, pipe, budget.clone(), dropped.clone(), tail.clone())))
         })
         .collect();
         let progress_reader = progress.map(|pipe| tokio::spawn(read_progress(pipe, cx.progress.clone())));
@@ -162,6 +163,7 @@ impl Command {
             Err(e) => RunResult::failed(format!("waiting for the command failed: {e}")),
         };
         result.exit_code = status.as_ref().ok().and_then(|s| s.code());
+        result.output = std::mem::take(&mut tail.lock().unwrap_or_else(|p| p.into_inner()).0).into();
         if let (Some(how), Err(e)) = (stopped, &mut result.result) {
             *e = format!("{how} ({e})");
         }
@@ -210,18 +212,33 @@ fn signal_group(pgid: Option<Pid>, signal: Signal) {
     }
 }
 
+/// The last lines of a run's output (both streams, as they came), for its notification.
+#[derive(Debug, Default)]
+struct Tail(std::collections::VecDeque<String>);
+
+impl Tail {
+    fn push(&mut self, line: &str) {
+        if self.0.len() == crate::notifications::OUTPUT_LINES {
+            self.0.pop_front();
+        }
+        self.0.push_back(line.chars().take(crate::notifications::OUTPUT_LINE_CHARS).collect());
+    }
+}
+
 async fn log_lines(
     job: String,
     stream: &'static str,
     pipe: impl AsyncRead + Unpin,
     budget: Arc<AtomicUsize>,
     dropped: Arc<AtomicUsize>,
+    tail: Arc<std::sync::Mutex<Tail>>,
 ) {
     // Split on bytes, not lines of UTF-8: output that is not UTF-8 is still logged (lossily)
     // and, above all, still read, so the child never blocks on a full pipe.
     let mut lines = BufReader::new(pipe).split(b'\n');
     while let Ok(Some(line)) = lines.next_segment().await {
         let len = line.len() + 1;
+        tail.lock().unwrap_or_else(|p| p.into_inner()).push(String::from_utf8_lossy(&line).trim_end_matches('\r'));
         let allowed = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(len)).is_ok();
         if !allowed {
             budget.store(0, Ordering::Relaxed);

@@ -57,15 +57,17 @@ pub struct RunResult {
     pub result: Result<(), String>,
     pub exit_code: Option<i32>,
     pub details: Details,
+    /// The last lines of a command's output, for notifications (not kept in the history).
+    pub output: Vec<String>,
 }
 
 impl RunResult {
     pub fn ok() -> Self {
-        RunResult { result: Ok(()), exit_code: None, details: Details::default() }
+        RunResult { result: Ok(()), exit_code: None, details: Details::default(), output: Vec::new() }
     }
 
     pub fn failed(reason: impl Into<String>) -> Self {
-        RunResult { result: Err(reason.into()), exit_code: None, details: Details::default() }
+        RunResult { result: Err(reason.into()), exit_code: None, details: Details::default(), output: Vec::new() }
     }
 
     pub fn with_details(mut self, details: Details) -> Self {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::{RunContext, RunResult};
 use crate::fire::Fire;
 use crate::job::RunOutcome;
-use crate::notifications::Notification;
+use crate::notifications::{Notification, ReportFile};
 use crate::state::history::{self, RunRecord};
 
 /// The period of a first report, when there is no previous one.
@@ -75,7 +75,7 @@ impl Report {
         let fire2 = fire.clone();
         let state_dir = cx.services.state_dir.clone();
         let made = tokio::task::spawn_blocking(move || me.make(&fire2, &state_dir)).await;
-        let (summary, files) = match made {
+        let (summary, files, markdown) = match made {
             Ok(Ok(made)) => made,
             Ok(Err(e)) => return RunResult::failed(e),
             Err(e) => return RunResult::failed(format!("report task failed: {e}")),
@@ -92,13 +92,18 @@ impl Report {
                     text: headline(&summary),
                     error: None,
                     report: serde_json::to_value(&summary).ok(),
+                    output: Vec::new(),
+                    check: false,
+                    timezone: Some(fire.job.timezone),
+                    attachment: Some(markdown),
                 },
             );
         }
         RunResult::ok()
     }
 
-    fn make(&self, fire: &Fire, state_dir: &Path) -> Result<(Summary, Vec<PathBuf>), String> {
+    /// Writes the report's files; returns its figures, the files, and its Markdown.
+    fn make(&self, fire: &Fire, state_dir: &Path) -> Result<(Summary, Vec<PathBuf>, ReportFile), String> {
         let conn = crate::state::open_read_only(state_dir).map_err(|e| e.to_string())?;
         let until = fire.fired_at;
         let since = match self.period {
@@ -132,15 +137,14 @@ impl Report {
         }
         let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())? + "\n";
         let mut written = Vec::new();
-        for (name, bytes) in
-            [(format!("{stem}.md"), markdown(&summary, &fire.job.timezone)), (format!("{stem}.json"), text)]
-        {
+        let md = ReportFile { name: format!("{stem}.md"), text: markdown(&summary, &fire.job.timezone) };
+        for (name, bytes) in [(md.name.clone(), md.text.clone()), (format!("{stem}.json"), text)] {
             let path = self.output_dir.join(&name);
             crate::nofollow::write_new(&dir, &name, bytes.as_bytes(), 0o644)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             written.push(path);
         }
-        Ok((summary, written))
+        Ok((summary, written, md))
     }
 }
 

@@ -411,6 +411,10 @@ impl Inner {
                 text,
                 error,
                 report: None,
+                output: result.output.clone(),
+                check: job.action.is_check(),
+                timezone: Some(job.timezone),
+                attachment: None,
             },
         );
     }

@@ -9,6 +9,7 @@ mod cluster;
 mod damage;
 mod delivery;
 mod disk;
+mod email;
 mod inproc;
 mod next;
 mod prometheus;

@@ -18,12 +18,12 @@ use crate::util::{Beatd, RabbitNode, Reaped, free_port, history, wait_for};
 
 /// A test CA, a server certificate for 127.0.0.1 and localhost, a client certificate, and a
 /// second CA that signed neither: PEM files in a folder.
-struct Pki {
+pub struct Pki {
     dir: TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub fn new() -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write PEM");
         let ca = |cn: &str| {
@@ -54,7 +54,7 @@ impl Pki {
         Pki { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 

@@ -160,11 +160,16 @@ fn report_files_and_headline_from_the_state_database() {
     let at = t("2026-11-23T00:00:00Z");
     let fire =
         crate::fire::Fire::scheduled(Arc::new(config.jobs[0].clone()), crate::status::JobStatus::detached(), at, at);
-    let (summary, files) = report.make(&fire, &state).expect("report");
+    let (summary, files, returned) = report.make(&fire, &state).expect("report");
     assert_eq!(summary.jobs.iter().map(|j| j.job.as_str()).collect::<Vec<_>>(), ["archive", "backup", "web"]);
     let names: Vec<String> = files.iter().map(|f| f.file_name().expect("name").to_string_lossy().into()).collect();
     assert_eq!(names, ["report-2026-11-23.md", "report-2026-11-23.json"]);
     let md = std::fs::read_to_string(&files[0]).expect("markdown");
+    assert_eq!(
+        (returned.name.as_str(), returned.text.as_str()),
+        ("report-2026-11-23.md", md.as_str()),
+        "what mail attaches"
+    );
     assert!(md.contains("| archive | 2 | 2 | 0 | 0 | 100 % | 30 ms | 40 ms | - | - | - | - | 803 | - |"), "{md}");
     assert!(
         md.contains(
@@ -187,7 +192,7 @@ fn report_files_and_headline_from_the_state_database() {
         "beatd report 2026-11-16 00:00 to 2026-11-23 00:00 UTC: 3 job(s), 11 run(s), failures in: backup, web"
     );
     // A second report the same day does not overwrite the first.
-    let (_, again) = report.make(&fire, &state).expect("report");
+    let (_, again, _) = report.make(&fire, &state).expect("report");
     assert_eq!(again[0].file_name().expect("name"), "report-2026-11-23T000000.md");
 }
 

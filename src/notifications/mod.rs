@@ -1,9 +1,12 @@
-//! Notifications: webhooks told about failures, recoveries and reports. (The module is not
-//! called `notify`: that is the file-watching crate the reload uses.)
+//! Notifications: webhooks and e-mail told about failures, recoveries and reports. (The module
+//! is not called `notify`: that is the file-watching crate the reload uses.)
 //!
-//! `[notifiers.NAME]` names a webhook; a job points at it with `notify = "NAME"`. Delivery runs
-//! in its own task with retries and backoff, so a slow or failing receiver never holds up the
-//! loop or the job; a message that still cannot be delivered is logged as an error.
+//! `[notifiers.NAME]` names a webhook or a mailbox ([`email`]); a job points at it with
+//! `notify = "NAME"`. Delivery runs in its own task with retries and backoff, so a slow or
+//! failing receiver never holds up the loop or the job; a message that still cannot be
+//! delivered is logged as an error.
+
+pub mod email;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,10 +29,19 @@ pub enum Format {
 #[derive(Debug, Clone)]
 pub struct Notifier {
     pub name: String,
-    pub url: reqwest::Url,
-    pub format: Format,
-    /// A CA and client certificate for an `https://` URL.
-    pub tls: crate::tls::TlsFiles,
+    pub target: Target,
+}
+
+/// Where a notifier's messages go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Webhook {
+        url: reqwest::Url,
+        format: Format,
+        /// A CA and client certificate for an `https://` URL.
+        tls: crate::tls::TlsFiles,
+    },
+    Email(Box<email::Email>),
 }
 
 /// What a webhook receives (as JSON; Slack gets `text` alone).
@@ -47,7 +59,30 @@ pub struct Notification {
     /// A report's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// The run's last lines of output (a `command`'s), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
+    /// The job is a check: its failure is "down", its recovery "up again".
+    #[serde(skip)]
+    pub check: bool,
+    /// The job's zone, to show the slot as the job's schedule reads.
+    #[serde(skip)]
+    pub timezone: Option<chrono_tz::Tz>,
+    /// A report's Markdown, for mail (webhooks get the figures).
+    #[serde(skip)]
+    pub attachment: Option<ReportFile>,
 }
+
+/// A report's Markdown file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// The most lines of output a notification carries, and the most characters of each.
+pub const OUTPUT_LINES: usize = 20;
+pub const OUTPUT_LINE_CHARS: usize = 500;
 
 /// Sends messages to notifiers, in the background.
 #[derive(Debug, Clone)]
@@ -122,33 +157,47 @@ impl Inner {
     }
 }
 
-async fn deliver(inner: &Inner, notifier: &Notifier, message: &Notification) {
-    let body = match notifier.format {
+/// One attempt to hand `message` to a webhook: `Err` says why it did not arrive.
+async fn post(
+    inner: &Inner,
+    url: &reqwest::Url,
+    format: Format,
+    tls: &crate::tls::TlsFiles,
+    message: &Notification,
+) -> Result<(), String> {
+    let body = match format {
         Format::Json => serde_json::to_value(message).unwrap_or_default(),
         Format::Slack => serde_json::json!({ "text": message.text }),
     };
+    let http = match tls.is_empty() {
+        true => inner.http.clone(),
+        false => tls.read().and_then(|pem| pem.http_client())?,
+    };
+    let resp = http
+        .post(url.clone())
+        .timeout(Duration::from_secs(10))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| crate::http::error_chain(&e))?;
+    match resp.status().is_success() {
+        true => Ok(()),
+        false => Err(format!("answered {}", resp.status())),
+    }
+}
+
+async fn deliver(inner: &Inner, notifier: &Notifier, message: &Notification) {
     let attempts = inner.backoff.len() + 1;
     for attempt in 1..=attempts {
-        let http = match notifier.tls.is_empty() {
-            true => Ok(inner.http.clone()),
-            false => notifier.tls.read().and_then(|pem| pem.http_client()),
-        };
-        let sent = match http {
-            Ok(http) => http
-                .post(notifier.url.clone())
-                .timeout(Duration::from_secs(10))
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| crate::http::error_chain(&e)),
-            Err(e) => Err(e),
+        let sent = match &notifier.target {
+            Target::Webhook { url, format, tls } => post(inner, url, *format, tls, message).await,
+            Target::Email(mail) => email::send(mail, message).await,
         };
         let problem = match sent {
-            Ok(resp) if resp.status().is_success() => {
+            Ok(()) => {
                 tracing::debug!(job = %message.job, notifier = %notifier.name, "notified ({})", message.event);
                 return;
             }
-            Ok(resp) => format!("answered {}", resp.status()),
             Err(e) => e,
         };
         match inner.backoff.get(attempt - 1) {
