@@ -34,6 +34,7 @@ pub mod dashboard;
 pub mod databases;
 pub mod fire;
 pub mod http;
+pub mod import;
 pub mod job;
 pub mod jobs;
 pub mod logging;

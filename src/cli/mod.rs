@@ -8,6 +8,7 @@ mod check;
 mod completions;
 mod control;
 mod history;
+mod import;
 mod man;
 mod next;
 mod run;
@@ -66,6 +67,9 @@ enum Command {
     Completions(completions::Args),
     /// Print the config's JSON Schema, for editors (also docs/beatd.schema.json).
     Schema,
+    /// Print another scheduler's schedule as a beatd config (a crontab).
+    #[command(subcommand)]
+    Import(import::Command),
     /// Write the man pages (beatd(1), a page per subcommand, beatd.toml(5)) to a folder.
     Man(man::Args),
 }
@@ -123,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::State(command) => state::run(command),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Import(command) => import::run(command),
         Command::Schema => {
             print!("{}", config::schema::text());
             Ok(())

@@ -10,6 +10,7 @@ mod damage;
 mod delivery;
 mod disk;
 mod email;
+mod import;
 mod inproc;
 mod next;
 mod prometheus;
