@@ -75,7 +75,7 @@ fn inline_job(args: &Args) -> Result<Job, Failed> {
         None => config::system_zone(),
     };
     let built = match (&args.cron, &args.every) {
-        (Some(expr), _) => config::cron_from_text(expr, tz).map_err(|e| fail(format!("--cron: {}", e.message))),
+        (Some(expr), _) => config::cron_from_text(expr, tz, false).map_err(|e| fail(format!("--cron: {}", e.message))),
         (None, Some(every)) => {
             config::every_from_text(every, args.offset.as_deref()).map_err(|e| fail(format!("--every: {}", e.message)))
         }
@@ -136,6 +136,15 @@ fn write_fires(
         }
     }
     if !json {
+        // The day rule is not visible in the expression: say where it is not cron's.
+        for job in jobs.iter().filter(|j| j.schedule_text.ends_with(config::job::BOTH_DAYS_MARK)) {
+            let expr = job.schedule_text.trim_end_matches(config::job::BOTH_DAYS_MARK);
+            writeln!(
+                out,
+                "note: {} fires on days that match both day fields of \"{expr}\" (day_match = \"both\")",
+                job.name
+            )?;
+        }
         writeln!(out, "{:<34}  {:<12}  JOB", "TIME", "IN")?;
     }
     while let Some(Reverse((t, i, slot))) = heap.pop() {

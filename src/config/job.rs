@@ -28,7 +28,8 @@ pub(super) struct Shared {
     texts: HashSet<Arc<str>>,
     policies: HashSet<Arc<Policy>>,
     /// Cron schedules by zone and text, parsed (and checked to fire) once.
-    crons: HashMap<Tz, HashMap<Box<str>, Schedule>>,
+    /// By zone and day rule, then text: the schedule, and whether its text carries the mark.
+    crons: HashMap<(Tz, bool), CronsByText>,
 }
 
 impl Shared {
@@ -50,6 +51,9 @@ impl Shared {
         p
     }
 }
+
+/// Cron schedules by their text, each with whether its text carries [`BOTH_DAYS_MARK`].
+type CronsByText = HashMap<Box<str>, (Schedule, bool)>;
 
 /// Reads the job `name` from its table `t`: `None` when it has errors (all of them in `d`).
 pub(super) fn job(
@@ -154,13 +158,17 @@ fn schedule(
     let cron = t.str(d, "cron");
     let every = t.str(d, "every");
     let offset = t.str(d, "offset");
+    let both_days = t.choice(d, "day_match", "day_match", &[("either", false), ("both", true)]).unwrap_or(false);
+    if let (Some(span), None) = (t.key_span("day_match"), &cron) {
+        t.error(d, span, "\"day_match\" goes with \"cron\": it says how the two day fields combine");
+    }
     match (&cron, &every) {
         (Some(c), Some(e)) => {
             let span = t.key_span("every").unwrap_or(e.span.clone());
             t.error(d, span, "set either \"cron\" or \"every\", not both");
             // Still report what is wrong with either value, so one run shows everything.
             if let Some(tz) = timezone {
-                cron_schedule(t, d, c, tz, shared);
+                cron_schedule(t, d, c, tz, both_days, shared);
             }
             interval_schedule(t, d, e, offset.clone());
             None
@@ -173,7 +181,7 @@ fn schedule(
             if let Some(o) = &offset {
                 t.error(d, o.span.clone(), "\"offset\" goes with \"every\", not with \"cron\"");
             }
-            cron_schedule(t, d, c, timezone?, shared)
+            cron_schedule(t, d, c, timezone?, both_days, shared)
         }
         (None, Some(e)) => interval_schedule(t, d, e, offset.clone()),
     }
@@ -278,6 +286,9 @@ pub struct UnknownZone {
     pub hint: String,
 }
 
+/// What a schedule's text says when `day_match = "both"` changes its meaning.
+pub const BOTH_DAYS_MARK: &str = " (day_match both)";
+
 /// A fixed instant to test "does this expression ever fire", so checking is repeatable.
 fn probe_instant() -> DateTime<Utc> {
     DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default() // 2026-01-01
@@ -290,16 +301,24 @@ pub struct ScheduleError {
     pub message: String,
 }
 
-/// Builds a cron schedule from its text, refusing expressions that never fire.
-pub fn cron_from_text(text: &str, tz: Tz) -> Result<(Schedule, String), ScheduleError> {
+/// Builds a cron schedule from its text, refusing expressions that never fire. With
+/// `both_days` (`day_match = "both"`) a day must match both day fields; where that changes the
+/// meaning (both are restricted), the schedule's text says so.
+pub fn cron_from_text(text: &str, tz: Tz, both_days: bool) -> Result<(Schedule, String), ScheduleError> {
     match cron::parse(text) {
         Ok(cron::Parsed::Reboot) => Ok((Schedule::Reboot, "@reboot".into())),
         Ok(cron::Parsed::Fields(expr)) => {
+            let marked = both_days && expr.restricts_both_days();
+            let expr = if both_days { expr.with_both_days() } else { expr };
             let s = CronSchedule::new(expr, tz);
             if s.next_after(probe_instant()).is_none() {
                 return Err(ScheduleError { at: None, message: format!("cron expression \"{text}\" never fires") });
             }
-            Ok((Schedule::Cron(Arc::new(s)), text.trim().to_string()))
+            let mut text = text.trim().to_string();
+            if marked {
+                text.push_str(BOTH_DAYS_MARK);
+            }
+            Ok((Schedule::Cron(Arc::new(s)), text))
         }
         Err(e) => Err(ScheduleError {
             at: Some(e.offset),
@@ -336,12 +355,17 @@ fn cron_schedule(
     d: &mut Diags,
     c: &Str<'_>,
     tz: Tz,
+    both_days: bool,
     shared: &mut Shared,
 ) -> Option<(Schedule, String)> {
-    if let Some(s) = shared.crons.get(&tz).and_then(|by_text| by_text.get(c.value)) {
-        return Some((s.clone(), c.value.trim().to_string()));
+    if let Some((s, marked)) = shared.crons.get(&(tz, both_days)).and_then(|by_text| by_text.get(c.value)) {
+        let mut text = c.value.trim().to_string();
+        if *marked {
+            text.push_str(BOTH_DAYS_MARK);
+        }
+        return Some((s.clone(), text));
     }
-    let built = cron_from_text(c.value, tz)
+    let built = cron_from_text(c.value, tz, both_days)
         .map_err(|e| {
             // Point inside the string when it is written plainly (no escapes).
             let raw = d.text().get(c.span.clone()).unwrap_or("");
@@ -352,7 +376,8 @@ fn cron_schedule(
             t.error(d, at..at, e.message);
         })
         .ok()?;
-    shared.crons.entry(tz).or_default().insert(c.value.into(), built.0.clone());
+    let marked = built.1.ends_with(BOTH_DAYS_MARK);
+    shared.crons.entry((tz, both_days)).or_default().insert(c.value.into(), (built.0.clone(), marked));
     Some(built)
 }
 

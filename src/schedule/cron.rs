@@ -66,6 +66,9 @@ pub struct CronExpr {
     day_star: bool,
     /// Day-of-week text starts with `*`.
     weekday_star: bool,
+    /// A day must match both day fields even when both are restricted (`day_match = "both"`,
+    /// Celery's rule), instead of either (Vixie cron's).
+    both_days: bool,
     /// Minute or hour text starts with `*`: the job is a wildcard job for the DST rules.
     wildcard: bool,
 }
@@ -152,6 +155,7 @@ pub fn parse(text: &str) -> Result<Parsed, CronError> {
         nth_weekdays: dow.nth,
         day_star: dm.starts_with('*'),
         weekday_star: dw.starts_with('*'),
+        both_days: false,
         wildcard: m.starts_with('*') || h.starts_with('*'),
     }))
 }
@@ -293,6 +297,19 @@ fn parse_value(text: &str, spec: &FieldSpec) -> Result<u32, String> {
 }
 
 impl CronExpr {
+    /// The expression with Celery's day rule: a day matches when it matches both day fields,
+    /// also when both are restricted (where Vixie cron takes a day that matches either).
+    pub fn with_both_days(mut self) -> CronExpr {
+        self.both_days = true;
+        self
+    }
+
+    /// Whether both day fields are restricted (neither starts with `*`): only then do the two
+    /// day rules differ.
+    pub fn restricts_both_days(&self) -> bool {
+        !self.day_star && !self.weekday_star
+    }
+
     /// Whether the job counts as a wildcard job for the DST rules.
     pub fn is_wildcard(&self) -> bool {
         self.wildcard
@@ -317,7 +334,7 @@ impl CronExpr {
         let dow = self.weekdays & (1 << wd) != 0
             || (self.last_weekdays & (1 << wd) != 0 && d + 7 > dim)
             || (self.nth_weekdays[wd as usize] & (1 << ((d - 1) / 7)) != 0);
-        if self.day_star || self.weekday_star { dom && dow } else { dom || dow }
+        if self.both_days || self.day_star || self.weekday_star { dom && dow } else { dom || dow }
     }
 
     /// The days of a month that match, as bits 1..=31. `weekday` is the weekday (Sunday = 0)
@@ -353,7 +370,7 @@ impl CronExpr {
                 }
             }
         }
-        if self.day_star || self.weekday_star { dom & dow } else { dom | dow }
+        if self.both_days || self.day_star || self.weekday_star { dom & dow } else { dom | dow }
     }
 
     /// The first whole local minute `t` with `start <= t < end` that matches, in naive local

@@ -18,6 +18,40 @@ fn schedule(expr: &str, zone: &str) -> CronSchedule {
     }
 }
 
+/// The expression with `day_match = "both"` when `both`.
+fn expr_with(expr: &str, both: bool) -> super::CronExpr {
+    match parse(expr) {
+        Ok(Parsed::Fields(e)) if both => e.with_both_days(),
+        Ok(Parsed::Fields(e)) => e,
+        other => panic!("{expr}: {other:?}"),
+    }
+}
+
+#[test]
+fn day_match_both_is_celerys_rule_either_is_vixies() {
+    let utc = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+    let list = |both: bool| {
+        let s = CronSchedule::new(expr_with("0 9 13 * 5", both), chrono_tz::UTC);
+        let mut t = utc("2026-01-01T00:00:00Z");
+        let mut out = Vec::new();
+        while let Some(next) = s.next_after(t).filter(|n| *n < utc("2027-01-01T00:00:00Z")) {
+            out.push(next.format("%m-%d").to_string());
+            t = next;
+        }
+        out
+    };
+    // 2026's Friday the 13ths.
+    assert_eq!(list(true), ["02-13", "03-13", "11-13"]);
+    let either = list(false);
+    assert_eq!(either.len(), 52 + 12 - 3, "every Friday and every 13th, each day once");
+    assert!(either.contains(&"01-02".to_string()) && either.contains(&"01-13".to_string()));
+    // With a day field left at `*` the rules agree.
+    assert!(!expr_with("0 9 * * 5", false).restricts_both_days());
+    let (a, b) = (expr_with("0 9 * * 5", true), expr_with("0 9 * * 5", false));
+    let d = chrono::NaiveDate::from_ymd_opt(2026, 3, 6).expect("date").and_hms_opt(9, 0, 0).expect("time");
+    assert_eq!(a.matches(d), b.matches(d));
+}
+
 fn fires(expr: &str, zone: &str, after: &str, n: usize) -> Vec<String> {
     let s = schedule(expr, zone);
     let tz = s.tz();
@@ -210,8 +244,8 @@ fn offset_at(tz: Tz, t: DateTime<Utc>) -> FixedOffset {
 }
 
 /// The brute-force reference: walk UTC minute by minute and apply the contract's rules.
-fn reference(expr: &str, tz: Tz, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-    let Ok(Parsed::Fields(e)) = parse(expr) else { panic!("{expr}") };
+fn reference(expr: &str, both: bool, tz: Tz, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let e = expr_with(expr, both);
     let local = |t: DateTime<Utc>| -> NaiveDateTime { t.naive_utc() + offset_at(tz, t) };
     let mut out = Vec::new();
     // Every zone in ZONES has whole-minute offsets in the years tested.
@@ -283,9 +317,10 @@ proptest! {
     fn iterator_agrees_with_brute_force(
         (zone, from) in (0..ZONES.len()).prop_flat_map(|z| (Just(z), start(z))),
         expr in expression(),
+        both in any::<bool>(),
     ) {
         let tz: Tz = ZONES[zone].parse().expect("zone");
-        let s = schedule(&expr, ZONES[zone]);
+        let s = CronSchedule::new(expr_with(&expr, both), tz);
         let until = from + Duration::days(3);
         let mut got = Vec::new();
         let mut t = from;
@@ -295,7 +330,7 @@ proptest! {
             got.push(next);
             t = next;
         }
-        prop_assert_eq!(got, reference(&expr, tz, from, until), "{} in {} from {}", expr, ZONES[zone], from);
+        prop_assert_eq!(got, reference(&expr, both, tz, from, until), "{} (both days: {}) in {} from {}", expr, both, ZONES[zone], from);
     }
 
     #[test]
@@ -319,8 +354,8 @@ proptest! {
 proptest! {
     /// The per-month bitmask the iterator jumps with is the plain day rule, day by day.
     #[test]
-    fn month_bitmask_is_the_day_rule(expr in expression(), year in 1990i32..2110, month in 1u32..=12) {
-        let Ok(Parsed::Fields(e)) = parse(&expr) else { panic!("{expr}") };
+    fn month_bitmask_is_the_day_rule(expr in expression(), both in any::<bool>(), year in 1990i32..2110, month in 1u32..=12) {
+        let e = expr_with(&expr, both);
         let mut date = chrono::NaiveDate::from_ymd_opt(year, month, 1).expect("valid");
         use chrono::Datelike;
         let mask = e.month_days(year, month, date.weekday().num_days_from_sunday(), 1);
