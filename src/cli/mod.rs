@@ -67,7 +67,7 @@ enum Command {
     Completions(completions::Args),
     /// Print the config's JSON Schema, for editors (also docs/beatd.schema.json).
     Schema,
-    /// Print another scheduler's schedule as a beatd config (a crontab).
+    /// Print another scheduler's schedule as a beatd config (a crontab, a Celery beat_schedule).
     #[command(subcommand)]
     Import(import::Command),
     /// Write the man pages (beatd(1), a page per subcommand, beatd.toml(5)) to a folder.

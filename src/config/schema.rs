@@ -286,6 +286,11 @@ fn job_keys() -> Vec<Key> {
             "An interval such as \"90s\", \"5m\", \"1h30m\", \"2d\" (at least 1 s), aligned to the Unix epoch. Either cron or every.",
         ),
         key("offset", duration(), "With every: shifts the interval's grid by this much (less than the interval)."),
+        key(
+            "day_match",
+            with_default(one_of(&["either", "both"]), json!("either")),
+            "With cron, when both day fields are restricted: a day matching either fires (Vixie cron), or only one matching both (Celery's crontab).",
+        ),
         key("timezone", string(), "The zone of a cron job, an IANA name; default: the scheduler's."),
         key("enabled", boolean(true), "false keeps the job in the file without scheduling it."),
         key(

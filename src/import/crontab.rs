@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use super::{slugify, unique};
 use crate::schedule::cron;
 
 /// How to read the crontab.
@@ -301,28 +302,7 @@ fn slug(command: &str) -> String {
         }
         break;
     }
-    let text = words.join("-").to_ascii_lowercase();
-    let mut slug = String::new();
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c);
-        } else if !slug.ends_with('-') {
-            slug.push('-');
-        }
-    }
-    let slug: String = slug.trim_matches('-').chars().take(48).collect();
-    if slug.is_empty() { "job".to_string() } else { slug.trim_end_matches('-').to_string() }
-}
-
-/// `base`, or `base-2`, `base-3`... the first not taken.
-fn unique(base: String, names: &mut HashSet<String>) -> String {
-    let mut name = base.clone();
-    let mut n = 2;
-    while !names.insert(name.clone()) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
+    slugify(&words.join("-"))
 }
 
 fn toml_str(s: &str) -> String {

@@ -3,6 +3,7 @@
 mod api;
 mod browser;
 mod builtins;
+mod celery_import;
 mod check;
 mod checks;
 mod cluster;

@@ -387,9 +387,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// What the tests' virtualenv holds: Celery and its Redis client (interoperability), jsonschema
-/// (the config's schema), aiosmtpd (a real SMTP server).
-const PYTHON_PACKAGES: &[&str] = &["celery[redis]>=5.4,<6", "jsonschema>=4.17,<5", "aiosmtpd>=1.4,<2"];
+/// What the tests' virtualenv holds: Celery with its Redis client and solar schedules
+/// (interoperability, imports), jsonschema (the config's schema), aiosmtpd (a real SMTP server).
+const PYTHON_PACKAGES: &[&str] = &["celery[redis,solar]>=5.4,<6", "jsonschema>=4.17,<5", "aiosmtpd>=1.4,<2"];
 
 /// The tests' Python virtualenv, made (or completed) on first use under `target/` (in CI too:
 /// a missing Python or package index fails the test, loudly).
