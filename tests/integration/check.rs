@@ -411,6 +411,7 @@ fn the_example_config_and_every_commented_example_in_it_are_valid() {
     assert!(uncommented.contains("[jobs.celery-cleanup]") && uncommented.contains("[brokers.main]"));
     let b = Beatd::with_config(&uncommented);
     std::fs::create_dir_all(b.path("var/uploads")).expect("cleanup folder");
+    std::fs::write(b.path("smtp-password"), "secret\n").expect("the mail notifier's password");
     let out = b.cmd(&["check", "--config", "beatd.toml"]).output().expect("check");
     assert!(out.status.success(), "{}\n{uncommented}", String::from_utf8_lossy(&out.stderr));
     let jobs = example.lines().filter(|l| toml_line(l).unwrap_or(l).starts_with("[jobs.")).count();
