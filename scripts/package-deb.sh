@@ -6,7 +6,8 @@
 # in /var/lib/beatd, the schema in /usr/share/beatd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked
+# The package strips debug information: build without it (a third faster).
+CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release --locked
 bin=target/release/beatd
 out=target/package
 rm -rf "$out"
