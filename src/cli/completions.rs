@@ -1,7 +1,7 @@
 //! `beatd completions SHELL`: the shell's completion script.
 //!
 //! The script asks the binary itself for candidates (clap_complete's dynamic completion:
-//! `COMPLETE=bash beatd -- <words>`), so subcommands and flags are always those of the
+//! `BEATD_COMPLETE=bash beatd -- <words>`), so subcommands and flags are always those of the
 //! installed version, and `trigger`, `pause` and `resume` complete the job names of the config
 //! the line names (`-c FILE`, else `$BEATD_CONFIG`, else `/etc/beatd/beatd.toml`).
 
@@ -14,8 +14,9 @@ use clap_complete::env::Shells;
 
 use super::{Failed, fail};
 
-/// The environment variable the scripts set to ask for candidates.
-pub const VAR: &str = "COMPLETE";
+/// The environment variable the scripts set to ask for candidates: beatd's own, so a `COMPLETE`
+/// another tool left in the environment never turns a command into a completion engine.
+pub const VAR: &str = "BEATD_COMPLETE";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -74,11 +74,14 @@ fn bash_completes_subcommands_and_the_configs_job_names() {
         assert_eq!(names, ["cleanup-logs", "cleanup-tmp"], "{verb}");
     }
     assert_eq!(bash_completes(&b, "beatd trigger --config=beatd.toml r"), ["report"]);
+    // Another tool's COMPLETE in the environment does not make beatd a completion engine.
+    let out = b.cmd(&["check", "beatd.toml"]).env("COMPLETE", "bash").output().expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok: 3 jobs\n");
     // A config that cannot be read offers nothing, and says nothing into the prompt.
     assert!(bash_completes(&b, "beatd trigger -c missing.toml c").is_empty());
     for shell in ["zsh", "fish"] {
         let out = b.cmd(&["completions", shell]).output().expect("run");
-        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("COMPLETE="), "{shell}");
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("BEATD_COMPLETE="), "{shell}");
     }
 }
 
