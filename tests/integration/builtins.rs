@@ -10,7 +10,7 @@ use axum::routing::post;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{Beatd, free_port, history, lines, wait_for};
+use crate::util::{Beatd, CLOSED_PORT, history, lines, wait_for};
 
 /// A webhook receiver that always answers 500, counting the attempts.
 fn failing_webhook() -> (String, Arc<Mutex<u32>>) {
@@ -44,7 +44,7 @@ fn bad_input_at_run_time_is_a_recorded_failure_and_the_daemon_keeps_running() {
     let (hook, hits) = failing_webhook();
     // A port nothing listens on: refused at once. (A name that does not resolve was used
     // before, but on a loaded machine its lookup sometimes outlasted the check's timeout.)
-    let closed = free_port();
+    let closed = CLOSED_PORT;
     let b = Beatd::with_config(&format!(
         r#"
 [notifiers.pager]

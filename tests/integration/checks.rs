@@ -1,6 +1,6 @@
 //! Checks and notifications against real servers on 127.0.0.1, started by the tests.
 
-use crate::util::free_port;
+use crate::util::CLOSED_PORT;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -147,7 +147,7 @@ async fn http_check_against_an_unresolvable_host_and_a_closed_port() {
     let err = dns.result.expect_err("fails");
     assert!(err.contains("no-such-host.invalid") && err.contains("dns error"), "{err}");
 
-    let closed = free_port();
+    let closed = CLOSED_PORT;
     let refused = check(&http_job(&format!("http://127.0.0.1:{closed}/"), "")).await;
     let err = refused.result.expect_err("fails");
     assert!(err.contains("Connection refused"), "{err}");
@@ -161,7 +161,7 @@ async fn tcp_check_open_and_closed_ports() {
         check(&format!("[jobs.db]\nevery = \"1m\"\naction = \"tcp_check\"\naddress = \"127.0.0.1:{open}\"\n")).await;
     assert_eq!((up.result, up.details.up), (Ok(()), Some(true)));
 
-    let closed = free_port();
+    let closed = CLOSED_PORT;
     let down = check(&format!(
         "[jobs.db]\nevery = \"1m\"\naction = \"tcp_check\"\naddress = \"127.0.0.1:{closed}\"\ntimeout = \"2s\"\n"
     ))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Beatd, Reaped, free_port, wait_for};
+use crate::util::{Beatd, CLOSED_PORT, Reaped, free_port, wait_for};
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -43,7 +43,7 @@ fn docs(name: &str) -> PathBuf {
 /// A daemon with an API on a free port and [`JOBS`] plus a check of a port nothing serves.
 fn start() -> (Beatd, crate::util::Running, u16) {
     let port = free_port();
-    let closed = free_port();
+    let closed = CLOSED_PORT;
     let b = Beatd::with_config(&format!(
         "[api]\nlisten = \"127.0.0.1:{port}\"\n{JOBS}\n[jobs.db]\nevery = \"1s\"\naction = \"tcp_check\"\naddress = \"127.0.0.1:{closed}\"\n"
     ));

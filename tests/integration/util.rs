@@ -293,6 +293,11 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     None
 }
 
+/// A port no one listens on, for a peer that must stay down: tcpmux's port 1. A freed
+/// [`free_port`] would not do: another test's server, bound to an ephemeral port meanwhile,
+/// can take it (it did, in CI), and the peer is then up.
+pub const CLOSED_PORT: u16 = 1;
+
 /// A port nothing listens on: bound, then released.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
