@@ -20,12 +20,18 @@ pub fn error_chain(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".to_string();
     }
-    let mut parts = Vec::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let wrapper = |text: &str| text.starts_with("error sending request") || text.starts_with("client error (");
+    source_chain(e, wrapper)
+}
+
+/// An error and its sources joined by `: `, each said once (a wrapper's text often repeats its
+/// source's), leaving out those `skip` names; the error's own text when nothing is left.
+pub fn source_chain(e: &(dyn std::error::Error + 'static), skip: impl Fn(&str) -> bool) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = Some(e);
     while let Some(s) = source {
         let text = s.to_string();
-        let wrapper = text.starts_with("error sending request") || text.starts_with("client error (");
-        if !wrapper && !parts.iter().any(|p: &String| p.contains(&text)) {
+        if !skip(&text) && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         source = s.source();

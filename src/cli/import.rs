@@ -106,7 +106,7 @@ fn dump(python: &PathBuf, app: &str) -> Result<String, Failed> {
 
 /// The text of `file` (`-`: standard input) and the name messages give it; at most 4 MiB, UTF-8.
 fn read(file: &PathBuf) -> Result<(String, String), Failed> {
-    const MAX: u64 = 4 * 1024 * 1024;
+    const MAX: u64 = crate::config::MAX_CONFIG_BYTES;
     let (mut reader, source): (Box<dyn Read>, String) = if file.as_os_str() == "-" {
         (Box::new(std::io::stdin()), "<stdin>".to_string())
     } else {

@@ -18,7 +18,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::{slugify, unique};
+use super::{slugify, toml_str, unique};
 use crate::schedule::cron;
 
 /// The Python program that writes an app's schedule as JSON: `python -c PROGRAM APP`.
@@ -231,10 +231,6 @@ fn toml_value(v: &Value) -> Result<String, String> {
     }
     check(v)?;
     toml::Value::try_from(v).map(|t| t.to_string()).map_err(|e| e.to_string())
-}
-
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use super::{slugify, unique};
+use super::{slugify, toml_str, unique};
 use crate::schedule::cron;
 
 /// How to read the crontab.
@@ -303,10 +303,6 @@ fn slug(command: &str) -> String {
         break;
     }
     slugify(&words.join("-"))
-}
-
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
 
 fn toml_key(k: &str) -> String {

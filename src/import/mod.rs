@@ -25,6 +25,11 @@ pub fn slugify(text: &str) -> String {
     }
 }
 
+/// `s` as a TOML string, quoted and escaped.
+pub fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
 /// `base`, or `base-2`, `base-3`... the first not taken.
 pub fn unique(base: String, names: &mut HashSet<String>) -> String {
     let mut name = base.clone();

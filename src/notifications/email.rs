@@ -166,21 +166,7 @@ pub async fn send(email: &Email, n: &Notification) -> Result<(), String> {
         .send(message)
         .await
         .map(|_| ())
-        .map_err(|e| format!("SMTP {}:{}: {}", email.host, email.port, chain(&e)))
-}
-
-/// An error and its sources, each said once (lettre's own text often repeats its source's).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source = Some(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
+        .map_err(|e| format!("SMTP {}:{}: {}", email.host, email.port, crate::http::source_chain(&e, |_| false)))
 }
 
 #[cfg(test)]
