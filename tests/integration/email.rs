@@ -13,7 +13,7 @@ use crate::tls::Pki;
 use crate::util::{Beatd, Reaped, free_port, history, venv_python, wait_for};
 
 /// An SMTP server: `python -c SERVER PORT MODE CERT KEY USER PASSWORD OUTDIR`, MODE `starttls`
-/// (STARTTLS and AUTH required) or `smtps` (implicit TLS, AUTH required).
+/// (STARTTLS and AUTH required), `smtps` (implicit TLS, AUTH required) or `plain` (neither).
 const SERVER: &str = r#"
 import asyncio, email, email.policy, json, os, ssl, sys, time, warnings
 warnings.simplefilter("ignore")  # aiosmtpd's deprecation notes about its own internals
@@ -51,7 +51,10 @@ class Save:
         return "250 OK"
 
 common = dict(hostname="127.0.0.1", port=int(port), authenticator=authenticate, auth_required=True)
-if mode == "starttls":
+if mode == "plain":
+    # A server that offers no STARTTLS and takes anything: what a client must not fall back to.
+    controller = Controller(Save(), hostname="127.0.0.1", port=int(port))
+elif mode == "starttls":
     controller = Controller(Save(), tls_context=context, require_starttls=True, auth_require_tls=True, **common)
 else:
     # aiosmtpd only offers AUTH after its own STARTTLS: on a TLS socket it must be told.
@@ -233,6 +236,33 @@ fn a_refused_login_is_a_logged_failure_that_leaves_the_job_alone_and_smtps_works
         (tls_mail["subject"].as_str(), tls_mail["tls"].as_bool()),
         (Some("[beatd] failing-too failed"), Some(true))
     );
+}
+
+#[test]
+fn a_server_without_starttls_gets_neither_the_password_nor_the_mail() {
+    let pki = Pki::new();
+    let b = Beatd::with_config("");
+    let out = b.path("mail");
+    let plain = Smtp::start(&pki, "plain", &out);
+    std::fs::write(b.path("smtp-password"), PASSWORD).expect("password");
+    b.write(
+        "beatd.toml",
+        &format!(
+            "{}\n[jobs.failing]\nevery = \"1s\"\naction = \"command\"\ncommand = \"exit 2\"\nnotify = \"ops-mail\"\n",
+            notifier(&pki, &format!("smtp://127.0.0.1:{}", plain.port), "smtp-password")
+        ),
+    );
+    let _d = b.run(&[]);
+    assert!(
+        wait_for(Duration::from_secs(15), || b.log().contains("notification attempt 2/6 failed (SMTP 127.0.0.1:")),
+        "{}",
+        b.log()
+    );
+    let log = b.log();
+    let attempt = log.lines().find(|l| l.contains("notification attempt 1/6 failed")).unwrap_or("");
+    assert!(attempt.to_lowercase().contains("tls"), "the refusal names TLS: {attempt}");
+    assert!(mails(&out).is_empty(), "a mail went out in plain text");
+    assert!(!log.contains(PASSWORD), "the password is in the log:\n{log}");
 }
 
 #[test]
