@@ -9,11 +9,11 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 
 use crate::job::Job;
 use crate::job::RunOutcome;
 use crate::metrics::Metrics;
+use crate::metrics::per_job::DurationHistogram;
 
 const NONE: i64 = i64::MIN;
 
@@ -37,7 +37,7 @@ pub struct JobStatus {
     /// `beatd_fires_total` for this job, by outcome (success, failure, timeout, skipped, cancelled).
     fires: Arc<[Counter; 5]>,
     /// Set for jobs that are not instant, with per-job metrics (a reload may set it later).
-    duration: OnceLock<Histogram>,
+    duration: OnceLock<Box<DurationHistogram>>,
     /// `beatd_job_period_seconds`, in milliseconds, worked out at the first scrape after the
     /// job was loaded or changed (`NONE` until then).
     period_ms: AtomicI64,
@@ -78,7 +78,7 @@ impl JobStatus {
         Arc::new(JobStatus::new(Default::default(), None))
     }
 
-    fn new(fires: Arc<[Counter; 5]>, duration: Option<Histogram>) -> JobStatus {
+    fn new(fires: Arc<[Counter; 5]>, duration: Option<Box<DurationHistogram>>) -> JobStatus {
         let cell = OnceLock::new();
         if let Some(h) = duration {
             let _ = cell.set(h);
@@ -106,8 +106,8 @@ impl JobStatus {
     }
 
     /// The job's duration histogram, if it has one.
-    pub fn duration(&self) -> Option<&Histogram> {
-        self.duration.get()
+    pub fn duration(&self) -> Option<&DurationHistogram> {
+        self.duration.get().map(|h| &**h)
     }
 
     /// The longest gap between the job's consecutive slots, from its next fire on (for
@@ -174,7 +174,7 @@ impl JobStatus {
             self.check_up.store(i64::from(up), Ordering::Relaxed);
         }
         if let (Some(h), Some(s)) = (self.duration.get(), started) {
-            h.observe((finished - s).num_microseconds().unwrap_or(0) as f64 / 1e6);
+            h.observe((finished - s).to_std().unwrap_or_default());
         }
         (previous != u8::MAX).then_some(previous == 1)
     }

@@ -14,6 +14,7 @@
 //! [`exposition`] picks the format a scraper asked for: OpenMetrics or the classic text format.
 
 pub mod exposition;
+pub mod per_job;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -32,6 +33,7 @@ use crate::jobs::Action;
 use crate::status::Board;
 
 use self::exposition::Format;
+use self::per_job::{DurationHistogram, FIRES, OUTCOMES};
 
 type Labels = Vec<(String, String)>;
 
@@ -42,15 +44,12 @@ pub const JOB_LABEL: &str = "job_name";
 /// a burst of 100 000 fires: a histogram can only say "within" at its bounds.
 pub const LATENESS_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-/// Job duration buckets: 10 ms to 1 h.
-const DURATION_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
-const OUTCOMES: [&str; 5] = ["success", "failure", "timeout", "skipped", "cancelled"];
-const FIRES: (&str, &str) = ("beatd_fires", "Fires by job and outcome (success, failure, timeout, skipped, cancelled)");
-const DURATIONS: (&str, &str) = ("beatd_job_duration_seconds", "Run durations of jobs that are not instant");
 
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// The board whose jobs the per-job series are read from ([`Metrics::watch`]).
+    board: Mutex<Weak<Board>>,
     per_job: bool,
     /// Without per-job series, every job counts into the same five counters: one handle.
     fires_by_outcome: Arc<[Counter; 5]>,
@@ -138,6 +137,7 @@ impl Metrics {
         }
         Metrics {
             registry: Mutex::new(registry),
+            board: Mutex::new(Weak::new()),
             per_job,
             fires_by_outcome,
             lateness,
@@ -180,7 +180,7 @@ impl Metrics {
 
     /// The counters (by outcome) and duration histogram a job's status holds: its own with
     /// per-job series, else the shared counters and none.
-    pub fn job_handles(&self, job: &Job) -> (Arc<[Counter; 5]>, Option<Histogram>) {
+    pub fn job_handles(&self, job: &Job) -> (Arc<[Counter; 5]>, Option<Box<DurationHistogram>>) {
         let fires = match self.per_job {
             true => Arc::new(OUTCOMES.map(|_| Counter::default())),
             false => self.fires_by_outcome.clone(),
@@ -189,8 +189,8 @@ impl Metrics {
     }
 
     /// A duration histogram for a job that is not instant, with per-job series.
-    pub fn duration_handle(&self, job: &Job) -> Option<Histogram> {
-        (self.per_job && !matches!(job.action, Action::Noop(_))).then(|| Histogram::new(DURATION_BUCKETS))
+    pub fn duration_handle(&self, job: &Job) -> Option<Box<DurationHistogram>> {
+        (self.per_job && !matches!(job.action, Action::Noop(_))).then(Box::default)
     }
 
     /// Registers the series read from `board` at scrape time.
@@ -198,6 +198,8 @@ impl Metrics {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         registry.register("beatd_loop_iterations", "Completed timer loop iterations", board.health.iterations.clone());
         registry.register_collector(Box::new(BoardSeries { board: Arc::downgrade(board), per_job: self.per_job }));
+        drop(registry);
+        *self.board.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(board);
     }
 
     /// Every series, in `format`.
@@ -209,10 +211,20 @@ impl Metrics {
             let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
             prometheus_client::encoding::text::encode(&mut out, &registry)?;
         }
-        Ok(match format {
-            Format::OpenMetrics => out,
-            Format::Text => exposition::to_text(&out),
-        })
+        // The registry's part is a few dozen lines: rewritten for the classic format, then the
+        // per-job series, written in the format asked for, go before OpenMetrics' `# EOF`.
+        out.truncate(out.strip_suffix(EOF).map_or(out.len(), str::len));
+        if format == Format::Text {
+            out = exposition::to_text(&out);
+        }
+        let board = self.board.lock().unwrap_or_else(|p| p.into_inner()).upgrade();
+        if let (true, Some(board)) = (self.per_job, board) {
+            per_job::write(&mut out, &board.jobs(), format);
+        }
+        if format == Format::OpenMetrics {
+            out.push_str(EOF);
+        }
+        Ok(out)
     }
 }
 
@@ -230,10 +242,9 @@ impl Collector for FiresByOutcome {
     }
 }
 
-/// A per-job gauge: name, help, and how to read it (`None`: no sample for that job).
-type JobGauge = (&'static str, &'static str, fn(&crate::status::LiveJob) -> Option<f64>);
+const EOF: &str = "# EOF\n";
 
-/// The series read from the live board.
+/// The series read from the live board, but for the per-job ones ([`per_job`]).
 #[derive(Debug)]
 struct BoardSeries {
     board: Weak<Board>,
@@ -257,46 +268,7 @@ impl Collector for BoardSeries {
             let g = Gauge::<i64>::default();
             g.set(running);
             let m = encoder.encode_descriptor("beatd_jobs_running", "Runs in progress", None, g.metric_type())?;
-            return g.encode(m);
-        }
-        let mut family = encoder.encode_descriptor(FIRES.0, FIRES.1, None, MetricType::Counter)?;
-        for entry in &board.jobs {
-            for (outcome, counter) in OUTCOMES.iter().zip(entry.status.fires().iter()) {
-                counter.encode(family.encode_family(&[(JOB_LABEL, &*entry.job.name), ("outcome", outcome)])?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(DURATIONS.0, DURATIONS.1, None, MetricType::Histogram)?;
-        for entry in &board.jobs {
-            if let Some(h) = entry.status.duration() {
-                h.encode(family.encode_family(&[(JOB_LABEL, &*entry.job.name)])?)?;
-            }
-        }
-        let gauges: [JobGauge; 5] = [
-            ("beatd_jobs_running", "Runs in progress, by job", |e| {
-                Some(e.status.running.load(Ordering::Relaxed) as f64)
-            }),
-            ("beatd_next_fire_timestamp_seconds", "When the job fires next (Unix time)", |e| {
-                e.status.next_fire().map(|t| t.timestamp_millis() as f64 / 1e3)
-            }),
-            ("beatd_last_success_timestamp_seconds", "When the job last succeeded (Unix time)", |e| {
-                e.status.last_success().map(|t| t.timestamp_millis() as f64 / 1e3)
-            }),
-            ("beatd_check_up", "1 when the check last found the service up, 0 when down", |e| {
-                e.status.check_up().map(|up| if up { 1.0 } else { 0.0 })
-            }),
-            (
-                "beatd_job_period_seconds",
-                "Longest gap between the job's consecutive slots (the interval; for cron, the longest of the next eight)",
-                |e| e.status.period(&e.job).map(|p| p.as_secs_f64()),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for entry in &board.jobs {
-                if let Some(v) = value(entry) {
-                    family.encode_family(&[(JOB_LABEL, &*entry.job.name)])?.encode_gauge(&v)?;
-                }
-            }
+            g.encode(m)?;
         }
         Ok(())
     }
