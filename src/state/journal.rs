@@ -134,7 +134,10 @@ impl Journal {
     /// Each job's stable id for `fired` blobs, assigned on first sight and never reused.
     ///
     /// The known ids are read in one pass and only new jobs are inserted: two statements per
-    /// job took 0.2 s of every start at 100 000 jobs.
+    /// job took 0.2 s of every start at 100 000 jobs. New jobs take the next ids in the order
+    /// given (the loop's order, so a burst's fire list is a few runs of consecutive ids), and
+    /// their rows go in sorted by name: appending to the name index instead of splitting its
+    /// pages at random took a first start's 100 000 inserts from 204 to ~40 ms.
     pub fn ids<'a>(&mut self, jobs: impl IntoIterator<Item = &'a str>) -> rusqlite::Result<Vec<u32>> {
         let tx = self.conn.transaction()?;
         let mut ids = Vec::new();
@@ -142,13 +145,28 @@ impl Journal {
             let mut all = tx.prepare_cached("SELECT job, id FROM journal_ids")?;
             let known: HashMap<String, u32> =
                 all.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-            let mut insert = tx.prepare_cached("INSERT INTO journal_ids (job) VALUES (?1) RETURNING id")?;
+            // AUTOINCREMENT's high-water mark: ids of jobs since forgotten stay taken.
+            let last: u32 = tx
+                .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'journal_ids'", [], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0)
+                .max(known.values().copied().max().unwrap_or(0));
+            let mut new = Vec::new();
             for job in jobs {
                 let id = match known.get(job) {
                     Some(&id) => id,
-                    None => insert.query_row([job], |r| r.get(0))?,
+                    None => {
+                        let id = last + 1 + new.len() as u32;
+                        new.push((job, id));
+                        id
+                    }
                 };
                 ids.push(id);
+            }
+            new.sort_unstable();
+            let mut insert = tx.prepare_cached("INSERT INTO journal_ids (id, job) VALUES (?1, ?2)")?;
+            for (job, id) in new {
+                insert.execute(params![id, job])?;
             }
         }
         tx.commit()?;
@@ -186,11 +204,14 @@ impl Journal {
                 "INSERT INTO journal_jobs (job, schedule, since) VALUES (?1, ?2, ?3)
                  ON CONFLICT (job) DO UPDATE SET schedule = excluded.schedule, since = excluded.since",
             )?;
-            for (job, schedule) in jobs {
-                let schedule = schedule.as_ref();
-                if stored.remove(job).is_none_or(|s| s != schedule) {
-                    upsert.execute(params![job, schedule, now.timestamp_millis()])?;
-                }
+            // In name order, as [`Journal::ids`] inserts: 93 -> 40 ms for a first start's rows.
+            let mut changed: Vec<(&str, S)> = jobs
+                .into_iter()
+                .filter(|(job, schedule)| stored.remove(*job).is_none_or(|s| s != schedule.as_ref()))
+                .collect();
+            changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (job, schedule) in changed {
+                upsert.execute(params![job, schedule.as_ref(), now.timestamp_millis()])?;
             }
             let mut delete = tx.prepare("DELETE FROM journal_jobs WHERE job = ?1")?;
             for job in stored.keys() {
