@@ -2,7 +2,6 @@
 //! types [`crate::jobs`] runs. The runner never sees TOML; `beatd check` sees every key here.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use globset::{Glob, GlobSetBuilder};
 use nix::unistd::{Group, User};
@@ -19,7 +18,7 @@ use crate::broker::Side;
 use crate::jobs::Action;
 use crate::jobs::celery::Celery;
 use crate::jobs::cleanup::Cleanup;
-use crate::jobs::command::{Command, DEFAULT_OUTPUT_LIMIT};
+use crate::jobs::command::{Command, DEFAULT_KILL_GRACE, DEFAULT_OUTPUT_LIMIT, Settings};
 use crate::jobs::http_check::{DEFAULT_TIMEOUT, HttpCheck};
 use crate::jobs::push::Push;
 use crate::jobs::report::Report;
@@ -171,7 +170,7 @@ pub fn command(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Comm
             }
         }
     }
-    let kill_grace = t.duration(d, "kill_grace").map_or(Duration::from_secs(10), |(v, _)| v);
+    let kill_grace = t.duration(d, "kill_grace").map_or(DEFAULT_KILL_GRACE, |(v, _)| v);
     let output_limit = match t.integer(d, "output_limit") {
         Some((n, span)) => usize::try_from(n).unwrap_or_else(|_| {
             t.error(d, span, "\"output_limit\" must be 0 or more (bytes)");
@@ -193,15 +192,15 @@ pub fn command(t: &mut Table<'_, '_>, d: &mut Diags, base: &Path) -> Option<Comm
             None
         }
     });
-    Some(Command {
-        command: command?.value.into(),
+    let settings = Settings {
         workdir: workdir.map(PathBuf::into_boxed_path),
         env: env.into_boxed_slice(),
         kill_grace,
         output_limit,
         user,
         group,
-    })
+    };
+    Some(Command::new(command?.value.into(), settings))
 }
 
 /// `action = "cleanup"`: its keys, read from the job's table.

@@ -18,6 +18,7 @@ fn action_rows(action: &Action) -> Vec<(&'static str, String)> {
     match action {
         Action::Command(c) => {
             let mut rows = vec![("command", c.command.to_string())];
+            let c = c.settings();
             if let Some(w) = &c.workdir {
                 rows.push(("workdir", w.display().to_string()));
             }
