@@ -49,17 +49,72 @@ pub enum Pending {
     Instant { job: Arc<str>, slot: DateTime<Utc>, at: DateTime<Utc> },
     /// Many entries from one tick, sent at once.
     Batch(Vec<Pending>),
-    /// Which runs each job keeps, by name: sent at start and at each reload. A job not named
-    /// keeps every run.
-    Retentions(Arc<HashMap<Arc<str>, Retention>>),
+    /// Which runs each job keeps: sent at start and at each reload.
+    Retentions(Arc<Retentions>),
+}
+
+/// Which runs each job keeps: the retention most jobs share (normally `[scheduler]`'s) and
+/// the jobs that differ from it. A map of every job cost 5.4 MB at 100 000 jobs under
+/// `history = "off"`; now a schedule under one setting costs nothing here. A job that is not
+/// in the config (a run that ends after a reload dropped its job) keeps the default.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Retentions {
+    default: Retention,
+    except: HashMap<Arc<str>, Retention>,
+    /// The jobs that keep the default, only when the default needs them by name (`failures`
+    /// learns each one's last outcome, a cap deletes per job).
+    by_default: Box<[Arc<str>]>,
+}
+
+impl Retentions {
+    /// The retentions of named jobs; the one most of them have becomes the default.
+    pub fn new(jobs: impl IntoIterator<Item = (Arc<str>, Retention)>) -> Retentions {
+        let jobs: Vec<(Arc<str>, Retention)> = jobs.into_iter().collect();
+        // Few distinct values (one per setting written): count them in a short list.
+        let mut counts: Vec<(Retention, usize)> = Vec::new();
+        for (_, r) in &jobs {
+            match counts.iter_mut().find(|(c, _)| c == r) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((*r, 1)),
+            }
+        }
+        // On a tie, every run (as a job not named kept before there was a default).
+        let default = counts
+            .iter()
+            .max_by_key(|(r, n)| (*n, *r == Retention::default()))
+            .map_or_else(Retention::default, |(r, _)| *r);
+        let named = default.mode == HistoryMode::Failures || default.max_runs.is_some();
+        let (mut except, mut by_default) = (HashMap::new(), Vec::new());
+        for (job, r) in jobs {
+            if r != default {
+                except.insert(job, r);
+            } else if named {
+                by_default.push(job);
+            }
+        }
+        Retentions { default, except, by_default: by_default.into_boxed_slice() }
+    }
+
+    pub fn get(&self, job: &str) -> Retention {
+        self.except.get(job).copied().unwrap_or(self.default)
+    }
+
+    /// Whether every job keeps every run.
+    fn keeps_all(&self) -> bool {
+        self.default == Retention::default() && self.except.is_empty()
+    }
+
+    /// The jobs named with their retention (those that differ, and the default's when it
+    /// needs them).
+    fn named(&self) -> impl Iterator<Item = (&Arc<str>, Retention)> {
+        self.except.iter().map(|(j, r)| (j, *r)).chain(self.by_default.iter().map(|j| (j, self.default)))
+    }
 }
 
 impl Pending {
-    /// The retentions of `jobs`, as the writer takes them: only those that are not the
-    /// default (every run, no cap), so a schedule of 100 000 ordinary jobs costs nothing here.
+    /// The retentions of `jobs`, as the writer takes them.
     pub fn retentions<'a>(jobs: impl IntoIterator<Item = &'a crate::job::Job>) -> Pending {
-        let set = jobs.into_iter().filter(|j| j.history != Retention::default());
-        Pending::Retentions(Arc::new(set.map(|j| (j.name.clone(), j.history)).collect()))
+        Pending::Retentions(Arc::new(Retentions::new(jobs.into_iter().map(|j| (j.name.clone(), j.history)))))
     }
 
     fn into_records(self, out: &mut Vec<RunRecord>) {
@@ -269,7 +324,7 @@ fn write_loop(
 /// What the writer keeps of the runs it gets, job by job (`history`, `history_keep_runs`).
 #[derive(Debug, Default)]
 struct Keeper {
-    retention: Arc<HashMap<Arc<str>, Retention>>,
+    retention: Arc<Retentions>,
     /// Whether each job's last run was a success, for `failures`: a success after anything
     /// else (or the first after a start) is written.
     last_ok: HashMap<String, bool>,
@@ -285,7 +340,7 @@ impl Keeper {
                 self.retention = r;
                 self.learn(conn);
             }
-            Pending::Batch(entries) if !self.retention.is_empty() => {
+            Pending::Batch(entries) if !self.retention.keeps_all() => {
                 for e in entries {
                     self.take(e, batch, conn);
                 }
@@ -305,7 +360,7 @@ impl Keeper {
         else {
             return;
         };
-        for (job, r) in self.retention.iter() {
+        for (job, r) in self.retention.named() {
             if r.mode != HistoryMode::Failures || self.last_ok.contains_key(&**job) {
                 continue;
             }
@@ -317,7 +372,7 @@ impl Keeper {
     /// For an instant job's success: counts it and returns true if its retention leaves it
     /// out of the history.
     fn counts_instant(&mut self, job: &str, at: DateTime<Utc>) -> bool {
-        match self.retention.get(job).map_or(HistoryMode::All, |k| k.mode) {
+        match self.retention.get(job).mode {
             HistoryMode::All => false,
             HistoryMode::Off => true,
             HistoryMode::Failures => {
@@ -333,7 +388,7 @@ impl Keeper {
     fn take_records(&mut self, entry: Pending, batch: &mut Vec<RunRecord>) {
         let start = batch.len();
         entry.into_records(batch);
-        if self.retention.is_empty() {
+        if self.retention.keeps_all() {
             return;
         }
         let mut kept = start;
@@ -356,7 +411,7 @@ impl Keeper {
     }
 
     fn keeps(&mut self, r: &RunRecord) -> bool {
-        let mode = self.retention.get(r.job.as_str()).map_or(HistoryMode::All, |k| k.mode);
+        let mode = self.retention.get(r.job.as_str()).mode;
         match mode {
             HistoryMode::All => true,
             HistoryMode::Off => false,
@@ -383,11 +438,11 @@ fn manual(r: &RunRecord) -> bool {
 }
 
 /// Deletes each capped job's runs beyond its newest `history_keep_runs`.
-fn keep_runs(conn: &Connection, retention: &HashMap<Arc<str>, Retention>) -> rusqlite::Result<()> {
+fn keep_runs(conn: &Connection, retention: &Retentions) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "DELETE FROM runs WHERE job = ?1 AND id <= (SELECT id FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
     )?;
-    for (job, r) in retention {
+    for (job, r) in retention.named() {
         if let Some(max) = r.max_runs {
             stmt.execute(params![&**job, i64::try_from(max).unwrap_or(i64::MAX)])?;
         }
@@ -570,12 +625,12 @@ mod tests {
         let (history, writer) =
             Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
         let keep = |mode, max_runs| Retention { mode, max_runs };
-        let retentions: HashMap<Arc<str>, Retention> = [
+        let retentions = Retentions::new([
             ("f".into(), keep(HistoryMode::Failures, None)),
             ("o".into(), keep(HistoryMode::Off, None)),
             ("capped".into(), keep(HistoryMode::All, Some(5))),
-        ]
-        .into();
+            ("a".into(), keep(HistoryMode::All, None)),
+        ]);
         history.send(Pending::Retentions(Arc::new(retentions)));
         // Scheduled runs carry no id (the writer derives it); the last one is a retry.
         let scheduled = |job: &str, ms: i64, outcome, attempt| RunRecord {
@@ -623,7 +678,7 @@ mod tests {
         drop(conn);
 
         // Across a restart: a failure last written makes the next success a recovery.
-        let retentions: HashMap<Arc<str>, Retention> = [("f".into(), keep(HistoryMode::Failures, None))].into();
+        let retentions = Retentions::new([("f".into(), keep(HistoryMode::Failures, None))]);
         let (history, writer) =
             Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
         history.send(Pending::Retentions(Arc::new(retentions.clone())));
@@ -644,6 +699,58 @@ mod tests {
             .map(|r| r.scheduled_at.timestamp_millis())
             .collect();
         assert_eq!(last, [3_001_000, 3_000_000], "the recovery after the restart is written, the next success counted");
+    }
+
+    /// `[scheduler] history = "off"` for 100 000 jobs and one job that keeps its runs: one
+    /// default and one exception, not a map of every job; and the default still applies.
+    #[test]
+    fn the_setting_most_jobs_share_is_the_default_and_only_the_others_are_named() {
+        let keep = |mode, max_runs| Retention { mode, max_runs };
+        let off = keep(HistoryMode::Off, None);
+        let mut jobs: Vec<(Arc<str>, Retention)> = (0..1000).map(|i| (format!("j{i}").into(), off)).collect();
+        jobs.push(("keep".into(), Retention::default()));
+        jobs.push(("few".into(), keep(HistoryMode::Failures, Some(2))));
+        let r = Retentions::new(jobs);
+        assert_eq!((r.default, r.except.len(), r.by_default.len()), (off, 2, 0));
+        assert_eq!(r.get("j7"), off);
+        assert_eq!(r.get("keep"), Retention::default());
+        assert_eq!(r.get("gone-since-a-reload"), off);
+        assert!(Retentions::new([("a".into(), Retention::default())]).keeps_all());
+        assert!(Retentions::new([]).keeps_all());
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let forever = Duration::from_secs(365 * 86_400 * 100);
+        let (history, writer) =
+            Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
+        history.send(Pending::Retentions(Arc::new(r)));
+        // A cap shared by every job: each is capped by name.
+        for i in 0..4 {
+            history.record(record("j1", 1_000_000 + i * 1000, RunOutcome::Failure));
+            history.record(record("keep", 1_000_000 + i * 1000, RunOutcome::Success));
+            history.record(record("gone-since-a-reload", 1_000_000 + i * 1000, RunOutcome::Failure));
+        }
+        drop(history);
+        writer.finish();
+        let conn = super::super::open_read_only(dir.path()).expect("open");
+        let count = |job| query(&conn, Some(job), None, None).expect("query").len();
+        assert_eq!((count("j1"), count("keep"), count("gone-since-a-reload")), (0, 4, 0));
+        drop(conn);
+
+        let capped = Retentions::new(["a", "b", "c"].map(|j| (j.into(), keep(HistoryMode::All, Some(2)))));
+        assert_eq!(capped.by_default.len(), 3, "a cap deletes by name");
+        let (history, writer) =
+            Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
+        history.send(Pending::Retentions(Arc::new(capped)));
+        for i in 0..5 {
+            for job in ["a", "b", "c"] {
+                history.record(record(job, 2_000_000 + i * 1000, RunOutcome::Success));
+            }
+        }
+        drop(history);
+        writer.finish();
+        let conn = super::super::open_read_only(dir.path()).expect("open");
+        let count = |job| query(&conn, Some(job), None, None).expect("query").len();
+        assert_eq!((count("a"), count("b"), count("c")), (2, 2, 2));
     }
 
     #[test]
