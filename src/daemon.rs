@@ -201,6 +201,7 @@ impl Daemon {
         let scheduler = with_systemd(scheduler, &systemd, &board, cluster.clone());
         // Config loaded, state opened, API listening: ready.
         let summary = scheduler.summary();
+        crate::memory::give_back_freed();
         systemd.ready(&summary);
         tracing::info!("beatd started from {}: {summary}", config.path.display());
         let (reloads, requests) = mpsc::unbounded_channel();

@@ -38,6 +38,7 @@ pub mod import;
 pub mod job;
 pub mod jobs;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod nofollow;
 pub mod notifications;

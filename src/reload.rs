@@ -146,6 +146,7 @@ impl Reloader {
         health.reload_failed.store(false, Ordering::Relaxed);
         self.board.metrics.reloads.get_or_create(&vec![("result".into(), "success".into())]).inc();
         let n = self.board.jobs().jobs.len();
+        crate::memory::give_back_freed();
         self.systemd.reloaded(&format!("reloaded: {n} job{}", if n == 1 { "" } else { "s" }));
         // Settings read at start only stay as they were, so later changes compare to those.
         let mut scheduler = self.running.scheduler.clone();
