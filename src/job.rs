@@ -47,7 +47,9 @@ pub struct Job {
 pub struct Retention {
     pub mode: HistoryMode,
     /// The newest this many runs of the job are kept; `None`: no cap beside `history_keep`.
-    pub max_runs: Option<u64>,
+    /// At least 1 (the config refuses 0), so `None` costs no extra word: `Retention` is in
+    /// every job.
+    pub max_runs: Option<std::num::NonZeroU64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -4,7 +4,7 @@
 //! metric handles: no lock, no map look-up, no allocation per fire. The API and the metrics
 //! collector read it whenever they are asked.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicI64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -32,7 +32,7 @@ pub struct JobStatus {
     last_verdict: AtomicU8,
     last_success_ms: AtomicI64,
     /// Checks: 1 up, 0 down, -1 not yet known.
-    check_up: AtomicI64,
+    check_up: AtomicI8,
     pub running: AtomicUsize,
     /// `beatd_fires_total` for this job, by outcome (success, failure, timeout, skipped, cancelled).
     fires: Arc<[Counter; 5]>,
@@ -92,7 +92,7 @@ impl JobStatus {
             last_outcome: AtomicU8::new(u8::MAX),
             last_verdict: AtomicU8::new(u8::MAX),
             last_success_ms: AtomicI64::new(NONE),
-            check_up: AtomicI64::new(-1),
+            check_up: AtomicI8::new(-1),
             running: AtomicUsize::new(0),
             fires,
             duration: cell,
@@ -171,7 +171,7 @@ impl JobStatus {
             self.last_success_ms.store(finished.timestamp_millis(), Ordering::Relaxed);
         }
         if let Some(up) = up {
-            self.check_up.store(i64::from(up), Ordering::Relaxed);
+            self.check_up.store(i8::from(up), Ordering::Relaxed);
         }
         if let (Some(h), Some(s)) = (self.duration.get(), started) {
             h.observe((finished - s).to_std().unwrap_or_default());

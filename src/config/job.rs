@@ -113,7 +113,7 @@ pub(super) fn retention(t: &mut Table<'_, '_>, d: &mut Diags, defaults: Retentio
     let mode = t.choice(d, "history", "history", &modes).unwrap_or(defaults.mode);
     let max_runs = match t.integer(d, "history_keep_runs") {
         Some((n, span)) => match u64::try_from(n) {
-            Ok(n) if n > 0 => Some(n),
+            Ok(n) if n > 0 => std::num::NonZeroU64::new(n),
             _ => {
                 t.error(d, span, "\"history_keep_runs\" must be 1 or more");
                 defaults.max_runs

@@ -444,7 +444,7 @@ fn keep_runs(conn: &Connection, retention: &Retentions) -> rusqlite::Result<()> 
     )?;
     for (job, r) in retention.named() {
         if let Some(max) = r.max_runs {
-            stmt.execute(params![&**job, i64::try_from(max).unwrap_or(i64::MAX)])?;
+            stmt.execute(params![&**job, i64::try_from(max.get()).unwrap_or(i64::MAX)])?;
         }
     }
     Ok(())
@@ -573,6 +573,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::num::NonZeroU64;
 
     fn record(job: &str, ms: i64, outcome: RunOutcome) -> RunRecord {
         let t = DateTime::from_timestamp_millis(ms).expect("valid");
@@ -628,7 +629,7 @@ mod tests {
         let retentions = Retentions::new([
             ("f".into(), keep(HistoryMode::Failures, None)),
             ("o".into(), keep(HistoryMode::Off, None)),
-            ("capped".into(), keep(HistoryMode::All, Some(5))),
+            ("capped".into(), keep(HistoryMode::All, NonZeroU64::new(5))),
             ("a".into(), keep(HistoryMode::All, None)),
         ]);
         history.send(Pending::Retentions(Arc::new(retentions)));
@@ -709,7 +710,7 @@ mod tests {
         let off = keep(HistoryMode::Off, None);
         let mut jobs: Vec<(Arc<str>, Retention)> = (0..1000).map(|i| (format!("j{i}").into(), off)).collect();
         jobs.push(("keep".into(), Retention::default()));
-        jobs.push(("few".into(), keep(HistoryMode::Failures, Some(2))));
+        jobs.push(("few".into(), keep(HistoryMode::Failures, NonZeroU64::new(2))));
         let r = Retentions::new(jobs);
         assert_eq!((r.default, r.except.len(), r.by_default.len()), (off, 2, 0));
         assert_eq!(r.get("j7"), off);
@@ -736,7 +737,7 @@ mod tests {
         assert_eq!((count("j1"), count("keep"), count("gone-since-a-reload")), (0, 4, 0));
         drop(conn);
 
-        let capped = Retentions::new(["a", "b", "c"].map(|j| (j.into(), keep(HistoryMode::All, Some(2)))));
+        let capped = Retentions::new(["a", "b", "c"].map(|j| (j.into(), keep(HistoryMode::All, NonZeroU64::new(2)))));
         assert_eq!(capped.by_default.len(), 3, "a cap deletes by name");
         let (history, writer) =
             Writer::start(dir.path(), forever, crate::clock::Clock::System, Default::default()).expect("start");
