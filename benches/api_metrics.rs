@@ -71,7 +71,7 @@ async fn measure(per_job: bool, accept: Option<&str>) -> (Vec<Duration>, Duratio
         if let Some(a) = accept {
             req = req.header("Accept", a);
         }
-        let body = req.send().await.expect("answer").text().await.expect("body");
+        let body = req.send().await.expect("answer").bytes().await.expect("body");
         times.push(start.elapsed());
         size = body.len();
     }
