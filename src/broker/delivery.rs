@@ -51,8 +51,10 @@ const HELD_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const DRAIN_BATCH: usize = 10_000;
 /// Fires taken from the channel at once: a tick's burst is built and sent this many at a
 /// time (a Redis pipeline's worth), so only these messages are held at once. Taking 100 000
-/// held a whole burst of 50 000 built messages, 78 MB, for the same throughput.
-const MAX_BURST: usize = 10_000;
+/// held a whole burst of 50 000 built messages, 78 MB, for the same throughput; 10 000 held
+/// 147 MiB at the peak of 50 000 Celery jobs a second, 2 500 hold 110 MiB, and the burst is
+/// in Redis as soon (`cargo bench --bench queue_throughput`).
+const MAX_BURST: usize = 2_500;
 
 /// What every broker's task shares.
 #[derive(Debug, Clone)]

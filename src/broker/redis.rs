@@ -24,8 +24,10 @@ fn tls_client(url: &BrokerUrl, files: &TlsFiles) -> Result<redis::Client, String
     redis::Client::build_with_tls(url.secret(), certs).map_err(|e| format!("TLS settings: {e}"))
 }
 
-/// Messages per pipeline: a burst of 50 000 goes out as a few round trips of bounded size.
-const CHUNK: usize = 10_000;
+/// Messages per pipeline: a burst of 50 000 goes out as round trips of bounded size (each
+/// message is copied into its command and again into the packed pipeline, so the size of a
+/// pipeline is memory held twice over; 2 500 are as fast as 10 000 on loopback).
+const CHUNK: usize = 2_500;
 
 pub struct Redis {
     client: redis::Client,
