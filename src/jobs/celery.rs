@@ -141,8 +141,11 @@ impl Celery {
 pub(crate) struct Template {
     /// Text around the holes (one more than the holes), and the holes. `None` when the job's
     /// own values happen to contain a marker: then every message is built in full.
-    parts: Option<(Box<[Arc<str>]>, [Hole; HOLES])>,
+    parts: Option<Pieces>,
 }
+
+/// The text around the holes, shared pieces (one more than the holes), and the holes in order.
+type Pieces = (Box<[Arc<str>]>, [Hole; HOLES]);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hole {
