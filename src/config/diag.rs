@@ -112,6 +112,19 @@ impl<'s> Diags<'s> {
         }
     }
 
+    /// The diagnostics without the text, once the file is read: every position is worked out
+    /// when its error is noted, so what is left to check (references, the disk) needs none.
+    pub fn close(self) -> Diags<'static> {
+        Diags {
+            file: self.file,
+            text: "",
+            line_starts: vec![0],
+            found: self.found,
+            deferred: self.deferred,
+            references: self.references,
+        }
+    }
+
     pub fn file(&self) -> &str {
         &self.file
     }
