@@ -266,6 +266,36 @@ fn names_may_be_defined_in_a_later_file_than_the_job_that_uses_them() {
     );
 }
 
+/// Each drop-in is read just before its turn and let go after it: one that cannot be read (not
+/// UTF-8) is reported among the others' errors, the files after it are still read, and
+/// positions in files already let go stay exact.
+#[test]
+fn a_drop_in_that_cannot_be_read_is_reported_among_the_others_errors() {
+    let b = with_dropins(
+        "",
+        &[
+            (
+                "a.toml",
+                "[jobs.uses-later]\nevery = \"5m\"\naction = \"noop\"\nnotify = \"from-c\"\n\n[jobs.bad]\nevery = \"5m\"\naction = \"nop\"\n",
+            ),
+            (
+                "c.toml",
+                "[notifiers.from-c]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/c\"\n[jobs.uses-missing]\nevery = \"1m\"\naction = \"noop\"\nnotify = \"nowhere\"\n",
+            ),
+        ],
+    );
+    std::fs::write(b.path("conf.d/b.toml"), b"[jobs.x]\nevery = \"1m\"\naction = \"no\xffop\"\n").expect("b.toml");
+    let out = b.cmd(&["check", "--config", "beatd.toml"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(
+        stderr,
+        "conf.d/a.toml:8:10: job \"bad\": unknown action \"nop\" (did you mean \"noop\"?)\n\
+         conf.d/c.toml:7:10: job \"uses-missing\": no notifier \"nowhere\" (define it as [notifiers.nowhere])\n\
+         conf.d/b.toml:3:13: invalid UTF-8: a config must be UTF-8 text\n\
+         3 errors\n"
+    );
+}
+
 #[test]
 fn a_job_defined_in_two_files_names_both() {
     let b = with_dropins(
