@@ -185,8 +185,11 @@ impl Running {
             base: format!("http://{listen}"),
             token_file: token_file.unwrap_or_else(|| self.dir.join("state/api-token")),
         };
+        // This daemon's own listener (its log says so), not another test's on the same port.
+        let bound = format!("HTTP API on {} (", api.base);
         let up = wait_for(Duration::from_secs(5), || {
-            current_thread().block_on(async { reqwest::get(api.url("/healthz")).await.is_ok() })
+            self.log().contains(&bound)
+                && current_thread().block_on(async { reqwest::get(api.url("/healthz")).await.is_ok() })
         });
         assert!(up, "the API does not answer at {}:\n{}", api.base, self.log());
         api
@@ -299,8 +302,20 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 pub const CLOSED_PORT: u16 = 1;
 
 /// A port nothing listens on: bound, then released.
+///
+/// Never the same port twice in this test process: the kernel may hand a port just probed
+/// and released to the next probe, and two tests running side by side would then start
+/// servers on one port (one daemon failed to bind while the other answered its health check).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// `beatd history --json` of `job` as values, newest first (none before the daemon has made
