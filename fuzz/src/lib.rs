@@ -148,7 +148,7 @@ pub fn load(main: Vec<u8>, dropin: Option<Vec<u8>>) {
             Some(bytes) => vec![Source::from_bytes(&dropin_path, bytes)?],
             None => Vec::new(),
         };
-        parse_sources(&m, &dropins, base, Disk::Skip)
+        parse_sources(&m, dropins, base, Disk::Skip)
     });
     match result {
         Ok(config) => exercise(&config),
